@@ -1,0 +1,1 @@
+//! Empty: this crate only exists for its dependency features (see Cargo.toml).

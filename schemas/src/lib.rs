@@ -1,0 +1,15 @@
+//! What sieve knows about datasets before it touches a model: dataset
+//! descriptors (`schemas/datasets/*.toml`), the resolution of file, directory
+//! and glob inputs, the column roles and the Arrow types each role accepts,
+//! the columns sieve adds, and the Hugging Face `huggingface` schema metadata
+//! that carries class names in and out.
+
+pub mod columns;
+pub mod descriptor;
+pub mod error;
+pub mod huggingface;
+pub mod paths;
+
+pub use columns::{InputKind, OutputColumns};
+pub use descriptor::{DatasetDescriptor, Split};
+pub use error::SchemaError;
