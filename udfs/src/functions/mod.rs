@@ -1,0 +1,5 @@
+//! The SQL functions sieve registers, one file each.
+
+pub mod content_hash;
+pub mod proxy_scores;
+pub mod seeded_random;

@@ -1,0 +1,150 @@
+//! `proxy_scores(proxy, input, label)`: runs a trained proxy over each row
+//! and returns a struct of its scores (Selection via Proxy, Coleman et al.,
+//! ICLR 2020): `entropy`, `least_confidence`, `margin`, `el2n`, `loss`,
+//! `pred`, `correct` and `error`. Higher = harder for every float score.
+//!
+//! ```text
+//! +------------------+----------+-------+    +-------------------------------+
+//! | img              | label    | ...   | -> | {entropy: 0.41, ..., error: ∅} |
+//! | <undecodable>    | 3        |       |    | {entropy: ∅, ..., error: ...}  |
+//! +------------------+----------+-------+    +-------------------------------+
+//! ```
+//!
+//! # Performance
+//! The proxy is loaded once per process ([`crate::proxy::shared`]); each
+//! DataFusion batch is decoded in parallel and cut into model micro-batches,
+//! so every row costs one forward pass.
+
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float32Builder, Int64Array, Int64Builder, StringBuilder, StructArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::utils::take_function_args;
+use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_OTHER;
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use sieve_schemas::OutputColumns;
+
+use crate::decode::RowError;
+use crate::infer::{self, Prediction};
+use crate::proxy;
+
+/// The `proxy_scores` scalar UDF.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ProxyScores {
+    signature: Signature,
+}
+
+impl Default for ProxyScores {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyScores {
+    /// Builds the UDF; any argument types, checked in `return_type`.
+    pub fn new() -> Self {
+        Self { signature: Signature::any(3, Volatility::Immutable) }
+    }
+}
+
+static DOC: LazyLock<Documentation> = LazyLock::new(|| {
+    Documentation::builder(
+        DOC_SECTION_OTHER,
+        "Scores each row with a trained proxy (one forward pass): a struct of entropy, least_confidence, \
+         margin, el2n, loss (higher = harder), pred, correct, and error ('reason: detail', why a row has no scores). \
+         Pass NULL as label for unlabeled rows: el2n, loss and correct are then null.",
+        "proxy_scores('out/cifar10/proxy', img, label)",
+    )
+    .with_argument("proxy", "Directory of a proxy trained by `sieve train` (a string literal).")
+    .with_argument("input", "Image column (struct<bytes, path> or binary) or text column.")
+    .with_argument("label", "Integer class label, or NULL.")
+    .build()
+});
+
+impl ScalarUDFImpl for ProxyScores {
+    fn name(&self) -> &str {
+        "proxy_scores"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let [proxy, _input, label] = take_function_args(self.name(), arg_types)?;
+        if !matches!(proxy, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            return plan_err!("proxy_scores: the proxy argument must be a string, got {proxy}");
+        }
+        if !(label.is_integer() || label.is_null()) {
+            return plan_err!("proxy_scores: the label must be an integer or NULL, got {label}");
+        }
+        Ok(DataType::Struct(OutputColumns::score_fields()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [proxy, input, label] = take_function_args(self.name(), args.args)?;
+        let dir = match proxy {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(dir)) => dir.to_string(),
+                _ => return exec_err!("proxy_scores: the proxy must be a non-null string literal"),
+            },
+            ColumnarValue::Array(_) => return exec_err!("proxy_scores: the proxy must be a literal, not a column"),
+        };
+        let proxy = proxy::shared(Path::new(&dir))?;
+        let input = input.into_array(n)?;
+        let labels = match label {
+            ColumnarValue::Scalar(ScalarValue::Null) => None,
+            label => Some(cast(&label.into_array(n)?, &DataType::Int64)?),
+        };
+        let labels = labels.as_ref().map(|l| l.as_any().downcast_ref::<Int64Array>().expect("cast to Int64"));
+        let predictions = infer::predict(&proxy, &input, labels)?;
+        Ok(ColumnarValue::Array(Arc::new(scores_array(&predictions, proxy.num_classes()))))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&DOC)
+    }
+}
+
+/// Builds the struct column from per-row predictions.
+fn scores_array(rows: &[Result<Prediction, RowError>], classes: usize) -> StructArray {
+    let n = rows.len();
+    let mut floats: Vec<Float32Builder> = (0..OutputColumns::FLOAT_SCORES.len()).map(|_| Float32Builder::with_capacity(n)).collect();
+    let mut pred = Int64Builder::with_capacity(n);
+    let mut correct = BooleanBuilder::with_capacity(n);
+    let mut error = StringBuilder::new();
+    let mut probs = vec![0.0f32; classes];
+    for row in rows {
+        match row {
+            Ok(p) => {
+                let s = crate::scores::row_scores(&p.logits, p.label, &mut probs);
+                let values = [Some(s.entropy), Some(s.least_confidence), Some(s.margin), s.el2n, s.loss];
+                for (b, v) in floats.iter_mut().zip(values) {
+                    b.append_option(v);
+                }
+                pred.append_value(s.pred as i64);
+                correct.append_option(p.label.map(|y| y == s.pred));
+                error.append_null();
+            }
+            Err(e) => {
+                floats.iter_mut().for_each(|b| b.append_null());
+                pred.append_null();
+                correct.append_null();
+                error.append_value(format!("{}: {e}", e.reason()));
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = floats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    columns.push(Arc::new(pred.finish()));
+    columns.push(Arc::new(correct.finish()));
+    columns.push(Arc::new(error.finish()));
+    StructArray::new(OutputColumns::score_fields(), columns, None)
+}

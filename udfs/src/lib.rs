@@ -1,0 +1,34 @@
+//! DataFusion UDFs for sieve and everything they run: image and text decoding,
+//! the candle proxy models, the fast CPU kernels those models need, and the
+//! score math. [`register_all`] puts every UDF into a `SessionContext`.
+
+pub mod decode;
+pub mod error;
+pub mod functions;
+pub mod infer;
+pub mod kernels;
+pub mod models;
+pub mod proxy;
+pub mod scores;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+
+pub use error::{Result, UdfError};
+
+/// Every SQL function sieve provides, for registration and for
+/// `sieve sql --functions`.
+pub fn all_functions() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::from(functions::proxy_scores::ProxyScores::new()),
+        ScalarUDF::from(functions::content_hash::ContentHash::new()),
+        ScalarUDF::from(functions::seeded_random::SeededRandom::new()),
+    ]
+}
+
+/// Registers every sieve UDF in `ctx`.
+pub fn register_all(ctx: &SessionContext) {
+    for f in all_functions() {
+        ctx.register_udf(f);
+    }
+}

@@ -1,0 +1,188 @@
+//! A trained proxy as it lives on disk, and the process-wide cache that
+//! loads it once per process however many partitions and batches score.
+//!
+//! A proxy is a directory: `model.safetensors` (the weights) and
+//! `proxy.json` ([`ProxyMeta`]: architecture, classes, preprocessing, and the
+//! training record: train and held-out accuracy, epochs, seconds).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, UdfError};
+use crate::models::fasttext::{FastText, FastTextConfig};
+use crate::models::image_trainer::{images_to_tensor, Normalize};
+use crate::models::resnet::{FoldedResNet, ResNetConfig};
+
+/// File name of the weights inside a proxy directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File name of the metadata inside a proxy directory.
+pub const META_FILE: &str = "proxy.json";
+
+/// The architecture of a proxy, with everything needed to rebuild it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Architecture {
+    /// A CIFAR-style ResNet over RGB images.
+    Resnet(ResNetConfig),
+    /// A fastText-style bag of hashed n-grams over text.
+    Fasttext(FastTextConfig),
+}
+
+/// One epoch of the proxy's training curve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub loss: f64,
+    /// Training accuracy over the epoch (on augmented inputs for images).
+    pub accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Seconds spent in the epoch.
+    pub seconds: f64,
+}
+
+/// `proxy.json`: what a proxy is and how it was trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProxyMeta {
+    /// The architecture preset name (`resnet8`, `fasttext`, ...).
+    pub preset: String,
+    /// The architecture and its sizes.
+    pub architecture: Architecture,
+    /// Class names, index = class id.
+    pub classes: Vec<String>,
+    /// Pixel normalisation of an image proxy (`None` for text).
+    pub normalize: Option<Normalize>,
+    /// The training configuration, as given (recorded, not re-read).
+    pub train_config: serde_json::Value,
+    /// Rows the proxy trained on.
+    pub train_rows: u64,
+    /// Training rows skipped because they could not be decoded or had bad labels.
+    pub train_rows_skipped: u64,
+    /// Accuracy on the training split, measured without augmentation.
+    pub train_accuracy: Option<f64>,
+    /// Accuracy on the held-out split; `None` without one.
+    pub heldout_accuracy: Option<f64>,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Wall-clock seconds of training.
+    pub seconds: f64,
+    /// Per-epoch training curve.
+    pub history: Vec<EpochRecord>,
+}
+
+impl ProxyMeta {
+    /// Reads `dir/proxy.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| UdfError::Io { path: path.clone(), source })?;
+        serde_json::from_str(&text).map_err(|e| UdfError::Proxy { dir: dir.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Writes `dir/proxy.json`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(META_FILE);
+        let text = serde_json::to_string_pretty(self).expect("ProxyMeta serializes");
+        std::fs::write(&path, text).map_err(|source| UdfError::Io { path, source })
+    }
+}
+
+/// A loaded, inference-ready proxy.
+pub enum ProxyModel {
+    /// A ResNet with BatchNorm folded into its convolutions.
+    Resnet(FoldedResNet),
+    /// A fastText classifier.
+    Fasttext(FastText),
+}
+
+/// A proxy ready to score: its metadata and its model.
+pub struct Proxy {
+    /// `proxy.json`.
+    pub meta: ProxyMeta,
+    /// The model.
+    pub model: ProxyModel,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Loads the proxy stored in `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let meta = ProxyMeta::read(dir)?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let model = match &meta.architecture {
+            Architecture::Resnet(cfg) => ProxyModel::Resnet(FoldedResNet::load(&weights, cfg)?),
+            Architecture::Fasttext(cfg) => ProxyModel::Fasttext(FastText::load(&weights, cfg.clone())?),
+        };
+        Ok(Self { meta, model })
+    }
+
+    /// Number of classes the proxy predicts.
+    pub fn num_classes(&self) -> usize {
+        self.meta.classes.len()
+    }
+
+    /// The side of the square RGB input of an image proxy; `None` for text.
+    pub fn image_size(&self) -> Option<usize> {
+        match &self.meta.architecture {
+            Architecture::Resnet(cfg) => Some(cfg.image_size),
+            Architecture::Fasttext(_) => None,
+        }
+    }
+}
+
+impl Proxy {
+    /// Logits `[n, classes]` of `n` decoded RGB images of the proxy's input
+    /// size (HWC u8, back to back), in one forward pass.
+    pub fn image_logits(&self, pixels: &[u8], n: usize) -> Result<Vec<f32>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (ProxyModel::Resnet(model), Some(norm)) = (&self.model, &self.meta.normalize) else {
+            return Err(self.wrong_kind("images"));
+        };
+        let x = images_to_tensor(pixels, model.config().image_size, norm, None)?;
+        let (_features, logits) = model.forward(&x)?;
+        Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Logits `[texts.len(), classes]` of a batch of texts.
+    pub fn text_logits(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        match &self.model {
+            ProxyModel::Fasttext(model) => Ok(model.predict_batch(texts)),
+            ProxyModel::Resnet(_) => Err(self.wrong_kind("text")),
+        }
+    }
+
+    fn wrong_kind(&self, input: &str) -> UdfError {
+        UdfError::Proxy {
+            dir: PathBuf::from(&self.meta.preset),
+            message: format!("a {} proxy cannot read {input}", self.meta.preset),
+        }
+    }
+}
+
+/// Returns the proxy in `dir`, loading it on first use. One model per process
+/// and device, shared by every partition and batch that scores with it.
+pub fn shared(dir: &Path) -> Result<Arc<Proxy>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Proxy>>>> = OnceLock::new();
+    let key = dir.canonicalize().map_err(|source| UdfError::Io { path: dir.to_path_buf(), source })?;
+    let cache = CACHE.get_or_init(Default::default);
+    // Holding the lock while loading makes concurrent first calls wait for one
+    // load instead of each loading its own copy.
+    let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(p) = cache.get(&key) {
+        return Ok(p.clone());
+    }
+    let proxy = Arc::new(Proxy::load(&key)?);
+    cache.insert(key, proxy.clone());
+    Ok(proxy)
+}
