@@ -1,0 +1,261 @@
+//! The command line as the user types it: clap structs that mirror the flags
+//! and validate their syntax only. [`crate::plan`] turns them into a `Plan`;
+//! no stage sees a clap type.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prune training datasets with a cheap proxy model scored inside DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "sieve", version, about, long_about = None)]
+pub struct Cli {
+    /// The stage to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `sieve <command>`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a proxy, score every row, select, and write the pruned dataset.
+    Prune(PruneArgs),
+    /// Train a proxy on a dataset and save it as a directory.
+    Train(TrainArgs),
+    /// Score every row of a dataset with a trained proxy (writes scores.parquet).
+    Score(ScoreArgs),
+    /// Select rows from existing scores and write the pruned dataset.
+    Select(SelectArgs),
+    /// Run SQL over a dataset and sieve's outputs, with sieve's functions registered.
+    Sql(SqlArgs),
+}
+
+/// Where the rows come from: a named dataset or explicit files and columns.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// A dataset descriptor name from `schemas/datasets/` (cifar10, sst2, shapes, reviews).
+    #[arg(long, conflicts_with = "input")]
+    pub dataset: Option<String>,
+    /// Directory the descriptor's files are relative to.
+    #[arg(long, env = "DATA_DIR", default_value = "../shared/datasets")]
+    pub data_dir: PathBuf,
+    /// Directory holding the dataset descriptors.
+    #[arg(long, env = "SIEVE_DATASETS", default_value = "schemas/datasets")]
+    pub datasets_dir: PathBuf,
+    /// Training rows without a descriptor: a Parquet file, a directory or a glob.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Held-out rows without a descriptor (only used to report proxy accuracy).
+    #[arg(long, requires = "input")]
+    pub heldout: Option<String>,
+    /// The image column (PNG/JPEG bytes), with --input.
+    #[arg(long, requires = "input", conflicts_with = "text_column")]
+    pub image_column: Option<String>,
+    /// The text column, with --input.
+    #[arg(long, requires = "input")]
+    pub text_column: Option<String>,
+    /// The integer label column, with --input.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// A stable id column; without it a row's position is its id.
+    #[arg(long)]
+    pub id_column: Option<String>,
+}
+
+/// How the proxy is trained.
+#[derive(Debug, Clone, Args)]
+pub struct TrainOpts {
+    /// Proxy architecture preset: resnet8, resnet14, resnet20, resnet32, resnet56 (images), fasttext (text).
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Channels of the ResNet's first stage (SVP's narrower proxies).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Training epochs (SVP's "fewer epochs" proxies).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training mini-batch size (images).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (default: 0.4 for ResNets with batch 128, scaled linearly; 0.5 for fastText).
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+/// Flags every stage shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonOpts {
+    /// Random seed: same input + seed = same output on CPU.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads for the model and decoding (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// What a bad row does: `skip` gives it null scores and an `error`, `fail` stops the job naming file, row and column.
+    #[arg(long, value_enum, default_value_t = OnError::Skip)]
+    pub on_error: OnError,
+}
+
+/// What to do with a row that cannot be scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Null scores, an `error` reason, never kept.
+    Skip,
+    /// Stop with an error naming the file, row and column.
+    Fail,
+}
+
+/// How rows are chosen.
+#[derive(Debug, Clone, Args)]
+pub struct SelectOpts {
+    /// Fraction of rows to keep, in (0, 1].
+    #[arg(long, conflicts_with = "prune")]
+    pub keep: Option<f64>,
+    /// Fraction of rows to remove, in [0, 1): same as --keep 1-F.
+    #[arg(long)]
+    pub prune: Option<f64>,
+    /// Score to rank by: entropy, least_confidence, margin, el2n, loss.
+    #[arg(long, default_value = "el2n")]
+    pub score: String,
+    /// Keep the hardest (abundant data) or the easiest (scarce data) rows.
+    #[arg(long, value_enum, default_value_t = Order::Hard)]
+    pub order: Order,
+    /// `class` keeps the same fraction of every class; `none` ranks all rows together.
+    #[arg(long, value_enum, default_value_t = Balance::Class)]
+    pub balance: Balance,
+    /// `score` ranks by --score; `random` is the seeded random-subset baseline.
+    #[arg(long, value_enum, default_value_t = Strategy::Score)]
+    pub strategy: Strategy,
+    /// Kept rows per output Parquet file.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows_per_file: usize,
+}
+
+/// Which end of the ranking is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Highest scores (hard examples).
+    Hard,
+    /// Lowest scores (easy examples).
+    Easy,
+}
+
+/// Per-class quotas or one global ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Every class keeps the same fraction (window functions per label).
+    Class,
+    /// One ranking over all rows.
+    None,
+}
+
+/// How the ranking is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Rank by the chosen score.
+    Score,
+    /// A seeded random subset of the same size (the baseline).
+    Random,
+}
+
+/// `sieve prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub train: TrainOpts,
+    #[command(flatten)]
+    pub select: SelectOpts,
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Use this trained proxy directory instead of training one.
+    #[arg(long)]
+    pub proxy_dir: Option<PathBuf>,
+    /// Output directory (default: out/<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `sieve train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub train: TrainOpts,
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Directory to write the proxy to (default: out/<dataset>-proxy).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `sieve score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// The trained proxy directory.
+    #[arg(long)]
+    pub proxy_dir: PathBuf,
+    /// Output directory: scores.parquet and manifest.json (default: out/<dataset>-scores).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `sieve select`.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub select: SelectOpts,
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Existing scores: a scores.parquet or an output directory holding one.
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// Output directory (default: out/<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Output format of `sieve sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// Comma-separated values with a header.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `sieve sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query. Tables: `input` (the dataset, with --dataset/--input), and
+    /// from --out: `scores` (every row) and `kept` (the pruned rows).
+    pub query: Option<String>,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// An output directory of `sieve prune` whose tables to register.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// List sieve's SQL functions with their signatures and descriptions.
+    #[arg(long)]
+    pub functions: bool,
+}

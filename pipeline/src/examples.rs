@@ -1,0 +1,78 @@
+//! Streaming training examples in a seeded random order without loading the
+//! dataset: row groups are visited in a shuffled order and rows pass through
+//! a bounded shuffle buffer (as `tf.data`'s `shuffle(buffer)` does), so
+//! memory is bounded by the buffer, not the dataset.
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use sieve_schemas::InputKind;
+use sieve_udfs::decode::{text_bytes, ImageBytes};
+
+use crate::error::Result;
+use crate::input::InputFiles;
+
+/// Examples held for shuffling: 16,384 CIFAR images are about 40 MB encoded,
+/// and with row groups also shuffled, neighbours in a batch rarely come from
+/// the same part of a file.
+pub const SHUFFLE_BUFFER: usize = 16_384;
+
+/// One row as the trainer sees it: the encoded payload (image bytes or UTF-8
+/// text) and the label, either of which may be missing.
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// Input position, the example's identity for training dynamics.
+    pub pos: u64,
+    /// Image bytes or text bytes; `None` when the input is null.
+    pub payload: Option<Vec<u8>>,
+    /// The label; `None` when null.
+    pub label: Option<i64>,
+}
+
+/// Calls `f` on every row of `files` once, in an order drawn from `rng`.
+pub fn for_each_shuffled(
+    files: &InputFiles,
+    kind: InputKind,
+    input_column: &str,
+    label_column: &str,
+    rng: &mut ChaCha8Rng,
+    mut f: impl FnMut(Example) -> Result<()>,
+) -> Result<()> {
+    let mut chunks = files.chunks();
+    chunks.shuffle(rng);
+    let mut buffer: Vec<Example> = Vec::with_capacity(SHUFFLE_BUFFER.min(files.total_rows() as usize));
+    let columns = [input_column.to_string(), label_column.to_string()];
+    files.for_each_batch(&chunks, Some(&columns), |batch| {
+        let input = batch.column(0);
+        let labels = cast(batch.column(1), &DataType::Int64)?;
+        let labels = labels.as_primitive::<Int64Type>();
+        let positions = batch.column(2).as_primitive::<Int64Type>();
+        let images = match kind {
+            InputKind::Image => Some(ImageBytes::new(input)?),
+            InputKind::Text => None,
+        };
+        for i in 0..batch.num_rows() {
+            let payload = match &images {
+                Some(images) => images.get(i),
+                None => text_bytes(input.as_ref(), i),
+            };
+            let example = Example {
+                pos: positions.value(i) as u64,
+                payload: payload.map(<[u8]>::to_vec),
+                label: labels.is_valid(i).then(|| labels.value(i)),
+            };
+            if buffer.len() < SHUFFLE_BUFFER {
+                buffer.push(example);
+            } else {
+                let k = rng.random_range(0..buffer.len());
+                f(std::mem::replace(&mut buffer[k], example))?;
+            }
+        }
+        Ok(())
+    })?;
+    buffer.shuffle(rng);
+    buffer.into_iter().try_for_each(f)
+}

@@ -1,0 +1,209 @@
+//! Reading the input dataset in a stable order. Files are read in sorted path
+//! order and rows in file order, and every batch gets a `__pos` column: the
+//! row's position in the whole input, which is the example id when the
+//! dataset has no id column and the key that keeps `scores.parquet` in input
+//! order. Batches stream from a background thread; nothing holds more than a
+//! few batches.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::TaskContext;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use sieve_schemas::paths::resolve_files;
+
+use crate::error::{io_err, parquet_err, PipelineError, Result};
+
+/// Name of the position column appended to every input batch.
+pub const POS: &str = "__pos";
+
+/// Rows per batch read from Parquet; DataFusion's default batch size.
+pub const BATCH_ROWS: usize = 8192;
+
+/// One input file and where its rows sit in the whole input.
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Its number of rows.
+    pub rows: u64,
+    /// Rows of each row group.
+    pub row_groups: Vec<u64>,
+    /// Position of its first row in the whole input.
+    pub first_pos: u64,
+}
+
+/// A contiguous piece of input: one row group of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Index into [`InputFiles::files`].
+    pub file: usize,
+    /// Row group within the file.
+    pub row_group: usize,
+}
+
+/// The resolved input files of one split, with their common schema.
+#[derive(Clone, Debug)]
+pub struct InputFiles {
+    /// The files, sorted by path.
+    pub files: Vec<FileInfo>,
+    /// The schema they share, with the first file's metadata.
+    pub schema: SchemaRef,
+}
+
+fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(io_err(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))
+}
+
+impl InputFiles {
+    /// Resolves `pattern` (file, directory or glob) and reads every footer,
+    /// checking that all files share the first one's columns.
+    pub fn open(pattern: &str) -> Result<Self> {
+        let paths = resolve_files(pattern)?;
+        let mut files = Vec::with_capacity(paths.len());
+        let mut schema: Option<SchemaRef> = None;
+        let mut pos = 0u64;
+        for path in paths {
+            let builder = open_builder(&path)?;
+            let meta = builder.metadata();
+            let row_groups: Vec<u64> = meta.row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
+            let rows = row_groups.iter().sum();
+            match &schema {
+                None => schema = Some(builder.schema().clone()),
+                Some(first) if first.fields() != builder.schema().fields() => {
+                    return Err(sieve_schemas::SchemaError::SchemaMismatch {
+                        first: files.first().map_or_else(String::new, |f: &FileInfo| f.path.display().to_string()),
+                        file: path.display().to_string(),
+                        message: format!("columns {:?} vs {:?}", first.fields(), builder.schema().fields()),
+                    }
+                    .into())
+                }
+                Some(_) => {}
+            }
+            files.push(FileInfo { path, rows, row_groups, first_pos: pos });
+            pos += rows;
+        }
+        Ok(Self { files, schema: schema.expect("resolve_files returns at least one file") })
+    }
+
+    /// Rows in all files.
+    pub fn total_rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// The file and row within it of input position `pos`.
+    pub fn locate(&self, pos: u64) -> (&Path, u64) {
+        let i = self.files.partition_point(|f| f.first_pos + f.rows <= pos).min(self.files.len() - 1);
+        (&self.files[i].path, pos - self.files[i].first_pos)
+    }
+
+    /// Every row group of every file, in input order.
+    pub fn chunks(&self) -> Vec<Chunk> {
+        self.files
+            .iter()
+            .enumerate()
+            .flat_map(|(file, f)| (0..f.row_groups.len()).map(move |row_group| Chunk { file, row_group }))
+            .collect()
+    }
+
+    /// The schema of batches read with `columns` (all when `None`), plus `__pos`.
+    pub fn read_schema(&self, columns: Option<&[String]>) -> Result<SchemaRef> {
+        let mut fields: Vec<Field> = match columns {
+            None => self.schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+            Some(cols) => cols
+                .iter()
+                .map(|c| Ok(self.schema.field_with_name(c).map_err(|e| PipelineError::Usage(e.to_string()))?.clone()))
+                .collect::<Result<_>>()?,
+        };
+        fields.push(Field::new(POS, DataType::Int64, false));
+        Ok(Arc::new(Schema::new_with_metadata(fields, self.schema.metadata().clone())))
+    }
+
+    /// Reads `chunks` in the given order, projected to `columns`, with
+    /// `__pos` appended; calls `f` on each batch until it returns an error.
+    pub fn for_each_batch(
+        &self,
+        chunks: &[Chunk],
+        columns: Option<&[String]>,
+        mut f: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let schema = self.read_schema(columns)?;
+        for chunk in chunks {
+            let info = &self.files[chunk.file];
+            let builder = open_builder(&info.path)?;
+            let mask = match columns {
+                None => ProjectionMask::all(),
+                Some(cols) => {
+                    let idx = cols.iter().map(|c| builder.schema().index_of(c)).collect::<Result<Vec<_>, _>>()?;
+                    ProjectionMask::roots(builder.parquet_schema(), idx)
+                }
+            };
+            let reader = builder
+                .with_row_groups(vec![chunk.row_group])
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(parquet_err(&info.path))?;
+            let mut pos = info.first_pos + info.row_groups[..chunk.row_group].iter().sum::<u64>();
+            for batch in reader {
+                let batch = batch.map_err(|e| PipelineError::Parquet { path: info.path.clone(), source: e.into() })?;
+                let n = batch.num_rows() as u64;
+                let positions: ArrayRef = Arc::new(Int64Array::from_iter_values(pos as i64..(pos + n) as i64));
+                let mut columns = batch.columns().to_vec();
+                columns.push(positions);
+                f(RecordBatch::try_new(schema.clone(), columns)?)?;
+                pos += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// A DataFusion table over all rows in input order (one partition, so the
+    /// order survives), with `__pos`.
+    pub fn table(self: &Arc<Self>) -> Result<StreamingTable> {
+        let schema = self.read_schema(None)?;
+        let stream = OrderedStream { input: self.clone(), schema: schema.clone() };
+        Ok(StreamingTable::try_new(schema, vec![Arc::new(stream)])?)
+    }
+}
+
+/// The one partition of [`InputFiles::table`].
+#[derive(Debug)]
+struct OrderedStream {
+    input: Arc<InputFiles>,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for OrderedStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // Two batches in flight: the next one is read while the current one
+        // is scored, without holding more of the dataset.
+        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
+        let tx = builder.tx();
+        let input = self.input.clone();
+        builder.spawn_blocking(move || {
+            let chunks = input.chunks();
+            let sent = input.for_each_batch(&chunks, None, |batch| {
+                tx.blocking_send(Ok(batch)).map_err(|_| PipelineError::ReaderStopped)
+            });
+            match sent {
+                Ok(()) | Err(PipelineError::ReaderStopped) => Ok(()),
+                Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
+            }
+        });
+        builder.build()
+    }
+}

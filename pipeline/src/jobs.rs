@@ -1,0 +1,173 @@
+//! The subcommands as jobs: each resolves its plan, runs its stages in
+//! order into a staging directory, writes the manifest and commits the
+//! directory atomically.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use sieve_udfs::proxy::ProxyMeta;
+
+use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
+use crate::error::{io_err, Result};
+use crate::manifest::{Manifest, ProxyRecord};
+use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
+use crate::staging::Staging;
+use crate::{score, select, train, write};
+
+/// Name of the proxy directory inside a `prune` output.
+pub const PROXY_DIR: &str = "proxy";
+/// Name of the scores file inside an output.
+pub const SCORES_FILE: &str = "scores.parquet";
+/// Name of the kept-rows directory inside an output.
+pub const DATA_DIR: &str = "data";
+
+/// Sizes the rayon pool that runs the models and decoding. The first call in
+/// a process wins (rayon's global pool is set once).
+pub fn init_threads(threads: usize) {
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
+
+/// A DataFusion session with sieve's functions. One partition: the input is
+/// read in order and the proxy already uses every thread, so partitions x
+/// model threads never exceed the cores.
+pub fn session() -> SessionContext {
+    let config = SessionConfig::new().with_target_partitions(1);
+    let ctx = SessionContext::new_with_config(config);
+    sieve_udfs::register_all(&ctx);
+    ctx
+}
+
+fn timed<T>(manifest: &mut Manifest, stage: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let out = f()?;
+    manifest.seconds.insert(stage.to_string(), started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// The proxy record for the manifest, pointing at where the proxy will live.
+fn proxy_record(dir: &Path, final_dir: PathBuf) -> Result<ProxyRecord> {
+    Ok(ProxyRecord { dir: final_dir, meta: ProxyMeta::read(dir)? })
+}
+
+/// Scores, selects and writes into `staging`: the stages `prune` and
+/// `select` share after the proxy exists.
+async fn score_select_write(
+    dataset: &DatasetPlan,
+    proxy_dir: Option<&Path>,
+    existing_scores: Option<&Path>,
+    select_plan: &SelectPlan,
+    run: &RunPlan,
+    staging: &Staging,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let ctx = session();
+    let raw = staging.path().join(".scores-raw.parquet");
+    let scores_in = match (proxy_dir, existing_scores) {
+        (Some(proxy_dir), _) => {
+            let started = Instant::now();
+            manifest.scoring = Some(score::run(&ctx, dataset, proxy_dir, run, &raw).await?);
+            manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
+            raw.clone()
+        }
+        (None, Some(existing)) => existing.to_path_buf(),
+        (None, None) => unreachable!("callers pass a proxy or scores"),
+    };
+    let scores = staging.path().join(SCORES_FILE);
+    let started = Instant::now();
+    manifest.selection = Some(select::run(&ctx, &scores_in, select_plan, &dataset.classes, &scores).await?);
+    manifest.seconds.insert("select".into(), started.elapsed().as_secs_f64());
+    if raw.exists() {
+        std::fs::remove_file(&raw).map_err(io_err(&raw))?;
+    }
+    let data = staging.path().join(DATA_DIR);
+    let (files, _) = timed(manifest, "write", || {
+        write::run(&dataset.train, &scores, &data, select_plan.rows_per_file, run.quiet)
+    })?;
+    manifest.data_files = files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
+    Ok(())
+}
+
+/// `sieve prune`: train (or load) a proxy, score, select, write.
+pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
+    let dataset = DatasetPlan::resolve(&args.input)?;
+    let select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
+    init_threads(run.threads);
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    let (proxy_dir, final_proxy_dir) = match &args.proxy_dir {
+        Some(dir) => (dir.clone(), dir.clone()),
+        None => {
+            let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+            let dir = staging.path().join(PROXY_DIR);
+            timed(&mut manifest, "train", || train::run(&dataset, &plan, &run, &dir))?;
+            manifest.config.train = Some(plan);
+            (dir, run.out.join(PROXY_DIR))
+        }
+    };
+    score_select_write(&dataset, Some(&proxy_dir), None, &select_plan, &run, &staging, &mut manifest).await?;
+    if args.proxy_dir.is_none() {
+        // The training accuracy comes free from scoring: no augmentation, every row.
+        let mut meta = ProxyMeta::read(&proxy_dir)?;
+        meta.train_accuracy = manifest.scoring.as_ref().map(|s| s.train_accuracy);
+        meta.write(&proxy_dir)?;
+    }
+    manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
+    manifest.config.select = Some(select_plan);
+    manifest.config.run = Some(run.clone());
+    manifest.write(staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}
+
+/// `sieve train`: a proxy directory.
+pub async fn train(args: TrainArgs) -> Result<PathBuf> {
+    let dataset = DatasetPlan::resolve(&args.input)?;
+    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let run = RunPlan::resolve(&args.common, args.out, format!("{}-proxy", dataset.name))?;
+    init_threads(run.threads);
+    let staging = Staging::new(&run.out)?;
+    train::run(&dataset, &plan, &run, staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}
+
+/// `sieve score`: scores.parquet (every row, no selection) and a manifest.
+pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
+    let dataset = DatasetPlan::resolve(&args.input)?;
+    let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
+    init_threads(run.threads);
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    let ctx = session();
+    let started = Instant::now();
+    let dest = staging.path().join(SCORES_FILE);
+    manifest.scoring = Some(score::run(&ctx, &dataset, &args.proxy_dir, &run, &dest).await?);
+    manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
+    manifest.proxy = Some(proxy_record(&args.proxy_dir, args.proxy_dir.clone())?);
+    manifest.config.run = Some(run.clone());
+    manifest.write(staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}
+
+/// `sieve select`: re-select from existing scores, without rescoring.
+pub async fn select(args: SelectArgs) -> Result<PathBuf> {
+    let dataset = DatasetPlan::resolve(&args.input)?;
+    let select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
+    init_threads(run.threads);
+    let scores = if args.scores.is_dir() { args.scores.join(SCORES_FILE) } else { args.scores.clone() };
+    // Read the scores before staging: the output may replace their directory.
+    let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
+    std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    score_select_write(&dataset, None, Some(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
+    manifest.config.select = Some(select_plan);
+    manifest.config.run = Some(run.clone());
+    manifest.write(staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}

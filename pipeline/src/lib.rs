@@ -1,0 +1,26 @@
+//! sieve prunes training datasets: it trains a small proxy model, scores
+//! every example with it inside DataFusion, keeps the most useful examples
+//! and writes a pruned Parquet dataset with the scores added.
+//!
+//! The stages are modules named by verb ([`train`], [`score`], [`select`],
+//! [`write`]); [`jobs`] runs them for each subcommand from a [`plan`] that
+//! [`cli`] flags resolve to.
+
+pub mod cli;
+pub mod error;
+pub mod examples;
+pub mod input;
+pub mod jobs;
+pub mod manifest;
+pub mod parquet_io;
+pub mod plan;
+pub mod progress;
+pub mod score;
+pub mod select;
+pub mod sql;
+pub mod sqlgen;
+pub mod staging;
+pub mod train;
+pub mod write;
+
+pub use error::{PipelineError, Result};

@@ -1,0 +1,58 @@
+//! The `sieve` binary: parses the command line, runs the job, and maps the
+//! outcome to an exit code.
+//!
+//! Exit codes: 0 success; 1 the job failed (bad input with `--on-error
+//! fail`, unreadable files, a model error); 2 usage error (bad flags, as clap
+//! reports them, or an invalid combination of values).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sieve::cli::{Cli, Command};
+use sieve::{jobs, sql, PipelineError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sieve: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sieve: {e:#}");
+            let usage = e.downcast_ref::<PipelineError>().is_some_and(|e| matches!(e, PipelineError::Usage(_)));
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = match cli.command {
+        Command::Prune(args) => jobs::prune(args).await.context("prune")?,
+        Command::Train(args) => jobs::train(args).await.context("train")?,
+        Command::Score(args) => jobs::score(args).await.context("score")?,
+        Command::Select(args) => jobs::select(args).await.context("select")?,
+        Command::Sql(args) => {
+            let mut stdout = std::io::stdout().lock();
+            if args.functions {
+                write!(stdout, "{}", sql::functions_help())?;
+                return Ok(());
+            }
+            let Some(query) = &args.query else {
+                return Err(PipelineError::Usage("give a query, or --functions".into()).into());
+            };
+            let ctx = jobs::session();
+            sql::register_tables(&ctx, &args).await?;
+            sql::run(&ctx, query, args.format, &mut stdout).await?;
+            return Ok(());
+        }
+    };
+    eprintln!("sieve: wrote {}", out.display());
+    Ok(())
+}

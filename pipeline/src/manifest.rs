@@ -1,0 +1,157 @@
+//! `manifest.json`: everything needed to know what an output is and how it
+//! was made: the command line, the effective configuration, versions, input
+//! files and row counts, the proxy's metrics, per-class kept counts, skipped
+//! rows by reason and the seconds of each stage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sieve_udfs::proxy::ProxyMeta;
+
+use crate::error::{io_err, Result};
+use crate::input::InputFiles;
+use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
+use crate::score::ScoreOutcome;
+use crate::select::SelectOutcome;
+
+/// File name of the manifest in an output directory.
+pub const FILE: &str = "manifest.json";
+
+/// Versions of what made the output.
+#[derive(Clone, Debug, Serialize)]
+pub struct Versions {
+    /// sieve.
+    pub sieve: &'static str,
+    /// DataFusion (and so Arrow and Parquet).
+    pub datafusion: &'static str,
+    /// candle.
+    pub candle: &'static str,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Self {
+            sieve: env!("CARGO_PKG_VERSION"),
+            datafusion: env!("SIEVE_DATAFUSION_VERSION"),
+            candle: env!("SIEVE_CANDLE_VERSION"),
+        }
+    }
+}
+
+/// One input file.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputFile {
+    /// Its path as resolved.
+    pub path: PathBuf,
+    /// Its rows.
+    pub rows: u64,
+}
+
+/// The dataset as the job read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetRecord {
+    /// Name.
+    pub name: String,
+    /// `image` or `text`.
+    pub kind: sieve_schemas::InputKind,
+    /// Input column.
+    pub input_column: String,
+    /// Label column.
+    pub label_column: String,
+    /// Id column, if any (else ids are input positions).
+    pub id_column: Option<String>,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Training files.
+    pub train: Vec<InputFile>,
+    /// Held-out files.
+    pub heldout: Vec<InputFile>,
+}
+
+fn files(input: &InputFiles) -> Vec<InputFile> {
+    input.files.iter().map(|f| InputFile { path: f.path.clone(), rows: f.rows }).collect()
+}
+
+impl From<&DatasetPlan> for DatasetRecord {
+    fn from(d: &DatasetPlan) -> Self {
+        Self {
+            name: d.name.clone(),
+            kind: d.kind,
+            input_column: d.input_column.clone(),
+            label_column: d.label_column.clone(),
+            id_column: d.id_column.clone(),
+            classes: d.classes.clone(),
+            train: files(&d.train),
+            heldout: d.heldout.as_deref().map(files).unwrap_or_default(),
+        }
+    }
+}
+
+/// The proxy used: where it is and its `proxy.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyRecord {
+    /// Its directory (inside the output when trained by this job).
+    pub dir: PathBuf,
+    /// Its metadata, including `heldout_accuracy`.
+    #[serde(flatten)]
+    pub meta: ProxyMeta,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Config {
+    /// Proxy training, when this job trained one.
+    pub train: Option<TrainPlan>,
+    /// Selection, when this job selected.
+    pub select: Option<SelectPlan>,
+    /// Threads, error policy, output.
+    pub run: Option<RunPlan>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    /// The command line, as typed.
+    pub command_line: Vec<String>,
+    /// Versions.
+    pub versions: Versions,
+    /// The dataset.
+    pub dataset: DatasetRecord,
+    /// The configuration.
+    pub config: Config,
+    /// The proxy.
+    pub proxy: Option<ProxyRecord>,
+    /// Scoring: rows, skipped rows by reason, proxy accuracy on them.
+    pub scoring: Option<ScoreOutcome>,
+    /// Selection: kept rows, per class.
+    pub selection: Option<SelectOutcome>,
+    /// Files written under `data/`, relative to the output directory.
+    pub data_files: Vec<PathBuf>,
+    /// Seconds per stage (train, score, select, write).
+    pub seconds: BTreeMap<String, f64>,
+}
+
+impl Manifest {
+    /// A manifest for a job over `dataset`, filled in as the stages run.
+    pub fn new(dataset: &DatasetPlan) -> Self {
+        Self {
+            command_line: std::env::args().collect(),
+            versions: Versions::default(),
+            dataset: dataset.into(),
+            config: Config::default(),
+            proxy: None,
+            scoring: None,
+            selection: None,
+            data_files: Vec::new(),
+            seconds: BTreeMap::new(),
+        }
+    }
+
+    /// Writes `dir/manifest.json`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(FILE);
+        let text = serde_json::to_string_pretty(self).expect("the manifest serializes");
+        std::fs::write(&path, text).map_err(io_err(&path))
+    }
+}

@@ -1,0 +1,231 @@
+//! Turns command-line flags into a `Plan` the stages run: descriptor read,
+//! files resolved and checked, column roles and class names known, defaults
+//! filled in and every value validated. Stages never see clap types.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use serde::Serialize;
+use sieve_schemas::columns::{check_label, require};
+use sieve_schemas::descriptor::Defaults;
+use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
+
+use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, SelectOpts, Strategy, TrainOpts};
+use crate::error::{PipelineError, Result};
+use crate::input::InputFiles;
+
+/// The dataset a job reads, resolved.
+#[derive(Clone, Debug)]
+pub struct DatasetPlan {
+    /// Its name (the descriptor's, or the input's file stem).
+    pub name: String,
+    /// Image or text.
+    pub kind: InputKind,
+    /// The column the proxy reads.
+    pub input_column: String,
+    /// The integer label column.
+    pub label_column: String,
+    /// The id column, if the dataset has one.
+    pub id_column: Option<String>,
+    /// The rows to score and prune.
+    pub train: Arc<InputFiles>,
+    /// Rows for the proxy's held-out accuracy.
+    pub heldout: Option<Arc<InputFiles>>,
+    /// Class names, index = label.
+    pub classes: Vec<String>,
+    /// Per-dataset defaults from the descriptor.
+    pub defaults: Defaults,
+}
+
+impl DatasetPlan {
+    /// Resolves `--dataset` or `--input` with its column flags.
+    pub fn resolve(args: &InputArgs) -> Result<Self> {
+        let (name, kind, input_column, label_column, id_column, train, heldout, defaults) =
+            match (&args.dataset, &args.input) {
+                (Some(name), _) => {
+                    let d = DatasetDescriptor::find(&args.datasets_dir, name)?;
+                    let train = d.split_pattern(Split::Train, &args.data_dir).expect("train is required");
+                    let heldout = d.split_pattern(Split::Heldout, &args.data_dir);
+                    let id = args.id_column.clone().or(d.id);
+                    (d.name, d.kind, d.input, d.label, id, train, heldout, d.defaults)
+                }
+                (None, Some(input)) => {
+                    let (kind, column) = match (&args.image_column, &args.text_column) {
+                        (Some(c), None) => (InputKind::Image, c.clone()),
+                        (None, Some(c)) => (InputKind::Text, c.clone()),
+                        _ => return Err(PipelineError::Usage("--input needs --image-column or --text-column".into())),
+                    };
+                    let name = std::path::Path::new(input.trim_end_matches(['/', '*']))
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("dataset")
+                        .to_string();
+                    let defaults = Defaults::default();
+                    (name, kind, column, args.label_column.clone(), args.id_column.clone(), input.clone(), args.heldout.clone(), defaults)
+                }
+                (None, None) => return Err(PipelineError::Usage("give --dataset NAME or --input PATH".into())),
+            };
+        let train = Arc::new(InputFiles::open(&train)?);
+        let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
+        for files in std::iter::once(&train).chain(heldout.as_ref()) {
+            let file = files.files[0].path.display().to_string();
+            kind.check(&input_column, require(&files.schema, &input_column, "input", &file)?.data_type())?;
+            check_label(&label_column, require(&files.schema, &label_column, "label", &file)?.data_type())?;
+        }
+        if let Some(id) = &id_column {
+            require(&train.schema, id, "id", &train.files[0].path.display().to_string())?;
+        }
+        let classes = match huggingface::class_names(train.schema.metadata(), &label_column)? {
+            Some(names) => names,
+            None => (0..max_label(&train, &label_column)? + 1).map(|k| k.to_string()).collect(),
+        };
+        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults })
+    }
+}
+
+/// The largest label in the files, for datasets without class names.
+fn max_label(files: &InputFiles, label: &str) -> Result<usize> {
+    let mut best = 0i64;
+    files.for_each_batch(&files.chunks(), Some(&[label.to_string()]), |batch| {
+        let labels = cast(batch.column(0), &DataType::Int64)?;
+        best = best.max(max(labels.as_primitive::<Int64Type>()).unwrap_or(0));
+        Ok(())
+    })?;
+    Ok(best.max(0) as usize)
+}
+
+/// How to train the proxy; `None` fields take the model's defaults.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainPlan {
+    /// Architecture preset.
+    pub preset: String,
+    /// ResNet first-stage width.
+    pub width: Option<usize>,
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// Mini-batch size.
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    pub lr: Option<f64>,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
+}
+
+impl TrainPlan {
+    /// Fills in the dataset's defaults, then the kind's default preset.
+    pub fn resolve(opts: &TrainOpts, common: &CommonOpts, dataset: &DatasetPlan) -> Result<Self> {
+        let d = &dataset.defaults;
+        let preset = opts.proxy.clone().or_else(|| d.proxy.clone()).unwrap_or_else(|| {
+            match dataset.kind {
+                InputKind::Image => "resnet8",
+                InputKind::Text => "fasttext",
+            }
+            .to_string()
+        });
+        let is_text = preset == "fasttext";
+        if is_text != (dataset.kind == InputKind::Text) {
+            return Err(PipelineError::Usage(format!("proxy '{preset}' cannot read {:?} input", dataset.kind)));
+        }
+        for (name, v) in [("--epochs", opts.epochs), ("--batch-size", opts.batch_size), ("--width", opts.width)] {
+            if v == Some(0) {
+                return Err(PipelineError::Usage(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(Self {
+            preset,
+            width: opts.width,
+            epochs: opts.epochs.or(d.epochs),
+            batch_size: opts.batch_size.or(d.batch_size),
+            lr: opts.lr,
+            seed: common.seed,
+        })
+    }
+}
+
+/// How to select rows from the scores.
+#[derive(Clone, Debug, Serialize)]
+pub struct SelectPlan {
+    /// Fraction of valid rows kept, in (0, 1].
+    pub keep: f64,
+    /// Score column ranked by.
+    pub score: String,
+    /// Which end is kept.
+    pub order: Order,
+    /// Per-class quotas or not.
+    pub balance: Balance,
+    /// Score ranking or the random baseline.
+    pub strategy: Strategy,
+    /// Seed of the random baseline.
+    pub seed: u64,
+    /// Kept rows per output file.
+    pub rows_per_file: usize,
+}
+
+impl SelectPlan {
+    /// Validates the selection flags.
+    pub fn resolve(opts: &SelectOpts, common: &CommonOpts) -> Result<Self> {
+        let keep = match (opts.keep, opts.prune) {
+            (Some(k), None) => k,
+            (None, Some(p)) => 1.0 - p,
+            (None, None) => 0.5,
+            (Some(_), Some(_)) => unreachable!("clap rejects --keep with --prune"),
+        };
+        if !(keep > 0.0 && keep <= 1.0) {
+            return Err(PipelineError::Usage(format!(
+                "the kept fraction must be in (0, 1], got {keep} (--keep F, or --prune F with F in [0, 1))"
+            )));
+        }
+        if !OutputColumns::FLOAT_SCORES.contains(&opts.score.as_str()) {
+            return Err(PipelineError::Usage(format!(
+                "unknown score '{}': one of {}",
+                opts.score,
+                OutputColumns::FLOAT_SCORES.join(", ")
+            )));
+        }
+        if opts.rows_per_file == 0 {
+            return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));
+        }
+        Ok(Self {
+            keep,
+            score: opts.score.clone(),
+            order: opts.order,
+            balance: opts.balance,
+            strategy: opts.strategy,
+            seed: common.seed,
+            rows_per_file: opts.rows_per_file,
+        })
+    }
+}
+
+/// Shared run settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunPlan {
+    /// Threads for model and decoding.
+    pub threads: usize,
+    /// No progress bars.
+    pub quiet: bool,
+    /// Bad-row policy.
+    pub on_error: OnError,
+    /// The output directory.
+    pub out: PathBuf,
+}
+
+impl RunPlan {
+    /// Resolves threads (default: the machine's cores) and the output path.
+    pub fn resolve(common: &CommonOpts, out: Option<PathBuf>, default_out: String) -> Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = common.threads.unwrap_or(cores);
+        if threads == 0 {
+            return Err(PipelineError::Usage("--threads must be at least 1".into()));
+        }
+        Ok(Self {
+            threads,
+            quiet: common.quiet,
+            on_error: common.on_error,
+            out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The score stage: `SELECT ..., proxy_scores(proxy, input, label) FROM input`
+//! in DataFusion, streamed into a Parquet file with one row per input row in
+//! input order. Bad rows keep their place with null scores and an `error`;
+//! with `--on-error fail` the first one stops the job, naming file, row and
+//! column.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use sieve_schemas::OutputColumns;
+
+use crate::cli::OnError;
+use crate::error::{PipelineError, Result};
+use crate::input::POS;
+
+/// Column of scores.parquet holding each row's position in the input.
+pub const ROW: &str = "row";
+use crate::parquet_io;
+use crate::plan::{DatasetPlan, RunPlan};
+use crate::sqlgen::{ident, literal};
+
+/// What the score stage measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ScoreOutcome {
+    /// Rows scored (all input rows, bad ones included).
+    pub rows: u64,
+    /// Rows with an error, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Fraction of scored rows the proxy predicts correctly.
+    pub train_accuracy: f64,
+}
+
+/// The scoring query: `row` (the input position), id, label, content hash
+/// and the flattened scores. The proxy runs once per row, in the inner projection.
+pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
+    let input = ident(&dataset.input_column);
+    let label = ident(&dataset.label_column);
+    let id = dataset.id_column.as_deref().map_or_else(|| ident(POS), ident);
+    let fields: Vec<String> = OutputColumns::score_fields()
+        .iter()
+        .map(|f| format!("get_field(s, {}) AS {}", literal(f.name()), ident(f.name())))
+        .collect();
+    format!(
+        "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, {fields} \
+         FROM (SELECT *, proxy_scores({dir}, {input}, {label}) AS s FROM input)",
+        pos = ident(POS),
+        fields = fields.join(", "),
+        dir = literal(&proxy_dir.to_string_lossy()),
+    )
+}
+
+/// Scores every row of `dataset.train` with the proxy in `proxy_dir` into
+/// the Parquet file `dest`.
+pub async fn run(
+    ctx: &SessionContext,
+    dataset: &DatasetPlan,
+    proxy_dir: &Path,
+    run: &RunPlan,
+    dest: &Path,
+) -> Result<ScoreOutcome> {
+    ctx.register_table("input", std::sync::Arc::new(dataset.train.table()?))?;
+    let df = ctx.sql(&scoring_sql(dataset, proxy_dir)).await?;
+    let bar = crate::progress::bar("score", dataset.train.total_rows(), "rows", run.quiet);
+    let mut outcome = ScoreOutcome::default();
+    let mut correct = 0u64;
+    outcome.rows = parquet_io::write_query(df, dest, |batch| {
+        let errors = batch.column_by_name(OutputColumns::ERROR).expect("scoring_sql selects error").as_string::<i32>();
+        for i in (0..batch.num_rows()).filter(|&i| errors.is_valid(i)) {
+            let message = errors.value(i);
+            let reason = message.split(':').next().unwrap_or(message);
+            if run.on_error == OnError::Fail {
+                let pos = batch.column_by_name(ROW).expect("scoring_sql selects row").as_primitive::<Int64Type>().value(i);
+                let (file, row) = dataset.train.locate(pos as u64);
+                let column = if reason.contains("label") { &dataset.label_column } else { &dataset.input_column };
+                return Err(PipelineError::BadRow {
+                    file: file.to_path_buf(),
+                    row,
+                    column: column.clone(),
+                    reason: message.to_string(),
+                });
+            }
+            *outcome.skipped.entry(reason.to_string()).or_default() += 1;
+        }
+        let hits = batch.column_by_name(OutputColumns::CORRECT).expect("scoring_sql selects correct").as_boolean();
+        correct += hits.true_count() as u64;
+        bar.inc(batch.num_rows() as u64);
+        Ok(())
+    })
+    .await?;
+    bar.finish_and_clear();
+    ctx.deregister_table("input")?;
+    let valid = outcome.rows - outcome.skipped.values().sum::<u64>();
+    outcome.train_accuracy = if valid == 0 { 0.0 } else { correct as f64 / valid as f64 };
+    Ok(outcome)
+}

@@ -1,0 +1,119 @@
+//! The select stage, in SQL: rank the valid rows by a score (or by a seeded
+//! random number for the baseline) with window functions, per class or
+//! globally, keep the top `round(F * n)` of each ranking, and write
+//! `scores.parquet` back in input order with the decision as `keep`.
+
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::cli::{Balance, Order, Strategy};
+use crate::error::Result;
+use crate::score::ROW;
+use crate::parquet_io;
+use crate::plan::SelectPlan;
+use crate::sqlgen::ident;
+use sieve_schemas::OutputColumns;
+
+/// Kept and total rows of one class.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClassCount {
+    /// The label; `None` for rows without one.
+    pub label: Option<i64>,
+    /// The class name, when the label is a known class.
+    pub name: Option<String>,
+    /// Rows of the class.
+    pub rows: u64,
+    /// Rows kept.
+    pub kept: u64,
+}
+
+/// What the select stage decided.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SelectOutcome {
+    /// Rows kept in all.
+    pub kept: u64,
+    /// Per class, by label (rows without a label last).
+    pub per_class: Vec<ClassCount>,
+}
+
+/// The selection query over the table `raw` (the score stage's output).
+pub fn selection_sql(plan: &SelectPlan) -> String {
+    let key = match plan.strategy {
+        Strategy::Score => ident(&plan.score),
+        Strategy::Random => format!("seeded_random({}, id)", plan.seed),
+    };
+    let direction = match (plan.strategy, plan.order) {
+        (Strategy::Random, _) | (_, Order::Hard) => "DESC",
+        (_, Order::Easy) => "ASC",
+    };
+    let partition = match plan.balance {
+        Balance::Class => "label, error IS NULL",
+        Balance::None => "error IS NULL",
+    };
+    let pos = ident(ROW);
+    format!(
+        "SELECT * EXCLUDE (__rank, __quota), (error IS NULL AND __rank <= __quota) AS keep FROM ( \
+           SELECT *, \
+             ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {key} {direction}, {pos}) AS __rank, \
+             ROUND(COUNT(*) OVER (PARTITION BY {partition}) * {keep:?}) AS __quota \
+           FROM raw) \
+         ORDER BY {pos}",
+        keep = plan.keep,
+    )
+}
+
+/// Selects from the raw scores at `raw` and writes `dest` (scores.parquet).
+pub async fn run(
+    ctx: &SessionContext,
+    raw: &Path,
+    plan: &SelectPlan,
+    classes: &[String],
+    dest: &Path,
+) -> Result<SelectOutcome> {
+    // Re-selecting from a finished output replaces its `keep`.
+    let mut scores = ctx.read_parquet(raw.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    if scores.schema().has_column_with_unqualified_name(OutputColumns::KEEP) {
+        scores = scores.drop_columns(&[OutputColumns::KEEP])?;
+    }
+    ctx.register_table("raw", scores.into_view())?;
+    let df = ctx.sql(&selection_sql(plan)).await?;
+    parquet_io::write_query(df, dest, |_| Ok(())).await?;
+    ctx.deregister_table("raw")?;
+    class_counts(ctx, dest, classes).await
+}
+
+/// Counts rows and kept rows per label in a scores.parquet.
+pub async fn class_counts(ctx: &SessionContext, scores: &Path, classes: &[String]) -> Result<SelectOutcome> {
+    let df = ctx
+        .read_parquet(scores.to_string_lossy().as_ref(), ParquetReadOptions::default())
+        .await?
+        .aggregate(
+            vec![datafusion::prelude::col("label")],
+            vec![
+                datafusion::functions_aggregate::count::count(datafusion::prelude::lit(1)).alias("rows"),
+                datafusion::functions_aggregate::sum::sum(datafusion::prelude::cast(
+                    datafusion::prelude::col("keep"),
+                    datafusion::arrow::datatypes::DataType::Int64,
+                ))
+                .alias("kept"),
+            ],
+        )?;
+    let mut outcome = SelectOutcome::default();
+    for batch in df.collect().await? {
+        let labels = batch.column(0).as_primitive::<Int64Type>();
+        let rows = batch.column(1).as_primitive::<Int64Type>();
+        let kept = batch.column(2).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let label = labels.is_valid(i).then(|| labels.value(i));
+            let name = label.and_then(|l| classes.get(usize::try_from(l).ok()?).cloned());
+            let count = ClassCount { label, name, rows: rows.value(i) as u64, kept: kept.value(i) as u64 };
+            outcome.kept += count.kept;
+            outcome.per_class.push(count);
+        }
+    }
+    outcome.per_class.sort_by_key(|c| (c.label.is_none(), c.label));
+    Ok(outcome)
+}

@@ -1,0 +1,92 @@
+//! Atomic output directories. A job writes into a hidden sibling
+//! `.<name>.tmp-<pid>` and renames it into place only when everything is
+//! written, so a crashed or killed job never leaves a directory that looks
+//! complete, and the previous output stays intact until the new one is whole.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_err, Result};
+
+/// A directory being written, to be renamed into place by [`Staging::commit`].
+#[derive(Debug)]
+pub struct Staging {
+    target: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// Creates the hidden temporary sibling of `target`.
+    pub fn new(target: &Path) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(Self { target: target.to_path_buf(), tmp, committed: false })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The final location.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Moves the finished directory into place, replacing a previous one.
+    pub fn commit(mut self) -> Result<()> {
+        let old = self.tmp.with_extension("old");
+        if self.target.exists() {
+            std::fs::rename(&self.target, &old).map_err(io_err(&self.target))?;
+        }
+        std::fs::rename(&self.tmp, &self.target).map_err(io_err(&self.target))?;
+        self.committed = true;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    /// A job that fails before committing removes its partial output.
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_the_previous_output_and_failure_leaves_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("v"), "1").unwrap();
+        {
+            let s = Staging::new(&target).unwrap();
+            std::fs::write(s.path().join("v"), "2").unwrap();
+            // dropped without commit: a failed job
+        }
+        assert_eq!(std::fs::read_to_string(target.join("v")).unwrap(), "1");
+        let s = Staging::new(&target).unwrap();
+        std::fs::write(s.path().join("v"), "3").unwrap();
+        s.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("v")).unwrap(), "3");
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the output remains");
+    }
+}

@@ -1,0 +1,264 @@
+//! The train stage: stream the training split for a number of epochs,
+//! train the proxy (a CIFAR ResNet or a fastText classifier), measure its
+//! held-out accuracy, and save it as a proxy directory (`model.safetensors`
+//! + `proxy.json`).
+//!
+//! Hyperparameters of the image proxy follow the short-budget recipes of
+//! fast CIFAR trainers (airbench, Page's DAWNBench ResNet): SGD with Nesterov
+//! momentum 0.9, weight decay 5e-4, batch 128, a one-cycle learning rate
+//! (linear warm-up over the first 20% of steps to the peak, then linear decay
+//! to zero), random crop (4-pixel padding) and horizontal flip.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sieve_schemas::InputKind;
+use sieve_udfs::decode::decode_image;
+use sieve_udfs::models::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
+use sieve_udfs::models::image_trainer::{ImageTrainer, Normalize};
+use sieve_udfs::models::resnet::ResNetConfig;
+use sieve_udfs::models::sgd::SgdConfig;
+use sieve_udfs::proxy::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
+
+use crate::error::{io_err, PipelineError, Result};
+use crate::examples::{for_each_shuffled, Example};
+use crate::input::InputFiles;
+use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
+
+/// Default ResNet mini-batch: the batch the PyTorch baselines use.
+const IMAGE_BATCH: usize = 128;
+/// Default peak learning rate for batch 128, scaled linearly with the batch.
+const IMAGE_PEAK_LR: f64 = 0.2;
+/// Default ResNet epochs: SVP's "fewer epochs" proxy on a CPU budget.
+const IMAGE_EPOCHS: usize = 4;
+/// Fraction of steps spent warming the learning rate up.
+const WARMUP: f64 = 0.2;
+/// fastText embedding rows: SST-2 has ~115k distinct words and bigrams, so
+/// 2^18 rows keeps collisions rare at a quarter of the 2^20 table's 256 MB.
+const TEXT_BUCKETS: usize = 1 << 18;
+
+/// The ResNet of a preset name such as `resnet20`.
+pub fn resnet_config(preset: &str, width: Option<usize>, classes: usize) -> Result<ResNetConfig> {
+    let depth: usize = preset
+        .strip_prefix("resnet")
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| PipelineError::Usage(format!("unknown proxy '{preset}': resnet8, resnet20, ... or fasttext")))?;
+    if depth < 8 || (depth - 2) % 6 != 0 {
+        return Err(PipelineError::Usage(format!("a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 56...), not {depth}")));
+    }
+    let mut cfg = ResNetConfig::resnet20(classes);
+    cfg.depth = depth;
+    cfg.width = width.unwrap_or(cfg.width);
+    Ok(cfg)
+}
+
+/// One-cycle schedule: linear warm-up to `peak`, then linear decay to 0.
+fn one_cycle(peak: f64, step: u64, total: u64) -> f64 {
+    let t = step as f64 / total.max(1) as f64;
+    if t < WARMUP {
+        peak * t / WARMUP
+    } else {
+        peak * (1.0 - t).max(0.0) / (1.0 - WARMUP)
+    }
+}
+
+/// Validates a label against the classes.
+fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
+    label.filter(|&l| l >= 0 && (l as usize) < classes).map(|l| l as usize)
+}
+
+/// Trains the proxy for `dataset` and writes it to `dir`.
+pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let started = Instant::now();
+    let mut meta = match dataset.kind {
+        InputKind::Image => train_image(dataset, plan, run, dir)?,
+        InputKind::Text => train_text(dataset, plan, run, dir)?,
+    };
+    meta.seconds = started.elapsed().as_secs_f64();
+    meta.write(dir)?;
+    if let Some(heldout) = &dataset.heldout {
+        let proxy = Proxy::load(dir)?;
+        meta.heldout_accuracy = Some(accuracy(&proxy, dataset, heldout, run.quiet)?);
+        meta.write(dir)?;
+    }
+    Ok(meta)
+}
+
+/// Counters of one epoch.
+#[derive(Default)]
+struct EpochStats {
+    loss_sum: f64,
+    correct: u64,
+    seen: u64,
+    skipped: u64,
+}
+
+impl EpochStats {
+    fn record(&self, epoch: usize, lr: f64, started: Instant) -> EpochRecord {
+        let seen = self.seen.max(1) as f64;
+        EpochRecord {
+            epoch,
+            loss: self.loss_sum / seen,
+            accuracy: self.correct as f64 / seen,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+fn new_meta(
+    plan: &TrainPlan,
+    dataset: &DatasetPlan,
+    architecture: Architecture,
+    normalize: Option<Normalize>,
+    config: serde_json::Value,
+) -> ProxyMeta {
+    ProxyMeta {
+        preset: plan.preset.clone(),
+        architecture,
+        classes: dataset.classes.clone(),
+        normalize,
+        train_config: config,
+        train_rows: 0,
+        train_rows_skipped: 0,
+        train_accuracy: None,
+        heldout_accuracy: None,
+        epochs: 0,
+        seconds: 0.0,
+        history: Vec::new(),
+    }
+}
+
+fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+    let classes = dataset.classes.len();
+    let cfg = resnet_config(&plan.preset, plan.width, classes)?;
+    let epochs = plan.epochs.unwrap_or(IMAGE_EPOCHS);
+    let batch = plan.batch_size.unwrap_or(IMAGE_BATCH);
+    let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
+    let sgd = SgdConfig::default();
+    let config = serde_json::json!({"epochs": epochs, "batch_size": batch, "peak_lr": peak, "warmup": WARMUP,
+        "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed});
+    let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed)?;
+    let normalize = Some(trainer.normalize().clone());
+    let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
+    let rows = dataset.train.total_rows();
+    let total_steps = epochs as u64 * rows.div_ceil(batch as u64);
+    let side = cfg.image_size;
+    let pixels_per_image = side * side * 3;
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed);
+    let bar = crate::progress::bar("train", total_steps, "steps", run.quiet);
+    let mut step = 0u64;
+    let mut pixels = vec![0u8; batch * pixels_per_image];
+    let mut labels: Vec<u32> = Vec::with_capacity(batch);
+    for epoch in 1..=epochs {
+        let started = Instant::now();
+        let mut stats = EpochStats::default();
+        let mut train_batch = |pixels: &[u8], labels: &mut Vec<u32>, stats: &mut EpochStats| -> Result<()> {
+            // BatchNorm needs two examples to have a variance.
+            if labels.len() >= 2 {
+                let out = trainer.step(pixels, labels, one_cycle(peak, step, total_steps))?;
+                stats.loss_sum += out.loss as f64 * labels.len() as f64;
+                stats.correct += out.correct as u64;
+                stats.seen += labels.len() as u64;
+                step += 1;
+                bar.inc(1);
+            }
+            labels.clear();
+            Ok(())
+        };
+        for_each_shuffled(&dataset.train, dataset.kind, &dataset.input_column, &dataset.label_column, &mut rng, |ex: Example| {
+            let k = labels.len();
+            let slot = &mut pixels[k * pixels_per_image..(k + 1) * pixels_per_image];
+            let decoded = ex.payload.as_deref().map(|b| decode_image(b, side, slot));
+            match (decoded, class_of(ex.label, classes)) {
+                (Some(Ok(())), Some(y)) => labels.push(y as u32),
+                _ => stats.skipped += 1,
+            }
+            if labels.len() == batch {
+                train_batch(&pixels, &mut labels, &mut stats)?;
+            }
+            Ok(())
+        })?;
+        let n = labels.len();
+        train_batch(&pixels[..n * pixels_per_image], &mut labels, &mut stats)?;
+        meta.train_rows = stats.seen;
+        meta.train_rows_skipped = stats.skipped;
+        meta.history.push(stats.record(epoch, one_cycle(peak, step, total_steps), started));
+        meta.epochs = epoch;
+    }
+    bar.finish_and_clear();
+    trainer.save(&dir.join(WEIGHTS_FILE))?;
+    Ok(meta)
+}
+
+fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+    let classes = dataset.classes.len();
+    let cfg = FastTextConfig { buckets: TEXT_BUCKETS, ..FastTextConfig::new(classes) };
+    let defaults = FastTextTrainConfig::default();
+    let schedule = FastTextTrainConfig {
+        lr: plan.lr.map_or(defaults.lr, |lr| lr as f32),
+        epochs: plan.epochs.unwrap_or(defaults.epochs),
+    };
+    let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": "shuffled per epoch"});
+    let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);
+    let mut model = FastText::new(cfg, plan.seed).map_err(sieve_udfs::UdfError::from)?;
+    let rows = dataset.train.total_rows();
+    let total_steps = schedule.epochs as u64 * rows;
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed);
+    let mut scratch = Default::default();
+    let bar = crate::progress::bar("train", total_steps, "rows", run.quiet);
+    let mut step = 0u64;
+    for epoch in 1..=schedule.epochs {
+        let started = Instant::now();
+        let mut stats = EpochStats::default();
+        for_each_shuffled(&dataset.train, dataset.kind, &dataset.input_column, &dataset.label_column, &mut rng, |ex| {
+            let text = ex.payload.as_deref().and_then(|b| std::str::from_utf8(b).ok()).filter(|t| !t.trim().is_empty());
+            match (text, class_of(ex.label, classes)) {
+                (Some(text), Some(y)) => {
+                    let out = model
+                        .train_example(text, y, schedule.lr_at(step, total_steps), &mut scratch)
+                        .map_err(sieve_udfs::UdfError::from)?;
+                    let pred = sieve_udfs::scores::argmax(out.logits);
+                    stats.loss_sum += out.loss as f64;
+                    stats.correct += u64::from(pred == y);
+                    stats.seen += 1;
+                }
+                _ => stats.skipped += 1,
+            }
+            step += 1;
+            if step % 4096 == 0 {
+                bar.set_position(step);
+            }
+            Ok(())
+        })?;
+        meta.train_rows = stats.seen;
+        meta.train_rows_skipped = stats.skipped;
+        meta.history.push(stats.record(epoch, schedule.lr_at(step, total_steps) as f64, started));
+        meta.epochs = epoch;
+    }
+    bar.finish_and_clear();
+    model.save(&dir.join(WEIGHTS_FILE)).map_err(sieve_udfs::UdfError::from)?;
+    Ok(meta)
+}
+
+/// The proxy's accuracy over `files` (rows it cannot score do not count).
+pub fn accuracy(proxy: &Proxy, dataset: &DatasetPlan, files: &InputFiles, quiet: bool) -> Result<f64> {
+    let (mut correct, mut total) = (0u64, 0u64);
+    let columns = [dataset.input_column.clone(), dataset.label_column.clone()];
+    let bar = crate::progress::bar("heldout", files.total_rows(), "rows", quiet);
+    files.for_each_batch(&files.chunks(), Some(&columns), |batch| {
+        let labels = datafusion::arrow::compute::cast(batch.column(1), &datafusion::arrow::datatypes::DataType::Int64)?;
+        let labels = labels.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("cast to Int64");
+        for p in sieve_udfs::infer::predict(proxy, batch.column(0), Some(labels))?.into_iter().flatten() {
+            total += 1;
+            correct += u64::from(Some(sieve_udfs::scores::argmax(&p.logits)) == p.label);
+        }
+        bar.inc(batch.num_rows() as u64);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    Ok(if total == 0 { 0.0 } else { correct as f64 / total as f64 })
+}

@@ -1,0 +1,18 @@
+//! End-to-end tests of the `sieve` binary, run on the generated fixtures in
+//! `fixtures/` (known flipped labels and duplicates). One test binary; each
+//! module holds one concern.
+
+/// Helpers: running the binary, reading Parquet, the fixtures' ground truth.
+mod util;
+
+/// `sieve prune` on the image and text fixtures: what the output holds.
+mod prune;
+
+/// Whether the scores rank the known label noise as hard.
+mod ranking;
+
+/// `sieve select` and `sieve sql` over an existing output.
+mod reselect;
+
+/// Flags and inputs that must give a clear error, not a panic.
+mod usage_errors;

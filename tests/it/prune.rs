@@ -1,0 +1,127 @@
+use std::collections::{BTreeMap, HashMap};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+
+use crate::util::{parquet_metadata, pruned, read_parquet, root};
+
+fn fixture_train(fixture: &str) -> RecordBatch {
+    read_parquet(&root().join("fixtures").join(fixture).join("train.parquet"))
+}
+
+fn int64(batch: &RecordBatch, column: &str) -> Vec<i64> {
+    let c = batch.column_by_name(column).unwrap_or_else(|| panic!("no column {column}"));
+    let c = datafusion::arrow::compute::cast(c, &DataType::Int64).unwrap();
+    c.as_primitive::<Int64Type>().values().to_vec()
+}
+
+#[test]
+fn scores_have_one_row_per_input_row_in_input_order() {
+    for fixture in ["shapes", "reviews"] {
+        let input = fixture_train(fixture);
+        let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+        assert_eq!(scores.num_rows(), input.num_rows(), "{fixture}");
+        assert_eq!(int64(&scores, "id"), int64(&input, "id"), "{fixture}: ids in input order");
+        assert_eq!(int64(&scores, "label"), int64(&input, "label"), "{fixture}");
+        let rows = int64(&scores, "row");
+        assert!(rows.iter().enumerate().all(|(i, &r)| r == i as i64), "{fixture}: row is the position");
+        for column in ["entropy", "least_confidence", "margin", "el2n", "loss"] {
+            let c = scores.column_by_name(column).unwrap();
+            assert_eq!(c.data_type(), &DataType::Float32);
+            assert_eq!(c.null_count(), 0, "{fixture}: {column} has nulls on clean rows");
+        }
+    }
+}
+
+#[test]
+fn keep_half_per_class_keeps_half_of_every_class() {
+    for fixture in ["shapes", "reviews"] {
+        let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+        let labels = int64(&scores, "label");
+        let keep = scores.column_by_name("keep").unwrap().as_boolean().clone();
+        let mut per_class: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        for (i, &l) in labels.iter().enumerate() {
+            let e = per_class.entry(l).or_default();
+            e.0 += 1;
+            e.1 += u64::from(keep.value(i));
+        }
+        for (label, (rows, kept)) in &per_class {
+            assert_eq!(*kept, (*rows as f64 * 0.5).round() as u64, "{fixture} class {label}: {kept} of {rows}");
+        }
+        let data = read_parquet(&pruned(fixture).join("data"));
+        assert_eq!(data.num_rows() as u64, per_class.values().map(|c| c.1).sum::<u64>());
+    }
+}
+
+#[test]
+fn kept_rows_carry_the_input_columns_unchanged() {
+    for (fixture, input_column) in [("shapes", "img"), ("reviews", "sentence")] {
+        let input = fixture_train(fixture);
+        let data = read_parquet(&pruned(fixture).join("data"));
+        let by_id: HashMap<i64, usize> = int64(&input, "id").into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        let kept_ids = int64(&data, "id");
+        let inp = input.column_by_name(input_column).unwrap();
+        let out = data.column_by_name(input_column).unwrap();
+        assert_eq!(inp.data_type(), out.data_type());
+        for (k, id) in kept_ids.iter().enumerate() {
+            let i = by_id[id];
+            assert_eq!(inp.slice(i, 1).to_data(), out.slice(k, 1).to_data(), "{fixture} id {id}: {input_column} differs");
+            assert_eq!(int64(&input, "label")[i], int64(&data, "label")[k]);
+        }
+        for column in ["el2n", "entropy", "pred", "correct"] {
+            assert!(data.column_by_name(column).is_some(), "{fixture}: kept rows lack {column}");
+        }
+    }
+}
+
+#[test]
+fn output_keeps_and_extends_the_hugging_face_metadata() {
+    let part = pruned("shapes").join("data").join("part-00000.parquet");
+    let meta = parquet_metadata(&part);
+    let doc: serde_json::Value = serde_json::from_str(&meta["huggingface"]).unwrap();
+    let features = &doc["info"]["features"];
+    assert_eq!(features["img"]["_type"], "Image");
+    assert_eq!(features["label"]["_type"], "ClassLabel");
+    assert!(features["label"]["names"].as_array().unwrap().len() >= 2);
+    assert_eq!(features["el2n"]["dtype"], "float32");
+    assert_eq!(features["correct"]["dtype"], "bool");
+}
+
+#[test]
+fn manifest_records_the_job() {
+    for fixture in ["shapes", "reviews"] {
+        let dir = pruned(fixture);
+        let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let acc = m["proxy"]["heldout_accuracy"].as_f64().expect("held-out accuracy");
+        assert!(acc > 0.6, "{fixture}: proxy held-out accuracy {acc}");
+        assert!(m["versions"]["datafusion"].as_str().unwrap().starts_with("55."));
+        assert!(m["dataset"]["train"][0]["rows"].as_u64().unwrap() > 0);
+        assert!(!m["selection"]["per_class"].as_array().unwrap().is_empty());
+        for stage in ["train", "score", "select", "write"] {
+            assert!(m["seconds"][stage].as_f64().is_some(), "{fixture}: no seconds for {stage}");
+        }
+        assert!(dir.join("proxy").join("proxy.json").is_file());
+        // Nothing of the staging directory is left beside the output.
+        let parent = dir.parent().unwrap();
+        let names: Vec<String> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+}
+
+#[test]
+fn pyarrow_reads_the_output() {
+    let dir = pruned("shapes");
+    let script = format!(
+        "import pyarrow.parquet as pq\n\
+         t = pq.read_table('{data}')\n\
+         s = pq.read_table('{scores}')\n\
+         assert t.num_rows > 0 and 'el2n' in t.column_names and 'img' in t.column_names, t.schema\n\
+         assert s.num_rows > t.num_rows and 'keep' in s.column_names\n\
+         print(t.num_rows)",
+        data = dir.join("data").display(),
+        scores = dir.join("scores.parquet").display()
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3 runs");
+    assert!(out.status.success(), "pyarrow failed (is it installed? .ci/run installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+}

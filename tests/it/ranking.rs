@@ -1,0 +1,46 @@
+use std::collections::{HashMap, HashSet};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Float32Type, Int64Type, UInt64Type};
+
+use crate::util::{pruned, read_parquet, truth};
+
+/// Ids of the `fraction` of rows with the highest `score`.
+fn top_ids(fixture: &'static str, score: &str, fraction: f64) -> Vec<i64> {
+    let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec();
+    let values = scores.column_by_name(score).unwrap().as_primitive::<Float32Type>().values().to_vec();
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    let n = (ids.len() as f64 * fraction).round() as usize;
+    order[..n].iter().map(|&i| ids[i]).collect()
+}
+
+#[test]
+fn el2n_top_tenth_holds_most_flipped_labels() {
+    for fixture in ["shapes", "reviews"] {
+        let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
+        let top: HashSet<i64> = top_ids(fixture, "el2n", 0.10).into_iter().collect();
+        let found = flipped.intersection(&top).count();
+        let share = found as f64 / flipped.len() as f64;
+        assert!(share >= 0.8, "{fixture}: top 10% by el2n holds {found}/{} flipped labels", flipped.len());
+    }
+}
+
+#[test]
+fn exact_duplicates_share_a_content_hash_and_keep_distinct_ids() {
+    for fixture in ["shapes", "reviews"] {
+        let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+        let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let hashes = scores.column_by_name("content_hash").unwrap().as_primitive::<UInt64Type>();
+        let hash_of: HashMap<i64, u64> = ids.values().iter().zip(hashes.values()).map(|(&i, &h)| (i, h)).collect();
+        let pairs = truth(fixture).duplicates;
+        assert!(!pairs.is_empty());
+        for (a, b) in &pairs {
+            assert_ne!(a, b);
+            assert_eq!(hash_of[a], hash_of[b], "{fixture}: duplicates {a} and {b} hash differently");
+        }
+        let distinct: HashSet<u64> = hashes.values().iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len() - pairs.len(), "{fixture}: only the planted duplicates collide");
+    }
+}

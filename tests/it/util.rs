@@ -1,0 +1,96 @@
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs `sieve` with `args` from the repository root.
+pub fn sieve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the sieve binary runs")
+}
+
+/// Runs `sieve` and fails the test, showing stderr, unless it succeeds.
+pub fn sieve_ok(args: &[&str]) -> Output {
+    let out = sieve(args);
+    assert!(out.status.success(), "sieve {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// All rows of Parquet files (a file, or every file of a directory) as one batch.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    let mut batches = Vec::new();
+    let mut schema = None;
+    for f in files {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&f).unwrap()).unwrap();
+        schema.get_or_insert_with(|| builder.schema().clone());
+        batches.extend(builder.build().unwrap().map(|b| b.unwrap()));
+    }
+    concat_batches(&schema.unwrap(), &batches).unwrap()
+}
+
+/// The Arrow schema metadata of a Parquet file.
+pub fn parquet_metadata(path: &Path) -> HashMap<String, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+    builder.schema().metadata().clone()
+}
+
+/// A fixture's ground truth (`fixtures/<name>/truth.json`).
+pub struct Truth {
+    pub flipped: Vec<i64>,
+    pub duplicates: Vec<(i64, i64)>,
+}
+
+pub fn truth(fixture: &str) -> Truth {
+    let text = std::fs::read_to_string(root().join("fixtures").join(fixture).join("truth.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let flipped = v["flipped"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    let duplicates = v["duplicates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
+        .collect();
+    Truth { flipped, duplicates }
+}
+
+/// Output directories of one `sieve prune` per fixture, shared by the tests
+/// of this binary (training a proxy is the slow part).
+pub fn pruned(fixture: &'static str) -> &'static Path {
+    static SHAPES: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    static REVIEWS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let cell = match fixture {
+        "shapes" => &SHAPES,
+        "reviews" => &REVIEWS,
+        other => panic!("no fixture {other}"),
+    };
+    &cell
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join(fixture);
+            sieve_ok(&[
+                "prune", "--dataset", fixture, "--keep", "0.5", "--balance", "class", "--quiet",
+                "--out", out.to_str().unwrap(),
+            ]);
+            (tmp, out)
+        })
+        .1
+}
