@@ -153,7 +153,10 @@ pub fn decode_image(bytes: &[u8], size: usize, out: &mut [u8]) -> Result<(), Row
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{BinaryArray, StringArray};
+    use datafusion::arrow::array::{
+        BinaryArray, BinaryViewArray, LargeBinaryArray, LargeStringArray, StringArray, StringViewArray,
+    };
+    use datafusion::arrow::datatypes::Field;
     use std::io::Cursor;
     use std::sync::Arc;
 
@@ -198,10 +201,35 @@ mod tests {
     }
 
     #[test]
-    fn image_bytes_reads_plain_binary_columns() {
-        let a: ArrayRef = Arc::new(BinaryArray::from(vec![Some(&b"ab"[..]), None]));
-        let bytes = ImageBytes::new(&a).unwrap();
-        assert_eq!(bytes.get(0), Some(&b"ab"[..]));
-        assert_eq!(bytes.get(1), None);
+    fn image_bytes_reads_every_binary_layout() {
+        let values = vec![Some(&b"ab"[..]), None];
+        let layouts: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from(values.clone())),
+            Arc::new(LargeBinaryArray::from(values.clone())),
+            Arc::new(BinaryViewArray::from(values.clone())),
+            Arc::new(StructArray::from(vec![(
+                Arc::new(Field::new("bytes", DataType::Binary, true)),
+                Arc::new(BinaryArray::from(values)) as ArrayRef,
+            )])),
+        ];
+        for a in &layouts {
+            let bytes = ImageBytes::new(a).unwrap();
+            assert_eq!(bytes.get(0), Some(&b"ab"[..]), "{}", a.data_type());
+            assert_eq!(bytes.get(1), None, "{}", a.data_type());
+        }
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+        assert!(ImageBytes::new(&text).is_err());
+    }
+
+    #[test]
+    fn text_reads_every_string_layout() {
+        let layouts: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["a b"])),
+            Arc::new(LargeStringArray::from(vec!["a b"])),
+            Arc::new(StringViewArray::from(vec!["a b"])),
+        ];
+        for a in &layouts {
+            assert_eq!(text_value(a.as_ref(), 0), Ok("a b"), "{}", a.data_type());
+        }
     }
 }

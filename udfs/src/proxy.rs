@@ -101,6 +101,8 @@ pub enum ProxyModel {
 
 /// A proxy ready to score: its metadata and its model.
 pub struct Proxy {
+    /// The directory it was loaded from.
+    pub dir: PathBuf,
     /// `proxy.json`.
     pub meta: ProxyMeta,
     /// The model.
@@ -109,7 +111,7 @@ pub struct Proxy {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("Proxy").field("dir", &self.dir).field("meta", &self.meta).finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,7 @@ impl Proxy {
             Architecture::Resnet(cfg) => ProxyModel::Resnet(FoldedResNet::load(&weights, cfg)?),
             Architecture::Fasttext(cfg) => ProxyModel::Fasttext(FastText::load(&weights, cfg.clone())?),
         };
-        Ok(Self { meta, model })
+        Ok(Self { dir: dir.to_path_buf(), meta, model })
     }
 
     /// Number of classes the proxy predicts.
@@ -164,7 +166,7 @@ impl Proxy {
 
     fn wrong_kind(&self, input: &str) -> UdfError {
         UdfError::Proxy {
-            dir: PathBuf::from(&self.meta.preset),
+            dir: self.dir.clone(),
             message: format!("a {} proxy cannot read {input}", self.meta.preset),
         }
     }
