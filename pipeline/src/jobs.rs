@@ -30,9 +30,12 @@ pub fn init_threads(threads: usize) {
 
 /// A DataFusion session with sieve's functions. One partition: the input is
 /// read in order and the proxy already uses every thread, so partitions x
-/// model threads never exceed the cores.
+/// model threads never exceed the cores. Strings and binaries are read as
+/// plain Utf8/Binary rather than DataFusion's default view types, so the
+/// files sieve writes keep the types every Parquet reader knows.
 pub fn session() -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(1);
+    let mut config = SessionConfig::new().with_target_partitions(1);
+    config.options_mut().execution.parquet.schema_force_view_types = false;
     let ctx = SessionContext::new_with_config(config);
     sieve_udfs::register_all(&ctx);
     ctx

@@ -69,6 +69,9 @@ impl DatasetPlan {
                 (None, None) => return Err(PipelineError::Usage("give --dataset NAME or --input PATH".into())),
             };
         let train = Arc::new(InputFiles::open(&train)?);
+        if train.total_rows() == 0 {
+            return Err(PipelineError::Usage(format!("the training split '{}' has no rows", train.files[0].path.display())));
+        }
         let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
         for files in std::iter::once(&train).chain(heldout.as_ref()) {
             let file = files.files[0].path.display().to_string();

@@ -14,5 +14,8 @@ mod ranking;
 /// `sieve select` and `sieve sql` over an existing output.
 mod reselect;
 
+/// Rows that cannot be scored: flagged and never kept, or a clear stop.
+mod bad_rows;
+
 /// Flags and inputs that must give a clear error, not a panic.
 mod usage_errors;

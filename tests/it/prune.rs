@@ -23,6 +23,8 @@ fn scores_have_one_row_per_input_row_in_input_order() {
         assert_eq!(scores.num_rows(), input.num_rows(), "{fixture}");
         assert_eq!(int64(&scores, "id"), int64(&input, "id"), "{fixture}: ids in input order");
         assert_eq!(int64(&scores, "label"), int64(&input, "label"), "{fixture}");
+        // Plain Utf8, not a view type: every Parquet reader knows it.
+        assert_eq!(scores.column_by_name("error").unwrap().data_type(), &DataType::Utf8);
         let rows = int64(&scores, "row");
         assert!(rows.iter().enumerate().all(|(i, &r)| r == i as i64), "{fixture}: row is the position");
         for column in ["entropy", "least_confidence", "margin", "el2n", "loss"] {

@@ -1,0 +1,74 @@
+use std::fs::File;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+
+use crate::util::{pruned, read_parquet, root, sieve, sieve_ok};
+
+/// The first 40 rows of the shapes fixture with row 3's image truncated and
+/// row 5's image emptied, as a plain Binary column (no Hugging Face struct).
+fn damaged_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let input = read_parquet(&root().join("fixtures/shapes/train.parquet")).slice(0, 40);
+    let img = input.column_by_name("img").unwrap().as_struct();
+    let bytes = img.column_by_name("bytes").unwrap().as_binary::<i32>();
+    let damaged: Vec<&[u8]> = (0..bytes.len())
+        .map(|i| match i {
+            3 => &bytes.value(i)[..20],
+            5 => &b""[..],
+            _ => bytes.value(i),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("picture", DataType::Binary, false),
+        Field::new("label", DataType::Int64, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from(damaged)), input.column_by_name("label").unwrap().clone()];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let path = dir.join("damaged.parquet");
+    let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    path
+}
+
+#[test]
+fn undecodable_images_get_an_error_and_are_never_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = damaged_copy(tmp.path());
+    let proxy = pruned("shapes").join("proxy");
+    let out = tmp.path().join("out");
+    sieve_ok(&[
+        "prune", "--input", input.to_str().unwrap(), "--image-column", "picture", "--proxy-dir",
+        proxy.to_str().unwrap(), "--keep", "1", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let errors = scores.column_by_name("error").unwrap().as_string::<i32>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    assert!(errors.value(3).starts_with("undecodable_image"), "{}", errors.value(3));
+    assert!(errors.value(5).starts_with("empty_image"), "{}", errors.value(5));
+    assert_eq!(errors.null_count(), scores.num_rows() - 2);
+    assert!(!keep.value(3) && !keep.value(5));
+    assert_eq!(keep.true_count(), scores.num_rows() - 2, "--keep 1 keeps every valid row");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["scoring"]["skipped"]["undecodable_image"], 1);
+    assert_eq!(manifest["scoring"]["skipped"]["empty_image"], 1);
+}
+
+#[test]
+fn on_error_fail_names_file_row_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = damaged_copy(tmp.path());
+    let proxy = pruned("shapes").join("proxy");
+    let out = tmp.path().join("out");
+    let result = sieve(&[
+        "prune", "--input", input.to_str().unwrap(), "--image-column", "picture", "--proxy-dir",
+        proxy.to_str().unwrap(), "--on-error", "fail", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{err}");
+    assert!(err.contains("damaged.parquet") && err.contains("row 3") && err.contains("picture"), "{err}");
+    assert!(!out.exists(), "a failed job leaves no output");
+}
