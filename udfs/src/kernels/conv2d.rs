@@ -11,8 +11,10 @@
 //! # Performance
 //! candle 0.11 computes the input gradient with a naive conv_transpose2d
 //! loop: a ResNet-20 backward step of 128 images takes 3.5 s on 2 cores.
-//! Here the whole convolution backward of a 32x32x16 layer, batch 128, takes
-//! about 7 ms of one core.
+//! Here a 32x32, 16-to-16-channel 3x3 layer at batch 128 (302M
+//! multiply-adds each way) takes 3.1 ms forward, 3.0 ms for the weight
+//! gradient and 4.1 ms for the input gradient on one Zen 5 core with
+//! AVX-512, about 200 GFLOP/s.
 
 use super::conv_driver::{Conv2dKernel, ConvBackward, ConvForward, OutGrad};
 use super::cpu::{f32_data, storage_f32};

@@ -129,8 +129,8 @@ pub(crate) struct ConvBackward<'a> {
     g: &'a ConvGeom,
     w: &'a [f32],
     need_dx: bool,
-    /// Pixel taps of the AVX-512 weight gradient, if it applies.
-    pixel_taps: Option<Vec<(usize, usize)>>,
+    /// Row taps of the AVX-512 weight gradient, if it applies.
+    row_taps: Option<Vec<(usize, usize)>>,
     /// Geometry, weights and taps of the transposed convolution that gives
     /// the input gradient on the AVX-512 path (stride 1 only).
     transposed: Option<(ConvGeom, Vec<f32>, Vec<(usize, usize)>)>,
@@ -142,8 +142,8 @@ impl<'a> ConvBackward<'a> {
     /// Prepares the backward of `g` with weights `w`; the input gradient is
     /// computed only if `need_dx` (not for the network's input images).
     pub(crate) fn new(g: &'a ConvGeom, w: &'a [f32], need_dx: bool) -> Self {
-        let pixel_taps =
-            (Conv2dKernel::best(g.c_out) == Conv2dKernel::Avx512).then(|| avx512::pixel_taps(g));
+        let row_taps =
+            (Conv2dKernel::best(g.c_out) == Conv2dKernel::Avx512).then(|| avx512::row_taps(g));
         let transposed = if need_dx && Conv2dKernel::best(g.c_in) == Conv2dKernel::Avx512 {
             avx512::transposed(g, w).map(|(gt, wt)| {
                 let taps = avx512::kernel_taps(&gt);
@@ -156,13 +156,20 @@ impl<'a> ConvBackward<'a> {
             Some((gt, ..)) => avx512::scratch_len(g).max(avx512::scratch_len(gt)),
             None => avx512::scratch_len(g),
         };
-        Self { g, w, need_dx, pixel_taps, transposed, pad_len }
+        Self {
+            g,
+            w,
+            need_dx,
+            row_taps,
+            transposed,
+            pad_len,
+        }
     }
 
     /// The portable path only, to test the AVX-512 one against.
     #[cfg(test)]
     pub(crate) fn portable(mut self) -> Self {
-        self.pixel_taps = None;
+        self.row_taps = None;
         self.transposed = None;
         self
     }
@@ -177,7 +184,9 @@ impl<'a> ConvBackward<'a> {
         let dx_chunks: Vec<&mut [f32]> = if self.need_dx {
             dx.chunks_mut(IMAGES_PER_CHUNK * g.in_len()).collect()
         } else {
-            (0..g.n.div_ceil(IMAGES_PER_CHUNK)).map(|_| Default::default()).collect()
+            (0..g.n.div_ceil(IMAGES_PER_CHUNK))
+                .map(|_| Default::default())
+                .collect()
         };
         let partials: Vec<Vec<f32>> = dx_chunks
             .into_par_iter()
@@ -229,7 +238,7 @@ impl<'a> ConvBackward<'a> {
         let g = self.g;
         let (p, k) = (g.out_pixels(), g.patch_len());
         let dy_mat = Mat::row_major(dy, p, g.c_out);
-        match &self.pixel_taps {
+        match &self.row_taps {
             Some(taps) => avx512::weight_grad_image(g, taps, x, dy, dw, pad),
             None => {
                 let cols = if g.is_pointwise() {
@@ -270,7 +279,10 @@ mod tests {
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(a.len() == b.len() && err <= 1e-5 * scale, "{what}: error {err}, scale {scale}");
+        assert!(
+            a.len() == b.len() && err <= 1e-5 * scale,
+            "{what}: error {err}, scale {scale}"
+        );
     }
 
     /// (n, h, w, c_in, c_out, ksize, stride, padding): the ResNet's layers
@@ -294,15 +306,20 @@ mod tests {
             }
             let g = ConvGeom::new(&[n, h, w, ci], &[k, k, ci, co], s, p).unwrap();
             let seed = 4 * i as u64;
-            let (x, wt) = (random(g.n * g.in_len(), seed), random(g.patch_len() * co, seed + 1));
+            let (x, wt) = (
+                random(g.n * g.in_len(), seed),
+                random(g.patch_len() * co, seed + 1),
+            );
             let (b, dy) = (random(co, seed + 2), random(g.n * g.out_len(), seed + 3));
             let what = |part: &str| format!("{part} {:?}", SHAPES[i]);
             let fast = ConvForward::new(&g, &wt, Conv2dKernel::Avx512).batch(&x, Some(&b), true);
-            let slow = ConvForward::new(&g, &wt, Conv2dKernel::Im2colGemm).batch(&x, Some(&b), true);
+            let slow =
+                ConvForward::new(&g, &wt, Conv2dKernel::Im2colGemm).batch(&x, Some(&b), true);
             assert_close(&fast, &slow, &what("forward"));
             let (dx_fast, dw_fast) = ConvBackward::new(&g, &wt, true).run(&x, OutGrad::Given(&dy));
-            let (dx_slow, dw_slow) =
-                ConvBackward::new(&g, &wt, true).portable().run(&x, OutGrad::Given(&dy));
+            let (dx_slow, dw_slow) = ConvBackward::new(&g, &wt, true)
+                .portable()
+                .run(&x, OutGrad::Given(&dy));
             assert_close(&dw_fast, &dw_slow, &what("dw"));
             assert_close(&dx_fast.unwrap(), &dx_slow.unwrap(), &what("dx"));
         }
@@ -311,10 +328,21 @@ mod tests {
     #[test]
     fn weight_gradient_is_bit_identical_across_thread_counts() {
         let g = ConvGeom::new(&[20, 8, 8, 16], &[3, 3, 16, 16], 1, 1).unwrap();
-        let (x, w, dy) = (random(g.n * g.in_len(), 12), random(g.patch_len() * 16, 13), random(g.n * g.out_len(), 14));
+        let (x, w, dy) = (
+            random(g.n * g.in_len(), 12),
+            random(g.patch_len() * 16, 13),
+            random(g.n * g.out_len(), 14),
+        );
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| ConvBackward::new(&g, &w, false).run(&x, OutGrad::Given(&dy)).1)
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                ConvBackward::new(&g, &w, false)
+                    .run(&x, OutGrad::Given(&dy))
+                    .1
+            })
         };
         assert_eq!(run(1), run(3));
     }
@@ -322,9 +350,18 @@ mod tests {
     #[test]
     fn filled_output_gradients_equal_given_ones() {
         let g = ConvGeom::new(&[5, 6, 6, 16], &[3, 3, 16, 16], 1, 1).unwrap();
-        let (x, w, dy) = (random(g.n * g.in_len(), 1), random(g.patch_len() * 16, 2), random(g.n * g.out_len(), 3));
-        let fill = |i: usize, buf: &mut [f32]| buf.copy_from_slice(&dy[i * g.out_len()..(i + 1) * g.out_len()]);
+        let (x, w, dy) = (
+            random(g.n * g.in_len(), 1),
+            random(g.patch_len() * 16, 2),
+            random(g.n * g.out_len(), 3),
+        );
+        let fill = |i: usize, buf: &mut [f32]| {
+            buf.copy_from_slice(&dy[i * g.out_len()..(i + 1) * g.out_len()])
+        };
         let backward = ConvBackward::new(&g, &w, true);
-        assert_eq!(backward.run(&x, OutGrad::Given(&dy)), backward.run(&x, OutGrad::Fill(&fill)));
+        assert_eq!(
+            backward.run(&x, OutGrad::Given(&dy)),
+            backward.run(&x, OutGrad::Fill(&fill))
+        );
     }
 }

@@ -97,11 +97,6 @@ impl ConvGeom {
         self.out_pixels() * self.c_out
     }
 
-    /// Multiply-accumulates for the whole batch, forward only.
-    pub fn macs(&self) -> usize {
-        self.n * self.out_pixels() * self.patch_len() * self.c_out
-    }
-
     /// True when the column matrix would be the image itself (1x1, stride 1,
     /// no padding), so im2col can be skipped.
     pub fn is_pointwise(&self) -> bool {

@@ -1,11 +1,18 @@
-//! Fast CPU kernels written as candle custom ops.
+//! Fast CPU kernels written as candle custom ops: 2-D convolution (AVX-512
+//! register tiles, or im2col + gemm), training batch norm, the fused
+//! conv + batch-norm + residual + ReLU training unit, residual add + ReLU and
+//! global average pooling, with [`conv_impl::ConvImpl`] switching the ResNet
+//! between them and candle's own ops.
 
 pub mod add_relu;
+pub mod avg_pool;
 pub mod batch_norm;
+mod batch_stats;
 pub mod conv2d;
 mod conv2d_avx512;
 pub mod conv_bn;
 pub mod conv_driver;
+pub mod conv_impl;
 mod cpu;
 pub mod im2col;
 pub mod malloc;

@@ -7,14 +7,16 @@
 //! are padded on each side, and a 32x32 crop is randomly sampled from the
 //! padded image or its horizontal flip". Padding is black (pixel value 0
 //! before normalisation), as torchvision's `RandomCrop(32, padding=4)` does.
-//! Crop and flip are drawn from the trainer's seeded generator, so a run is
-//! reproducible from its seed for a given thread count.
+//! Crop and flip are drawn from the trainer's seeded generator, and initial
+//! weights from [`seeded_var_builder`] (ChaCha8, not candle's device RNG), so
+//! a run is reproducible from its seed; every reduction in the kernels uses
+//! fixed chunks, so it does not depend on the thread count either.
 
-use crate::kernels::malloc::retain_freed_memory;
-use crate::models::resnet::{seeded_var_builder, ConvImpl, FoldedResNet, ResNet, ResNetConfig};
+use crate::models::resnet::{ConvImpl, FoldedResNet, ResNet, ResNetConfig};
 use crate::models::sgd::{SgdConfig, SgdMomentum};
-use candle_core::{bail, Device, Result, Tensor};
-use candle_nn::VarMap;
+use candle_core::{bail, DType, Device, Result, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -119,6 +121,92 @@ pub fn images_to_tensor(
     Tensor::from_vec(out, (n, size, size, 3), &Device::Cpu)
 }
 
+/// A `VarBuilder` over `varmap` that creates missing tensors from `seed`
+/// instead of candle's device RNG, so the same seed gives the same weights.
+/// Each tensor draws from its own ChaCha8 stream chosen by a hash of its
+/// name, so values do not depend on creation order.
+pub fn seeded_var_builder(varmap: &VarMap, seed: u64) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(SeededInit {
+            varmap: varmap.clone(),
+            seed,
+        }),
+        DType::F32,
+        Device::Cpu,
+    )
+}
+
+/// The backend behind [`seeded_var_builder`].
+struct SeededInit {
+    varmap: VarMap,
+    seed: u64,
+}
+
+impl SeededInit {
+    fn values(&self, n: usize, name: &str, init: Init) -> Result<Vec<f32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
+        Ok(match init {
+            Init::Const(v) => vec![v as f32; n],
+            Init::Uniform { lo, up } if lo < up => {
+                (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
+            }
+            Init::Randn { mean, stdev } => (0..n)
+                .map(|_| {
+                    // Box-Muller; 1 - u keeps the logarithm finite.
+                    let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                    (mean + stdev * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos())
+                        as f32
+                })
+                .collect(),
+            other => bail!(
+                "seeded init of {name}: unsupported {other:?}; give Randn or Uniform explicitly"
+            ),
+        })
+    }
+}
+
+impl SimpleBackend for SeededInit {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        if dtype != DType::F32 || !dev.is_cpu() {
+            bail!("seeded init of {name}: only f32 on the CPU, got {dtype:?} on {dev:?}")
+        }
+        let mut vars = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &s {
+                bail!("{name}: shape {s:?} requested but {:?} stored", v.shape())
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let var = Var::from_vec(self.values(s.elem_count(), name, h)?, s, dev)?;
+        vars.insert(name.to_string(), var.clone());
+        Ok(var.as_tensor().clone())
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
+        let vars = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        match vars.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => bail!("{name}: not in the VarMap and no shape to create it"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .is_ok_and(|vars| vars.contains_key(name))
+    }
+}
+
 /// What one [`ImageTrainer::step`] reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepOutput {
@@ -142,13 +230,7 @@ pub struct ImageTrainer {
 impl ImageTrainer {
     /// A freshly initialised network (weights from `seed`, see
     /// [`seeded_var_builder`]) normalising with [`Normalize::CIFAR10`].
-    ///
-    /// # Notes
-    /// Also tunes glibc's malloc for the whole process
-    /// ([`retain_freed_memory`]): without it a fifth of every step goes to
-    /// page faults.
     pub fn new(cfg: ResNetConfig, opt: SgdConfig, seed: u64) -> Result<Self> {
-        retain_freed_memory();
         let varmap = VarMap::new();
         let model = ResNet::new(&cfg, seeded_var_builder(&varmap, seed))?;
         let opt = SgdMomentum::new(model.trainable_vars(), opt)?;
@@ -163,7 +245,8 @@ impl ImageTrainer {
         })
     }
 
-    /// Normalises with other channel statistics.
+    /// Normalises with other channel statistics, for datasets other than
+    /// CIFAR-10.
     pub fn with_normalize(mut self, norm: Normalize) -> Self {
         self.norm = norm;
         self
@@ -173,11 +256,6 @@ impl ImageTrainer {
     pub fn with_conv_impl(mut self, imp: ConvImpl) -> Self {
         self.model = self.model.with_conv_impl(imp);
         self
-    }
-
-    /// The network being trained.
-    pub fn model(&self) -> &ResNet {
-        &self.model
     }
 
     /// The normalisation applied to every batch.
@@ -333,6 +411,27 @@ mod tests {
             "did not learn: {last:?} after {:?}",
             a[0].loss
         );
+        Ok(())
+    }
+
+    #[test]
+    fn runs_are_identical_across_thread_counts() -> Result<()> {
+        let run = |threads: usize| -> Result<Vec<StepOutput>> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(candle_core::Error::wrap)?;
+            pool.install(|| {
+                let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 4)?;
+                (0..3)
+                    .map(|i| {
+                        let (x, y) = toy_batch(20, 8, i);
+                        t.step(&x, &y, 0.05)
+                    })
+                    .collect()
+            })
+        };
+        assert_eq!(run(1)?, run(3)?);
         Ok(())
     }
 

@@ -18,14 +18,11 @@
 //! `b' = beta - mean gamma / sigma`), giving a [`FoldedResNet`] that runs one
 //! fused conv + bias + ReLU op per layer.
 
-use crate::kernels::add_relu::add_relu;
-use crate::kernels::conv2d;
-use crate::kernels::conv_bn::{conv_bn_train, ConvBnConfig};
-use candle_core::{bail, DType, Device, Module, Result, Shape, Tensor, Var};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, Linear, VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use crate::kernels::conv_bn::ConvBnConfig;
+pub use crate::kernels::conv_impl::ConvImpl;
+use crate::kernels::malloc::retain_freed_memory;
+use candle_core::{bail, DType, Device, Module, Result, Tensor, Var};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -117,122 +114,6 @@ impl ResNetConfig {
     }
 }
 
-/// Which kernels run the network: the custom ops of [`crate::kernels`] on
-/// NHWC activations, or candle's own ops on NCHW activations (the baseline
-/// the benchmark compares against). Parameters are shared and identical.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConvImpl {
-    /// The custom ops: AVX-512 or im2col + gemm convolutions, each fused
-    /// with its batch norm, residual add and ReLU in training.
-    #[default]
-    Fast,
-    /// `Tensor::conv2d` and batch norm from elementwise candle ops.
-    Candle,
-}
-
-impl ConvImpl {
-    /// The NHWC network input in this implementation's layout.
-    fn input(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Fast => Ok(x.clone()),
-            Self::Candle => x.permute((0, 3, 1, 2))?.contiguous(),
-        }
-    }
-
-    /// A per-channel `[c]` vector shaped to broadcast against activations.
-    fn per_channel(self, v: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Fast => Ok(v.clone()),
-            Self::Candle => v.reshape((1, (), 1, 1)),
-        }
-    }
-
-    fn conv(self, x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-        match self {
-            Self::Fast => conv2d::conv2d(x, w, stride, padding),
-            Self::Candle => x.conv2d(
-                &w.permute((3, 2, 0, 1))?.contiguous()?,
-                padding,
-                stride,
-                1,
-                1,
-            ),
-        }
-    }
-
-    fn conv_bias(
-        self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        stride: usize,
-        padding: usize,
-        relu: bool,
-    ) -> Result<Tensor> {
-        match self {
-            Self::Fast => conv2d::conv2d_bias(x, w, b, stride, padding, relu),
-            Self::Candle => {
-                let y = self
-                    .conv(x, w, stride, padding)?
-                    .broadcast_add(&self.per_channel(b)?)?;
-                if relu {
-                    y.relu()
-                } else {
-                    Ok(y)
-                }
-            }
-        }
-    }
-
-    /// A training unit: `(relu?(bn(conv(x)) + residual?), batch mean, biased
-    /// batch var)`, fused into one op on the fast path.
-    fn train_unit(
-        self,
-        x: &Tensor,
-        u: &ConvBn,
-        residual: Option<&Tensor>,
-        relu: bool,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        match self {
-            Self::Fast => {
-                let cfg = ConvBnConfig { stride: u.stride, padding: u.padding, eps: BN_EPS, relu };
-                conv_bn_train(x, &u.weight, &u.gamma, &u.beta, residual, &cfg)
-            }
-            Self::Candle => {
-                let z = self.conv(x, &u.weight, u.stride, u.padding)?;
-                let mean = z.mean_keepdim((0, 2, 3))?;
-                let centered = z.broadcast_sub(&mean)?;
-                let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
-                let y = centered
-                    .broadcast_div(&(&var + BN_EPS)?.sqrt()?)?
-                    .broadcast_mul(&self.per_channel(&u.gamma)?)?
-                    .broadcast_add(&self.per_channel(&u.beta)?)?;
-                let y = self.merge(y, residual, relu)?;
-                Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()))
-            }
-        }
-    }
-
-    /// `relu?(y + residual?)`.
-    fn merge(self, y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        match (residual, relu, self) {
-            (Some(r), true, Self::Fast) => add_relu(&y, r),
-            (Some(r), true, Self::Candle) => (y + r)?.relu(),
-            (Some(r), false, _) => y + r,
-            (None, true, _) => y.relu(),
-            (None, false, _) => Ok(y),
-        }
-    }
-
-    /// `[n, c]` means over the spatial axes.
-    fn global_avg_pool(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Fast => x.mean((1, 2)),
-            Self::Candle => x.mean((2, 3)),
-        }
-    }
-}
-
 /// How a layer runs: which kernels, and batch or running statistics.
 #[derive(Clone, Copy, Debug)]
 struct Mode {
@@ -244,7 +125,13 @@ struct Mode {
 /// skeleton below; the trainable and the folded networks differ only here.
 trait Unit {
     /// `relu?(bn(conv(x)) + residual?)` in whatever form the unit holds.
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor>;
+    fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        mode: Mode,
+    ) -> Result<Tensor>;
 }
 
 /// A convolution without bias followed by batch norm.
@@ -315,10 +202,11 @@ impl ConvBn {
     fn fold(&self) -> Result<FoldedConv> {
         let (scale, shift) = self.eval_affine()?;
         // HWIO: output channels are the last axis, so [c_out] broadcasts.
-        let weight = self.weight.broadcast_mul(&scale)?;
+        // Detached: a snapshot for inference keeps no autograd history.
+        let weight = self.weight.broadcast_mul(&scale)?.detach();
         Ok(FoldedConv {
             weight,
-            bias: shift,
+            bias: shift.detach(),
             stride: self.stride,
             padding: self.padding,
         })
@@ -326,9 +214,23 @@ impl ConvBn {
 }
 
 impl Unit for ConvBn {
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        mode: Mode,
+    ) -> Result<Tensor> {
         if mode.train {
-            let (y, mean, var) = mode.imp.train_unit(x, self, residual, relu)?;
+            let cfg = ConvBnConfig {
+                stride: self.stride,
+                padding: self.padding,
+                eps: BN_EPS,
+                relu,
+            };
+            let (y, mean, var) =
+                mode.imp
+                    .train_unit(x, &self.weight, &self.gamma, &self.beta, residual, &cfg)?;
             self.update_running(&mean, &var, y.elem_count() / mean.elem_count())?;
             return Ok(y);
         }
@@ -351,11 +253,19 @@ struct FoldedConv {
 }
 
 impl Unit for FoldedConv {
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (w, b, s, p) = (&self.weight, &self.bias, self.stride, self.padding);
         match residual {
             None => mode.imp.conv_bias(x, w, b, s, p, relu),
-            Some(r) => mode.imp.merge(mode.imp.conv_bias(x, w, b, s, p, false)?, Some(r), relu),
+            Some(r) => mode
+                .imp
+                .merge(mode.imp.conv_bias(x, w, b, s, p, false)?, Some(r), relu),
         }
     }
 }
@@ -489,7 +399,13 @@ impl ResNet {
     /// Builds the network, creating or loading its tensors through `vb`
     /// (see the module doc for the key names). The head is initialised like
     /// PyTorch's `nn.Linear`, uniform in `+-1 / sqrt(4 width)`.
+    ///
+    /// # Notes
+    /// Also tunes glibc's malloc for the whole process
+    /// ([`retain_freed_memory`]): without it a fifth of every training step
+    /// goes to page faults.
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        retain_freed_memory();
         let body = body(cfg, vb.clone())?;
         let (f, bound) = (cfg.feature_dim(), 1.0 / (cfg.feature_dim() as f64).sqrt());
         let uniform = Init::Uniform {
@@ -630,97 +546,14 @@ impl FoldedResNet {
     }
 }
 
-/// A `VarBuilder` over `varmap` that creates missing tensors from `seed`
-/// instead of candle's device RNG, so the same seed gives the same weights.
-/// Each tensor draws from its own ChaCha8 stream chosen by a hash of its
-/// name, so values do not depend on creation order.
-pub fn seeded_var_builder(varmap: &VarMap, seed: u64) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(SeededInit {
-            varmap: varmap.clone(),
-            seed,
-        }),
-        DType::F32,
-        Device::Cpu,
-    )
-}
-
-/// The backend behind [`seeded_var_builder`].
-struct SeededInit {
-    varmap: VarMap,
-    seed: u64,
-}
-
-impl SeededInit {
-    fn values(&self, n: usize, name: &str, init: Init) -> Result<Vec<f32>> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
-        Ok(match init {
-            Init::Const(v) => vec![v as f32; n],
-            Init::Uniform { lo, up } if lo < up => {
-                (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
-            }
-            Init::Randn { mean, stdev } => (0..n)
-                .map(|_| {
-                    // Box-Muller; 1 - u keeps the logarithm finite.
-                    let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
-                    (mean + stdev * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos())
-                        as f32
-                })
-                .collect(),
-            other => bail!(
-                "seeded init of {name}: unsupported {other:?}; give Randn or Uniform explicitly"
-            ),
-        })
-    }
-}
-
-impl SimpleBackend for SeededInit {
-    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        if dtype != DType::F32 || !dev.is_cpu() {
-            bail!("seeded init of {name}: only f32 on the CPU, got {dtype:?} on {dev:?}")
-        }
-        let mut vars = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
-        if let Some(v) = vars.get(name) {
-            if v.shape() != &s {
-                bail!("{name}: shape {s:?} requested but {:?} stored", v.shape())
-            }
-            return Ok(v.as_tensor().clone());
-        }
-        let var = Var::from_vec(self.values(s.elem_count(), name, h)?, s, dev)?;
-        vars.insert(name.to_string(), var.clone());
-        Ok(var.as_tensor().clone())
-    }
-
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        let vars = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
-        match vars.get(name) {
-            Some(v) => Ok(v.as_tensor().clone()),
-            None => bail!("{name}: not in the VarMap and no shape to create it"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .is_ok_and(|vars| vars.contains_key(name))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::image_trainer::seeded_var_builder;
     use candle_core::backprop::GradStore;
-    use rand::Rng;
+    use candle_nn::VarMap;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     /// ResNet-8 at width 4 on 12x12 images: every kind of layer, in
     /// milliseconds.
@@ -932,7 +765,8 @@ mod tests {
         let x = images(3, &tiny(), 3)?;
         net.forward_train(&x)?;
         // The stem's pre-BN activations, to take their moments directly.
-        let conv = conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
+        let conv =
+            crate::kernels::conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
         let mean = conv.mean(0)?;
         let rows = conv.dim(0)? as f64;
         let var = (conv.broadcast_sub(&mean)?.sqr()?.sum(0)? / (rows - 1.0))?;
