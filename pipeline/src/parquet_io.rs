@@ -39,21 +39,22 @@ pub fn close(writer: ArrowWriter<File>, path: &Path) -> Result<()> {
     writer.close().map(|_| ()).map_err(parquet_err(path))
 }
 
-/// Streams the rows of `df` into the Parquet file `dest`, showing each batch
-/// to `inspect` before it is written (to count, check or stop); returns the
-/// number of rows written.
+/// Streams the rows of `df` into the Parquet file `dest`, passing each batch
+/// through `map` first (to reshape, count, check, or stop with an error);
+/// returns the number of rows written. The file's schema is `map` applied to
+/// an empty batch, so a query with no rows still writes a readable file.
 pub async fn write_query(
     df: DataFrame,
     dest: &Path,
-    mut inspect: impl FnMut(&RecordBatch) -> Result<()>,
+    mut map: impl FnMut(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<u64> {
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let schema = map(RecordBatch::new_empty(schema))?.schema();
     let mut stream = df.execute_stream().await?;
     let mut writer = create(dest, schema)?;
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        inspect(&batch)?;
+        let batch = map(batch?)?;
         write(&mut writer, &batch, dest)?;
         rows += batch.num_rows() as u64;
     }

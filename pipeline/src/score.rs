@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{FieldRef, Schema};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use sieve_schemas::OutputColumns;
@@ -33,23 +36,36 @@ pub struct ScoreOutcome {
     pub train_accuracy: f64,
 }
 
+/// Name of the struct column the scoring query returns; [`flatten_scores`]
+/// turns it into one column per score.
+const SCORES: &str = "__scores";
+
 /// The scoring query: `row` (the input position), id, label, content hash
-/// and the flattened scores. The proxy runs once per row, in the inner projection.
+/// and the struct of scores. The struct is flattened in Rust, not with
+/// `get_field` in SQL: DataFusion merges the projections and would then call
+/// the proxy once per field.
 pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
     let input = ident(&dataset.input_column);
     let label = ident(&dataset.label_column);
     let id = dataset.id_column.as_deref().map_or_else(|| ident(POS), ident);
-    let fields: Vec<String> = OutputColumns::score_fields()
-        .iter()
-        .map(|f| format!("get_field(s, {}) AS {}", literal(f.name()), ident(f.name())))
-        .collect();
     format!(
-        "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, {fields} \
-         FROM (SELECT *, proxy_scores({dir}, {input}, {label}) AS s FROM input)",
+        "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, \
+         proxy_scores({dir}, {input}, {label}) AS {scores} FROM input",
         pos = ident(POS),
-        fields = fields.join(", "),
         dir = literal(&proxy_dir.to_string_lossy()),
+        scores = ident(SCORES),
     )
+}
+
+/// Replaces the struct column of scores by its fields, as top-level columns.
+fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
+    let idx = batch.schema().index_of(SCORES)?;
+    let scores = batch.column(idx).as_struct().clone();
+    let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
+    let mut columns = batch.columns().to_vec();
+    fields.splice(idx..=idx, scores.fields().iter().cloned());
+    columns.splice(idx..=idx, scores.columns().iter().cloned());
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// Scores every row of `dataset.train` with the proxy in `proxy_dir` into
@@ -61,12 +77,13 @@ pub async fn run(
     run: &RunPlan,
     dest: &Path,
 ) -> Result<ScoreOutcome> {
-    ctx.register_table("input", std::sync::Arc::new(dataset.train.table()?))?;
+    ctx.register_table("input", Arc::new(dataset.train.table()?))?;
     let df = ctx.sql(&scoring_sql(dataset, proxy_dir)).await?;
     let bar = crate::progress::bar("score", dataset.train.total_rows(), "rows", run.quiet);
     let mut outcome = ScoreOutcome::default();
     let mut correct = 0u64;
     outcome.rows = parquet_io::write_query(df, dest, |batch| {
+        let batch = flatten_scores(batch)?;
         let errors = batch.column_by_name(OutputColumns::ERROR).expect("scoring_sql selects error").as_string::<i32>();
         for i in (0..batch.num_rows()).filter(|&i| errors.is_valid(i)) {
             let message = errors.value(i);
@@ -87,7 +104,7 @@ pub async fn run(
         let hits = batch.column_by_name(OutputColumns::CORRECT).expect("scoring_sql selects correct").as_boolean();
         correct += hits.true_count() as u64;
         bar.inc(batch.num_rows() as u64);
-        Ok(())
+        Ok(batch)
     })
     .await?;
     bar.finish_and_clear();

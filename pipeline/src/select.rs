@@ -80,7 +80,7 @@ pub async fn run(
     }
     ctx.register_table("raw", scores.into_view())?;
     let df = ctx.sql(&selection_sql(plan)).await?;
-    parquet_io::write_query(df, dest, |_| Ok(())).await?;
+    parquet_io::write_query(df, dest, Ok).await?;
     ctx.deregister_table("raw")?;
     class_counts(ctx, dest, classes).await
 }

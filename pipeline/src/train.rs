@@ -35,9 +35,10 @@ const IMAGE_PEAK_LR: f64 = 0.2;
 const IMAGE_EPOCHS: usize = 4;
 /// Fraction of steps spent warming the learning rate up.
 const WARMUP: f64 = 0.2;
-/// fastText embedding rows: SST-2 has ~115k distinct words and bigrams, so
-/// 2^18 rows keeps collisions rare at a quarter of the 2^20 table's 256 MB.
-const TEXT_BUCKETS: usize = 1 << 18;
+/// fastText embedding rows. On SST-2 (3 seeds, validation accuracy):
+/// 2^18 79.9%, 2^19 80.4%, 2^20 80.4%, 2^21 81.2% with a 256 MiB weights file
+/// written by every run; 2^19 (64 MiB at dim 32) is the compromise.
+const TEXT_BUCKETS: usize = 1 << 19;
 
 /// The ResNet of a preset name such as `resnet20`.
 pub fn resnet_config(preset: &str, width: Option<usize>, classes: usize) -> Result<ResNetConfig> {
