@@ -94,9 +94,34 @@ pub struct CommonOpts {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Memory for DataFusion's operators (sorts, windows), e.g. `512M`, `4G`; beyond it they spill to disk or stop with an error. Default: no limit.
+    #[arg(long, value_parser = parse_size)]
+    pub memory_limit: Option<usize>,
     /// What a bad row does: `skip` gives it null scores and an `error`, `fail` stops the job naming file, row and column.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     pub on_error: OnError,
+}
+
+/// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown unit in '{text}': use K, M, G or T")),
+    };
+    let n: f64 = digits.trim().parse().map_err(|_| format!("'{text}' is not a size like 512M or 2G"))?;
+    if !(n > 0.0) {
+        return Err(format!("'{text}': the size must be positive"));
+    }
+    Ok((n * (1u64 << shift) as f64) as usize)
 }
 
 /// What to do with a row that cannot be scored.
@@ -258,4 +283,18 @@ pub struct SqlArgs {
     /// List sieve's SQL functions with their signatures and descriptions.
     #[arg(long)]
     pub functions: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("2K").unwrap(), 2048);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
+        assert!(parse_size("0").is_err() && parse_size("12Q").is_err() && parse_size("x").is_err());
+    }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sieve_udfs::proxy::ProxyMeta;
 
@@ -33,12 +34,19 @@ pub fn init_threads(threads: usize) {
 /// model threads never exceed the cores. Strings and binaries are read as
 /// plain Utf8/Binary rather than DataFusion's default view types, so the
 /// files sieve writes keep the types every Parquet reader knows.
-pub fn session() -> SessionContext {
+///
+/// With `memory_limit`, operators share a pool of that many bytes and spill
+/// (sorts) or stop with a resources error instead of growing without bound.
+pub fn session(memory_limit: Option<usize>) -> Result<SessionContext> {
     let mut config = SessionConfig::new().with_target_partitions(1);
     config.options_mut().execution.parquet.schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(bytes) = memory_limit {
+        runtime = runtime.with_memory_limit(bytes, 1.0);
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     sieve_udfs::register_all(&ctx);
-    ctx
+    Ok(ctx)
 }
 
 fn timed<T>(manifest: &mut Manifest, stage: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -64,7 +72,7 @@ async fn score_select_write(
     staging: &Staging,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    let ctx = session();
+    let ctx = session(run.memory_limit)?;
     let raw = staging.path().join(".scores-raw.parquet");
     let scores_in = match (proxy_dir, existing_scores) {
         (Some(proxy_dir), _) => {
@@ -143,7 +151,7 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     init_threads(run.threads);
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let ctx = session();
+    let ctx = session(run.memory_limit)?;
     let started = Instant::now();
     let dest = staging.path().join(SCORES_FILE);
     manifest.scoring = Some(score::run(&ctx, &dataset, &args.proxy_dir, &run, &dest).await?);

@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(query) = &args.query else {
                 return Err(PipelineError::Usage("give a query, or --functions".into()).into());
             };
-            let ctx = jobs::session();
+            let ctx = jobs::session(None)?;
             sql::register_tables(&ctx, &args).await?;
             sql::run(&ctx, query, args.format, &mut stdout).await?;
             return Ok(());

@@ -212,6 +212,8 @@ pub struct RunPlan {
     pub quiet: bool,
     /// Bad-row policy.
     pub on_error: OnError,
+    /// Bytes DataFusion's operators may hold before spilling; `None` = no limit.
+    pub memory_limit: Option<usize>,
     /// The output directory.
     pub out: PathBuf,
 }
@@ -228,6 +230,7 @@ impl RunPlan {
             threads,
             quiet: common.quiet,
             on_error: common.on_error,
+            memory_limit: common.memory_limit,
             out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),
         })
     }

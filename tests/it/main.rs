@@ -8,6 +8,10 @@ mod util;
 /// `sieve prune` on the image and text fixtures: what the output holds.
 mod prune;
 
+/// Batch-job guarantees: determinism, untouched inputs, atomic output under
+/// SIGKILL, bounded memory, clear errors on broken files and bad rows.
+mod reliability;
+
 /// Whether the scores rank the known label noise as hard.
 mod ranking;
 

@@ -1,0 +1,152 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::util::{pruned, read_parquet, root, sieve, sieve_ok};
+
+fn hash_file(path: &Path) -> u64 {
+    xxh3_64(&std::fs::read(path).unwrap())
+}
+
+fn write_batch(path: &Path, batch: &RecordBatch) {
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn the_same_input_and_seed_give_byte_identical_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let again = tmp.path().join("shapes");
+    sieve_ok(&["prune", "--dataset", "shapes", "--keep", "0.5", "--balance", "class", "--quiet", "--out", again.to_str().unwrap()]);
+    let first = pruned("shapes");
+    for file in ["scores.parquet", "proxy/model.safetensors", "data/part-00000.parquet"] {
+        assert_eq!(hash_file(&first.join(file)), hash_file(&again.join(file)), "{file} differs between runs");
+    }
+}
+
+#[test]
+fn a_run_leaves_its_input_files_untouched() {
+    let fixtures = root().join("fixtures/reviews");
+    let files: Vec<PathBuf> = ["train.parquet", "validation.parquet"].iter().map(|f| fixtures.join(f)).collect();
+    let before: Vec<u64> = files.iter().map(|f| hash_file(f)).collect();
+    let modified: Vec<_> = files.iter().map(|f| std::fs::metadata(f).unwrap().modified().unwrap()).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    sieve_ok(&["prune", "--dataset", "reviews", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
+    let after: Vec<u64> = files.iter().map(|f| hash_file(f)).collect();
+    assert_eq!(before, after);
+    let modified_after: Vec<_> = files.iter().map(|f| std::fs::metadata(f).unwrap().modified().unwrap()).collect();
+    assert_eq!(modified, modified_after);
+}
+
+/// Copies a directory tree (the outputs are two levels deep at most).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_killed_run_leaves_the_previous_output_intact_and_nothing_that_looks_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("shapes");
+    copy_dir(pruned("shapes"), &out);
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    for delay_ms in [200, 1500, 4000] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sieve"))
+            .args(["prune", "--dataset", "shapes", "--keep", "0.2", "--quiet", "--out", out.to_str().unwrap()])
+            .current_dir(root())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL: no destructor, no cleanup runs
+        child.wait().unwrap();
+        assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), manifest, "killed after {delay_ms} ms");
+        let complete: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &out && p.join("manifest.json").exists())
+            .collect();
+        assert!(complete.is_empty(), "a directory that looks complete: {complete:?}");
+    }
+}
+
+#[test]
+fn a_memory_limit_bounds_datafusion_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let scored = pruned("shapes");
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--keep", "0.5", "--memory-limit", "64M",
+        "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let a = read_parquet(&out.join("scores.parquet"));
+    let b = read_parquet(&scored.join("scores.parquet"));
+    assert_eq!(a.column_by_name("keep").unwrap().to_data(), b.column_by_name("keep").unwrap().to_data());
+}
+
+#[test]
+fn a_truncated_parquet_file_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(root().join("fixtures/shapes/train.parquet")).unwrap();
+    let truncated = tmp.path().join("truncated.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = sieve(&["prune", "--input", truncated.to_str().unwrap(), "--image-column", "img", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("truncated.parquet"), "{err}");
+}
+
+#[test]
+fn an_empty_dataset_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = read_parquet(&root().join("fixtures/shapes/train.parquet")).slice(0, 0);
+    let path = tmp.path().join("empty.parquet");
+    write_batch(&path, &empty);
+    let out = sieve(&["prune", "--input", path.to_str().unwrap(), "--image-column", "img", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no rows"), "{err}");
+}
+
+#[test]
+fn bad_text_rows_and_bad_labels_are_flagged_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Text in a Binary column, so that non-UTF-8 bytes can occur.
+    let texts: Vec<&[u8]> = vec![b"a fine and moving film .", b"", &[0xff, 0xfe, 0x20], b"dull", b"a good film"];
+    let labels = Int64Array::from(vec![Some(1), Some(0), Some(1), None, Some(7)]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("sentence", DataType::Binary, false),
+        Field::new("label", DataType::Int64, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from(texts)), Arc::new(labels)];
+    let path = tmp.path().join("texts.parquet");
+    write_batch(&path, &RecordBatch::try_new(schema, columns).unwrap());
+    let proxy = pruned("reviews").join("proxy");
+    let out = tmp.path().join("o");
+    sieve_ok(&[
+        "prune", "--input", path.to_str().unwrap(), "--text-column", "sentence", "--proxy-dir", proxy.to_str().unwrap(),
+        "--keep", "1", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let errors = scores.column_by_name("error").unwrap().as_string::<i32>();
+    let reasons: Vec<Option<&str>> =
+        (0..errors.len()).map(|i| errors.is_valid(i).then(|| errors.value(i).split(':').next().unwrap())).collect();
+    assert_eq!(reasons, [None, Some("empty_text"), Some("not_utf8"), Some("null_label"), Some("label_out_of_range")]);
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    assert_eq!((0..5).filter(|&i| keep.value(i)).collect::<Vec<_>>(), [0]);
+}
