@@ -61,6 +61,15 @@ fn proxy_record(dir: &Path, final_dir: PathBuf) -> Result<ProxyRecord> {
     Ok(ProxyRecord { dir: final_dir, meta: ProxyMeta::read(dir)? })
 }
 
+/// The proxy's training dynamics, when it was trained on exactly these files
+/// (its rows are keyed by input position, so other data cannot use them).
+fn dynamics_of(proxy_dir: &Path, dataset: &DatasetPlan) -> Option<PathBuf> {
+    let path = proxy_dir.join(crate::dynamics::FILE);
+    let meta = ProxyMeta::read(proxy_dir).ok()?;
+    let same = meta.train_files.iter().eq(dataset.train.files.iter().map(|f| &f.path));
+    (same && path.is_file()).then_some(path)
+}
+
 /// Scores, selects and writes into `staging`: the stages `prune` and
 /// `select` share after the proxy exists.
 async fn score_select_write(
@@ -84,9 +93,11 @@ async fn score_select_write(
         (None, Some(existing)) => existing.to_path_buf(),
         (None, None) => unreachable!("callers pass a proxy or scores"),
     };
+    let dynamics = proxy_dir.and_then(|dir| dynamics_of(dir, dataset));
     let scores = staging.path().join(SCORES_FILE);
     let started = Instant::now();
-    manifest.selection = Some(select::run(&ctx, &scores_in, select_plan, &dataset.classes, &scores).await?);
+    manifest.selection =
+        Some(select::run(&ctx, &scores_in, dynamics.as_deref(), select_plan, &dataset.classes, &scores).await?);
     manifest.seconds.insert("select".into(), started.elapsed().as_secs_f64());
     if raw.exists() {
         std::fs::remove_file(&raw).map_err(io_err(&raw))?;

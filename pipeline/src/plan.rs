@@ -181,12 +181,9 @@ impl SelectPlan {
                 "the kept fraction must be in (0, 1], got {keep} (--keep F, or --prune F with F in [0, 1))"
             )));
         }
-        if !OutputColumns::FLOAT_SCORES.contains(&opts.score.as_str()) {
-            return Err(PipelineError::Usage(format!(
-                "unknown score '{}': one of {}",
-                opts.score,
-                OutputColumns::FLOAT_SCORES.join(", ")
-            )));
+        let known: Vec<&str> = OutputColumns::FLOAT_SCORES.iter().chain(&crate::dynamics::COLUMNS).copied().collect();
+        if !known.contains(&opts.score.as_str()) {
+            return Err(PipelineError::Usage(format!("unknown score '{}': one of {}", opts.score, known.join(", "))));
         }
         if opts.rows_per_file == 0 {
             return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));

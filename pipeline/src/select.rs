@@ -65,10 +65,12 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
     )
 }
 
-/// Selects from the raw scores at `raw` and writes `dest` (scores.parquet).
+/// Selects from the raw scores at `raw`, joined with the proxy's training
+/// dynamics when given (keyed by `row`), and writes `dest` (scores.parquet).
 pub async fn run(
     ctx: &SessionContext,
     raw: &Path,
+    dynamics: Option<&Path>,
     plan: &SelectPlan,
     classes: &[String],
     dest: &Path,
@@ -77,6 +79,15 @@ pub async fn run(
     let mut scores = ctx.read_parquet(raw.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     if scores.schema().has_column_with_unqualified_name(OutputColumns::KEEP) {
         scores = scores.drop_columns(&[OutputColumns::KEEP])?;
+    }
+    if let Some(dynamics) = dynamics {
+        ctx.register_table("scored", scores.into_view())?;
+        ctx.register_parquet("dynamics", dynamics.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+        let columns: Vec<String> = crate::dynamics::COLUMNS.iter().map(|c| format!("d.{}", ident(c))).collect();
+        let row = ident(ROW);
+        scores = ctx
+            .sql(&format!("SELECT s.*, {} FROM scored s LEFT JOIN dynamics d ON s.{row} = d.{row}", columns.join(", ")))
+            .await?;
     }
     ctx.register_table("raw", scores.into_view())?;
     let df = ctx.sql(&selection_sql(plan)).await?;

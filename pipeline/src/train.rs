@@ -23,6 +23,7 @@ use sieve_udfs::models::sgd::SgdConfig;
 use sieve_udfs::proxy::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
 
 use crate::error::{io_err, PipelineError, Result};
+use crate::dynamics::{self, Dynamics};
 use crate::examples::{for_each_shuffled, Example};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
@@ -122,6 +123,7 @@ fn new_meta(
         architecture,
         classes: dataset.classes.clone(),
         normalize,
+        train_files: dataset.train.files.iter().map(|f| f.path.clone()).collect(),
         train_config: config,
         train_rows: 0,
         train_rows_skipped: 0,
@@ -154,13 +156,18 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     let mut step = 0u64;
     let mut pixels = vec![0u8; batch * pixels_per_image];
     let mut labels: Vec<u32> = Vec::with_capacity(batch);
+    let mut positions: Vec<u64> = Vec::with_capacity(batch);
+    let mut dynamics = Dynamics::new(rows as usize, epochs, classes);
     for epoch in 1..=epochs {
         let started = Instant::now();
         let mut stats = EpochStats::default();
-        let mut train_batch = |pixels: &[u8], labels: &mut Vec<u32>, stats: &mut EpochStats| -> Result<()> {
+        let mut train_batch = |pixels: &[u8], labels: &mut Vec<u32>, positions: &mut Vec<u64>, stats: &mut EpochStats| -> Result<()> {
             // BatchNorm needs two examples to have a variance.
             if labels.len() >= 2 {
                 let out = trainer.step(pixels, labels, one_cycle(peak, step, total_steps))?;
+                for ((logits, &y), &pos) in out.logits.chunks_exact(classes).zip(labels.iter()).zip(positions.iter()) {
+                    dynamics.record(pos, epoch, logits, y as usize);
+                }
                 stats.loss_sum += out.loss as f64 * labels.len() as f64;
                 stats.correct += out.correct as u64;
                 stats.seen += labels.len() as u64;
@@ -168,6 +175,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
                 bar.inc(1);
             }
             labels.clear();
+            positions.clear();
             Ok(())
         };
         for_each_shuffled(&dataset.train, dataset.kind, &dataset.input_column, &dataset.label_column, &mut rng, |ex: Example| {
@@ -175,16 +183,19 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
             let slot = &mut pixels[k * pixels_per_image..(k + 1) * pixels_per_image];
             let decoded = ex.payload.as_deref().map(|b| decode_image(b, side, slot));
             match (decoded, class_of(ex.label, classes)) {
-                (Some(Ok(())), Some(y)) => labels.push(y as u32),
+                (Some(Ok(())), Some(y)) => {
+                    labels.push(y as u32);
+                    positions.push(ex.pos);
+                }
                 _ => stats.skipped += 1,
             }
             if labels.len() == batch {
-                train_batch(&pixels, &mut labels, &mut stats)?;
+                train_batch(&pixels, &mut labels, &mut positions, &mut stats)?;
             }
             Ok(())
         })?;
         let n = labels.len();
-        train_batch(&pixels[..n * pixels_per_image], &mut labels, &mut stats)?;
+        train_batch(&pixels[..n * pixels_per_image], &mut labels, &mut positions, &mut stats)?;
         meta.train_rows = stats.seen;
         meta.train_rows_skipped = stats.skipped;
         meta.history.push(stats.record(epoch, one_cycle(peak, step, total_steps), started));
@@ -192,6 +203,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     }
     bar.finish_and_clear();
     trainer.save(&dir.join(WEIGHTS_FILE))?;
+    dynamics.write(&dir.join(dynamics::FILE))?;
     Ok(meta)
 }
 
@@ -212,6 +224,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     let mut scratch = Default::default();
     let bar = crate::progress::bar("train", total_steps, "rows", run.quiet);
     let mut step = 0u64;
+    let mut dynamics = Dynamics::new(rows as usize, schedule.epochs, classes);
     for epoch in 1..=schedule.epochs {
         let started = Instant::now();
         let mut stats = EpochStats::default();
@@ -223,6 +236,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
                         .train_example(text, y, schedule.lr_at(step, total_steps), &mut scratch)
                         .map_err(sieve_udfs::UdfError::from)?;
                     let pred = sieve_udfs::scores::argmax(out.logits);
+                    dynamics.record(ex.pos, epoch, out.logits, y);
                     stats.loss_sum += out.loss as f64;
                     stats.correct += u64::from(pred == y);
                     stats.seen += 1;
@@ -242,6 +256,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     }
     bar.finish_and_clear();
     model.save(&dir.join(WEIGHTS_FILE)).map_err(sieve_udfs::UdfError::from)?;
+    dynamics.write(&dir.join(dynamics::FILE))?;
     Ok(meta)
 }
 

@@ -19,17 +19,13 @@ use sieve_schemas::{huggingface, OutputColumns};
 use crate::error::{io_err, parquet_err, PipelineError, Result};
 use crate::input::{InputFiles, BATCH_ROWS};
 use crate::parquet_io;
+use crate::score::ROW;
 
-/// The score columns copied into the kept rows (all but `error`, which is
-/// always null there, since rows with errors are never kept).
-fn kept_score_columns() -> Vec<String> {
-    OutputColumns::score_fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n != OutputColumns::ERROR)
-        .chain([OutputColumns::KEEP.to_string()])
-        .collect()
-}
+/// Columns of scores.parquet that are not copied into the kept rows: the
+/// identity columns (the kept rows carry the originals) and `error`, always
+/// null there since rows with errors are never kept. `keep` is read to
+/// filter, then dropped.
+const NOT_COPIED: [&str; 5] = [ROW, OutputColumns::ID, OutputColumns::CONTENT_HASH, "label", OutputColumns::ERROR];
 
 /// Reads scores.parquet and hands out exactly the rows asked for.
 struct ScoreCursor {
@@ -42,8 +38,14 @@ impl ScoreCursor {
     fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(io_err(path))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
-        let columns = kept_score_columns();
-        let idx = columns.iter().map(|c| builder.schema().index_of(c)).collect::<Result<Vec<_>, _>>()?;
+        let idx: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !NOT_COPIED.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
         let reader = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))?;
         Ok(Self { reader, pending: None, path: path.to_path_buf() })

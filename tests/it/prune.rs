@@ -27,7 +27,7 @@ fn scores_have_one_row_per_input_row_in_input_order() {
         assert_eq!(scores.column_by_name("error").unwrap().data_type(), &DataType::Utf8);
         let rows = int64(&scores, "row");
         assert!(rows.iter().enumerate().all(|(i, &r)| r == i as i64), "{fixture}: row is the position");
-        for column in ["entropy", "least_confidence", "margin", "el2n", "loss"] {
+        for column in ["entropy", "least_confidence", "margin", "el2n", "loss", "forgetting", "aum", "learned_epoch", "el2n_early"] {
             let c = scores.column_by_name(column).unwrap();
             assert_eq!(c.data_type(), &DataType::Float32);
             assert_eq!(c.null_count(), 0, "{fixture}: {column} has nulls on clean rows");
@@ -70,7 +70,7 @@ fn kept_rows_carry_the_input_columns_unchanged() {
             assert_eq!(inp.slice(i, 1).to_data(), out.slice(k, 1).to_data(), "{fixture} id {id}: {input_column} differs");
             assert_eq!(int64(&input, "label")[i], int64(&data, "label")[k]);
         }
-        for column in ["el2n", "entropy", "pred", "correct"] {
+        for column in ["el2n", "entropy", "pred", "correct", "aum", "forgetting"] {
             assert!(data.column_by_name(column).is_some(), "{fixture}: kept rows lack {column}");
         }
     }

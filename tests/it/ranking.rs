@@ -16,15 +16,31 @@ fn top_ids(fixture: &'static str, score: &str, fraction: f64) -> Vec<i64> {
     order[..n].iter().map(|&i| ids[i]).collect()
 }
 
-#[test]
-fn el2n_top_tenth_holds_most_flipped_labels() {
+/// Asserts that the top 10% of rows by `score` hold at least `share` of the
+/// fixture's flipped labels (10% of its rows).
+fn assert_flipped_ranked_hard(score: &str, share: f64) {
     for fixture in ["shapes", "reviews"] {
         let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
-        let top: HashSet<i64> = top_ids(fixture, "el2n", 0.10).into_iter().collect();
+        let top: HashSet<i64> = top_ids(fixture, score, 0.10).into_iter().collect();
         let found = flipped.intersection(&top).count();
-        let share = found as f64 / flipped.len() as f64;
-        assert!(share >= 0.8, "{fixture}: top 10% by el2n holds {found}/{} flipped labels", flipped.len());
+        assert!(
+            found as f64 >= share * flipped.len() as f64,
+            "{fixture}: top 10% by {score} holds {found}/{} flipped labels",
+            flipped.len()
+        );
     }
+}
+
+#[test]
+fn el2n_top_tenth_holds_most_flipped_labels() {
+    assert_flipped_ranked_hard("el2n", 0.8);
+}
+
+// Measured: shapes 120/120 and 116/120, reviews 160/200 and 150/200.
+#[test]
+fn training_dynamics_rank_flipped_labels_hard() {
+    assert_flipped_ranked_hard("aum", 0.75);
+    assert_flipped_ranked_hard("learned_epoch", 0.7);
 }
 
 #[test]

@@ -53,3 +53,20 @@ fn sql_lists_the_functions() {
         assert!(text.contains(f), "{f} missing from:\n{text}");
     }
 }
+
+#[test]
+fn pruning_the_hardest_tenth_by_aum_removes_the_label_noise() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("clean");
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--prune", "0.1", "--order", "easy",
+        "--score", "aum", "--balance", "none", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let flipped: std::collections::HashSet<i64> = crate::util::truth("shapes").flipped.into_iter().collect();
+    let kept_noise = (0..ids.len()).filter(|&i| keep.value(i) && flipped.contains(&ids.value(i))).count();
+    assert!(kept_noise * 4 <= flipped.len(), "{kept_noise} of {} flipped labels survived", flipped.len());
+}

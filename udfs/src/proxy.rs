@@ -57,6 +57,11 @@ pub struct ProxyMeta {
     pub classes: Vec<String>,
     /// Pixel normalisation of an image proxy (`None` for text).
     pub normalize: Option<Normalize>,
+    /// The files the proxy trained on, in input order: its training
+    /// dynamics (`dynamics.parquet`, keyed by input position) describe
+    /// exactly these rows.
+    #[serde(default)]
+    pub train_files: Vec<PathBuf>,
     /// The training configuration, as given (recorded, not re-read).
     pub train_config: serde_json::Value,
     /// Rows the proxy trained on.
