@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::global::ScheduleOrder;
+
 /// Prune training datasets with a cheap proxy model scored inside DataFusion.
 #[derive(Debug, Parser)]
 #[command(name = "sieve", version, about, long_about = None)]
@@ -152,9 +154,21 @@ pub struct SelectOpts {
     /// `class` keeps the same fraction of every class; `none` ranks all rows together.
     #[arg(long, value_enum, default_value_t = Balance::Class)]
     pub balance: Balance,
-    /// `score` ranks by --score; `random` is the seeded random-subset baseline.
+    /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings.
     #[arg(long, value_enum, default_value_t = Strategy::Score)]
     pub strategy: Strategy,
+    /// k-means clusters for `--score prototype` (default: the number of classes).
+    #[arg(long)]
+    pub clusters: Option<usize>,
+    /// Semantic de-duplication before pruning (SemDeDup): rows whose embedding has cosine similarity above 1 - EPS with an earlier kept row of their cluster are marked (`dup_of`) and never kept.
+    #[arg(long, value_name = "EPS")]
+    pub dedup: Option<f64>,
+    /// A data schedule written as a `stage` column: `step:F1,F2,...`, `increment:START,STEP,STAGES` or `cut:F1,F2,...`.
+    #[arg(long, value_name = "SPEC")]
+    pub schedule: Option<String>,
+    /// The order in which rows enter the schedule: easiest first by --score, or random.
+    #[arg(long, value_enum, default_value_t = ScheduleOrder::Easy)]
+    pub schedule_order: ScheduleOrder,
     /// Kept rows per output Parquet file.
     #[arg(long, default_value_t = 100_000)]
     pub rows_per_file: usize,
@@ -188,6 +202,8 @@ pub enum Strategy {
     Score,
     /// A seeded random subset of the same size (the baseline).
     Random,
+    /// Greedy k-center on the embeddings (per class with `--balance class`).
+    Kcenter,
 }
 
 /// `sieve prune`.

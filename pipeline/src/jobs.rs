@@ -14,7 +14,7 @@ use crate::error::{io_err, Result};
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
-use crate::{score, select, train, write};
+use crate::{global, score, select, train, write};
 
 /// Name of the proxy directory inside a `prune` output.
 pub const PROXY_DIR: &str = "proxy";
@@ -93,11 +93,20 @@ async fn score_select_write(
         (None, Some(existing)) => existing.to_path_buf(),
         (None, None) => unreachable!("callers pass a proxy or scores"),
     };
-    let dynamics = proxy_dir.and_then(|dir| dynamics_of(dir, dataset));
+    let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
+    if global::needed(select_plan) {
+        let dest = staging.path().join(".global.parquet");
+        manifest.global = Some(timed(manifest, "embedding_methods", || {
+            global::run(&scores_in, select_plan, dataset.classes.len(), &dest)
+        })?);
+        extras.push(dest);
+    }
     let scores = staging.path().join(SCORES_FILE);
     let started = Instant::now();
-    manifest.selection =
-        Some(select::run(&ctx, &scores_in, dynamics.as_deref(), select_plan, &dataset.classes, &scores).await?);
+    manifest.selection = Some(select::run(&ctx, &scores_in, &extras, select_plan, &dataset.classes, &scores).await?);
+    for extra in extras.iter().filter(|e| e.starts_with(staging.path())) {
+        std::fs::remove_file(extra).map_err(io_err(extra))?;
+    }
     manifest.seconds.insert("select".into(), started.elapsed().as_secs_f64());
     if raw.exists() {
         std::fs::remove_file(&raw).map_err(io_err(&raw))?;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod dynamics;
 pub mod error;
 pub mod examples;
+pub mod global;
 pub mod input;
 pub mod jobs;
 pub mod manifest;

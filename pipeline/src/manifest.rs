@@ -124,11 +124,13 @@ pub struct Manifest {
     pub proxy: Option<ProxyRecord>,
     /// Scoring: rows, skipped rows by reason, proxy accuracy on them.
     pub scoring: Option<ScoreOutcome>,
+    /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
+    pub global: Option<crate::global::GlobalOutcome>,
     /// Selection: kept rows, per class.
     pub selection: Option<SelectOutcome>,
     /// Files written under `data/`, relative to the output directory.
     pub data_files: Vec<PathBuf>,
-    /// Seconds per stage (train, score, select, write).
+    /// Seconds per stage (train, score, embedding_methods, select, write).
     pub seconds: BTreeMap<String, f64>,
 }
 
@@ -142,6 +144,7 @@ impl Manifest {
             config: Config::default(),
             proxy: None,
             scoring: None,
+            global: None,
             selection: None,
             data_files: Vec::new(),
             seconds: BTreeMap::new(),

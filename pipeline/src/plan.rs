@@ -161,10 +161,18 @@ pub struct SelectPlan {
     pub balance: Balance,
     /// Score ranking or the random baseline.
     pub strategy: Strategy,
-    /// Seed of the random baseline.
+    /// Seed of the random baseline, k-means and k-center.
     pub seed: u64,
     /// Kept rows per output file.
     pub rows_per_file: usize,
+    /// k-means clusters for the prototype score.
+    pub clusters: Option<usize>,
+    /// SemDeDup threshold.
+    pub dedup: Option<f64>,
+    /// Data schedule spec.
+    pub schedule: Option<String>,
+    /// Order of entry into the schedule.
+    pub schedule_order: crate::global::ScheduleOrder,
 }
 
 impl SelectPlan {
@@ -181,9 +189,23 @@ impl SelectPlan {
                 "the kept fraction must be in (0, 1], got {keep} (--keep F, or --prune F with F in [0, 1))"
             )));
         }
-        let known: Vec<&str> = OutputColumns::FLOAT_SCORES.iter().chain(&crate::dynamics::COLUMNS).copied().collect();
+        let known: Vec<&str> = OutputColumns::FLOAT_SCORES
+            .iter()
+            .chain(&crate::dynamics::COLUMNS)
+            .chain(&[crate::global::PROTOTYPE])
+            .copied()
+            .collect();
         if !known.contains(&opts.score.as_str()) {
             return Err(PipelineError::Usage(format!("unknown score '{}': one of {}", opts.score, known.join(", "))));
+        }
+        if opts.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
+            return Err(PipelineError::Usage("--dedup EPS must be in [0, 2] (a cosine distance)".into()));
+        }
+        if opts.clusters == Some(0) {
+            return Err(PipelineError::Usage("--clusters must be at least 1".into()));
+        }
+        if let Some(spec) = &opts.schedule {
+            spec.parse::<sieve_udfs::embedding::schedule::Schedule>().map_err(|e| PipelineError::Usage(e.to_string()))?;
         }
         if opts.rows_per_file == 0 {
             return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));
@@ -196,6 +218,10 @@ impl SelectPlan {
             strategy: opts.strategy,
             seed: common.seed,
             rows_per_file: opts.rows_per_file,
+            clusters: opts.clusters,
+            dedup: opts.dedup,
+            schedule: opts.schedule.clone(),
+            schedule_order: opts.schedule_order,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! globally, keep the top `round(F * n)` of each ranking, and write
 //! `scores.parquet` back in input order with the decision as `keep`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
@@ -44,18 +44,26 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
     let key = match plan.strategy {
         Strategy::Score => ident(&plan.score),
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
+        Strategy::Kcenter => format!("-{}", ident(crate::global::KCENTER_RANK)),
     };
     let direction = match (plan.strategy, plan.order) {
-        (Strategy::Random, _) | (_, Order::Hard) => "DESC",
-        (_, Order::Easy) => "ASC",
+        (Strategy::Random | Strategy::Kcenter, _) | (_, Order::Hard) => "DESC NULLS LAST",
+        (_, Order::Easy) => "ASC NULLS LAST",
+    };
+    // Rows with errors, and duplicates when de-duplicating, are never kept
+    // and do not count towards the quotas.
+    let valid = if plan.dedup.is_some() {
+        format!("error IS NULL AND {} IS NULL", ident(crate::global::DUP_OF))
+    } else {
+        "error IS NULL".to_string()
     };
     let partition = match plan.balance {
-        Balance::Class => "label, error IS NULL",
-        Balance::None => "error IS NULL",
+        Balance::Class => format!("label, {valid}"),
+        Balance::None => valid.clone(),
     };
     let pos = ident(ROW);
     format!(
-        "SELECT * EXCLUDE (__rank, __quota), (error IS NULL AND __rank <= __quota) AS keep FROM ( \
+        "SELECT * EXCLUDE (__rank, __quota), ({valid} AND __rank <= __quota) AS keep FROM ( \
            SELECT *, \
              ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {key} {direction}, {pos}) AS __rank, \
              ROUND(COUNT(*) OVER (PARTITION BY {partition}) * {keep:?}) AS __quota \
@@ -65,29 +73,41 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
     )
 }
 
-/// Selects from the raw scores at `raw`, joined with the proxy's training
-/// dynamics when given (keyed by `row`), and writes `dest` (scores.parquet).
+/// Selects from the raw scores at `raw`, joined on `row` with `extras`
+/// (Parquet files of more per-row columns: training dynamics, embedding
+/// methods), and writes `dest` (scores.parquet).
 pub async fn run(
     ctx: &SessionContext,
     raw: &Path,
-    dynamics: Option<&Path>,
+    extras: &[PathBuf],
     plan: &SelectPlan,
     classes: &[String],
     dest: &Path,
 ) -> Result<SelectOutcome> {
-    // Re-selecting from a finished output replaces its `keep`.
     let mut scores = ctx.read_parquet(raw.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    let row = ident(ROW);
+    for (i, extra) in extras.iter().enumerate() {
+        let table = ctx.read_parquet(extra.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+        let columns: Vec<String> =
+            table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW).collect();
+        // Re-selecting from a finished output recomputes these columns.
+        let stale: Vec<&str> = columns
+            .iter()
+            .map(String::as_str)
+            .filter(|c| scores.schema().has_column_with_unqualified_name(c))
+            .collect();
+        scores = scores.drop_columns(&stale)?;
+        let (left, right) = (format!("__s{i}"), format!("__x{i}"));
+        ctx.register_table(left.as_str(), scores.into_view())?;
+        ctx.register_table(right.as_str(), table.into_view())?;
+        let picked: Vec<String> = columns.iter().map(|c| format!("x.{}", ident(c))).collect();
+        scores = ctx
+            .sql(&format!("SELECT s.*, {} FROM {left} s LEFT JOIN {right} x ON s.{row} = x.{row}", picked.join(", ")))
+            .await?;
+    }
+    // Re-selecting from a finished output replaces its `keep`.
     if scores.schema().has_column_with_unqualified_name(OutputColumns::KEEP) {
         scores = scores.drop_columns(&[OutputColumns::KEEP])?;
-    }
-    if let Some(dynamics) = dynamics {
-        ctx.register_table("scored", scores.into_view())?;
-        ctx.register_parquet("dynamics", dynamics.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-        let columns: Vec<String> = crate::dynamics::COLUMNS.iter().map(|c| format!("d.{}", ident(c))).collect();
-        let row = ident(ROW);
-        scores = ctx
-            .sql(&format!("SELECT s.*, {} FROM scored s LEFT JOIN dynamics d ON s.{row} = d.{row}", columns.join(", ")))
-            .await?;
     }
     ctx.register_table("raw", scores.into_view())?;
     let df = ctx.sql(&selection_sql(plan)).await?;

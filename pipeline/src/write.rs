@@ -25,7 +25,10 @@ use crate::score::ROW;
 /// identity columns (the kept rows carry the originals) and `error`, always
 /// null there since rows with errors are never kept. `keep` is read to
 /// filter, then dropped.
-const NOT_COPIED: [&str; 5] = [ROW, OutputColumns::ID, OutputColumns::CONTENT_HASH, "label", OutputColumns::ERROR];
+/// The embedding stays in scores.parquet: it would make every kept row a few
+/// hundred bytes larger for a column training does not read.
+const NOT_COPIED: [&str; 6] =
+    [ROW, OutputColumns::ID, OutputColumns::CONTENT_HASH, "label", OutputColumns::ERROR, OutputColumns::EMBEDDING];
 
 /// Reads scores.parquet and hands out exactly the rows asked for.
 struct ScoreCursor {

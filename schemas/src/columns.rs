@@ -1,6 +1,8 @@
 //! Column roles and types: which Arrow types an input column of each kind may
 //! have, and the columns sieve adds to its outputs.
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +93,12 @@ impl OutputColumns {
     pub const EL2N: &'static str = "el2n";
     /// Cross-entropy loss of the label.
     pub const LOSS: &'static str = "loss";
+    /// Last-layer GraNd (Paul et al. 2021): `||p - y||_2 * sqrt(1 + ||h||^2)`,
+    /// with `h` the penultimate features; the gradient norm of the loss with
+    /// respect to the last layer's weights and bias.
+    pub const GRAND: &'static str = "grand";
+    /// The proxy's penultimate features, `FixedSizeList<Float32>`.
+    pub const EMBEDDING: &'static str = "embedding";
     /// The predicted class.
     pub const PRED: &'static str = "pred";
     /// Whether the prediction equals the label.
@@ -105,8 +113,8 @@ impl OutputColumns {
     pub const CONTENT_HASH: &'static str = "content_hash";
 
     /// The float scores, all "higher = harder".
-    pub const FLOAT_SCORES: [&'static str; 5] =
-        [Self::ENTROPY, Self::LEAST_CONFIDENCE, Self::MARGIN, Self::EL2N, Self::LOSS];
+    pub const FLOAT_SCORES: [&'static str; 6] =
+        [Self::ENTROPY, Self::LEAST_CONFIDENCE, Self::MARGIN, Self::EL2N, Self::LOSS, Self::GRAND];
 
     /// Fields of the struct the scoring UDF returns, and of the score columns
     /// added to outputs: the float scores, then `pred`, `correct`, `error`.
@@ -118,12 +126,25 @@ impl OutputColumns {
         fields.push(Field::new(Self::ERROR, DataType::Utf8, true));
         Fields::from(fields)
     }
+
+    /// The embedding column of a proxy whose features have `dim` values.
+    pub fn embedding_field(dim: usize) -> Field {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        Field::new(Self::EMBEDDING, DataType::FixedSizeList(item, dim as i32), true)
+    }
+
+    /// Fields of the struct the scoring UDF returns: [`Self::score_fields`]
+    /// then the embedding.
+    pub fn scores_struct_fields(dim: usize) -> Fields {
+        let mut fields: Vec<Field> = Self::score_fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Self::embedding_field(dim));
+        Fields::from(fields)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn image_columns_accept_the_hugging_face_struct_and_plain_binaries() {
@@ -143,6 +164,5 @@ mod tests {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]);
         let err = require(&schema, "c", "label", "x.parquet").unwrap_err().to_string();
         assert!(err.contains("a, b") && err.contains("x.parquet"), "{err}");
-        let _ = Arc::new(schema);
     }
 }

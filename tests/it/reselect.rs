@@ -1,4 +1,4 @@
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 
 use crate::util::{pruned, read_parquet, sieve_ok};
@@ -69,4 +69,50 @@ fn pruning_the_hardest_tenth_by_aum_removes_the_label_noise() {
     let flipped: std::collections::HashSet<i64> = crate::util::truth("shapes").flipped.into_iter().collect();
     let kept_noise = (0..ids.len()).filter(|&i| keep.value(i) && flipped.contains(&ids.value(i))).count();
     assert!(kept_noise * 4 <= flipped.len(), "{kept_noise} of {} flipped labels survived", flipped.len());
+}
+
+#[test]
+fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g");
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--dedup", "1e-6", "--schedule",
+        "step:0.25,0.5,1", "--score", "prototype", "--keep", "0.5", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let dup_of = scores.column_by_name("dup_of").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    // In the fixture ids are positions, so `dup_of` (a row) names the original's id.
+    let mut flagged: Vec<(i64, i64)> =
+        (0..ids.len()).filter(|&i| dup_of.is_valid(i)).map(|i| (dup_of.value(i), ids.value(i))).collect();
+    let mut planted = crate::util::truth("shapes").duplicates;
+    flagged.sort();
+    planted.sort();
+    assert_eq!(flagged, planted, "every exact duplicate and nothing else");
+    assert!((0..ids.len()).all(|i| !(dup_of.is_valid(i) && keep.value(i))), "duplicates are never kept");
+    let stage = scores.column_by_name("stage").unwrap().as_primitive::<Int64Type>();
+    let n = ids.len() as f64;
+    for (s, f) in [0.25, 0.5, 1.0].iter().enumerate() {
+        let used = (0..ids.len()).filter(|&i| stage.value(i) <= s as i64).count();
+        assert_eq!(used, (f * n).round() as usize, "stage {s}");
+    }
+    assert!(scores.column_by_name("prototype").is_some());
+}
+
+#[test]
+fn kcenter_keeps_the_requested_fraction_of_every_class() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("k");
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--strategy", "kcenter", "--keep", "0.3",
+        "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    for class in m["selection"]["per_class"].as_array().unwrap() {
+        let (rows, kept) = (class["rows"].as_f64().unwrap(), class["kept"].as_u64().unwrap());
+        assert_eq!(kept, (rows * 0.3).round() as u64, "{class}");
+    }
 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::decode::{decode_image, text_value, ImageBytes, RowError};
 use crate::error::Result;
-use crate::proxy::Proxy;
+use crate::proxy::{Forward, Proxy};
 
 /// Images per forward pass: large enough to keep the convolution GEMMs
 /// efficient, small enough that activations stay in a few MB per layer.
@@ -21,6 +21,8 @@ pub const TEXT_MICRO_BATCH: usize = 4096;
 pub struct Prediction {
     /// Logits, one per class.
     pub logits: Vec<f32>,
+    /// Penultimate features (the embedding).
+    pub features: Vec<f32>,
     /// The row's label, validated against the proxy's classes; `None` when
     /// scoring without labels.
     pub label: Option<usize>,
@@ -75,8 +77,8 @@ pub fn predict(
                         valid += 1;
                     }
                 }
-                let logits = proxy.image_logits(&pixels[..valid * pixels_per_image], valid)?;
-                collect_rows(status, &logits, classes, &mut out);
+                let forward = proxy.forward_images(&pixels[..valid * pixels_per_image], valid)?;
+                collect_rows(status, &forward, proxy, &mut out);
             }
         }
         None => {
@@ -91,25 +93,27 @@ pub fn predict(
                         Ok(label)
                     })
                     .collect();
-                let logits = proxy.text_logits(&texts)?;
-                collect_rows(status, &logits, classes, &mut out);
+                let forward = proxy.forward_texts(&texts)?;
+                collect_rows(status, &forward, proxy, &mut out);
             }
         }
     }
     Ok(out)
 }
 
-/// Pairs the valid rows of `status` with consecutive rows of `logits`.
+/// Pairs the valid rows of `status` with consecutive rows of the forward pass.
 fn collect_rows(
     status: Vec<Result<Option<usize>, RowError>>,
-    logits: &[f32],
-    classes: usize,
+    forward: &Forward,
+    proxy: &Proxy,
     out: &mut Vec<Result<Prediction, RowError>>,
 ) {
-    let mut rows = logits.chunks_exact(classes);
+    let mut logits = forward.logits.chunks_exact(proxy.num_classes());
+    let mut features = forward.features.chunks_exact(proxy.feature_dim());
     for s in status {
         out.push(s.map(|label| Prediction {
-            logits: rows.next().expect("one logit row per valid input").to_vec(),
+            logits: logits.next().expect("one logit row per valid input").to_vec(),
+            features: features.next().expect("one feature row per valid input").to_vec(),
             label,
         }));
     }

@@ -146,25 +146,49 @@ impl Proxy {
     }
 }
 
+/// One forward pass over a micro-batch: row-major logits `[n, classes]` and
+/// penultimate features `[n, feature_dim]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Forward {
+    /// Logits, one row per input.
+    pub logits: Vec<f32>,
+    /// Penultimate features (the embedding), one row per input.
+    pub features: Vec<f32>,
+}
+
 impl Proxy {
-    /// Logits `[n, classes]` of `n` decoded RGB images of the proxy's input
-    /// size (HWC u8, back to back), in one forward pass.
-    pub fn image_logits(&self, pixels: &[u8], n: usize) -> Result<Vec<f32>> {
+    /// Width of the penultimate features (the embedding).
+    pub fn feature_dim(&self) -> usize {
+        match &self.meta.architecture {
+            Architecture::Resnet(cfg) => cfg.feature_dim(),
+            Architecture::Fasttext(cfg) => cfg.dim,
+        }
+    }
+
+    /// Runs `n` decoded RGB images of the proxy's input size (HWC u8, back
+    /// to back) through the model in one forward pass.
+    pub fn forward_images(&self, pixels: &[u8], n: usize) -> Result<Forward> {
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(Forward::default());
         }
         let (ProxyModel::Resnet(model), Some(norm)) = (&self.model, &self.meta.normalize) else {
             return Err(self.wrong_kind("images"));
         };
         let x = images_to_tensor(pixels, model.config().image_size, norm, None)?;
-        let (_features, logits) = model.forward(&x)?;
-        Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+        let (features, logits) = model.forward(&x)?;
+        Ok(Forward {
+            logits: logits.flatten_all()?.to_vec1::<f32>()?,
+            features: features.flatten_all()?.to_vec1::<f32>()?,
+        })
     }
 
-    /// Logits `[texts.len(), classes]` of a batch of texts.
-    pub fn text_logits(&self, texts: &[&str]) -> Result<Vec<f32>> {
+    /// Runs a batch of texts through the model.
+    pub fn forward_texts(&self, texts: &[&str]) -> Result<Forward> {
         match &self.model {
-            ProxyModel::Fasttext(model) => Ok(model.predict_batch(texts)),
+            ProxyModel::Fasttext(model) => {
+                let (logits, features) = model.predict_batch_with_hidden(texts);
+                Ok(Forward { logits, features })
+            }
             ProxyModel::Resnet(_) => Err(self.wrong_kind("text")),
         }
     }

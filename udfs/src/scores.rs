@@ -38,6 +38,14 @@ pub fn softmax(logits: &[f32], probs: &mut [f32]) -> f32 {
     max + sum.ln()
 }
 
+/// Last-layer GraNd (Paul et al. 2021, arXiv:2107.07075) from the EL2N
+/// score and the penultimate features `h`: `||p - y|| * sqrt(1 + ||h||^2)`,
+/// the norm of the loss gradient with respect to the last layer's weights
+/// (`(p - y) h^T`) and bias (`p - y`).
+pub fn grand(el2n: f32, features: &[f32]) -> f32 {
+    el2n * (1.0 + features.iter().map(|h| h * h).sum::<f32>()).sqrt()
+}
+
 /// Index of the largest value (the lowest index on ties; 0 when empty).
 pub fn argmax(xs: &[f32]) -> usize {
     let mut best = 0;
@@ -115,6 +123,15 @@ mod tests {
         assert!(wrong.el2n > right.el2n && wrong.loss > right.loss && wrong.margin > right.margin);
         // Label-free scores do not depend on the label.
         assert_eq!((right.entropy, right.least_confidence), (wrong.entropy, wrong.least_confidence));
+    }
+
+    // numpy: p = softmax([2, 1, 0.1]); h = [3, 4]
+    //   np.linalg.norm(np.outer(p - [0, 1, 0], h)) ** 2 + np.linalg.norm(p - [0, 1, 0]) ** 2
+    //   = 26 * 1.00891305**2, so GraNd = 1.00891305 * sqrt(26) = 5.1444673 (tolerance 1e-4)
+    #[test]
+    fn grand_is_the_last_layer_gradient_norm() {
+        assert!((grand(1.008_913, &[3.0, 4.0]) - 5.144_467).abs() < 1e-4);
+        assert_eq!(grand(0.5, &[]), 0.5);
     }
 
     #[test]

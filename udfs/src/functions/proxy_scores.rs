@@ -1,7 +1,8 @@
 //! `proxy_scores(proxy, input, label)`: runs a trained proxy over each row
 //! and returns a struct of its scores (Selection via Proxy, Coleman et al.,
 //! ICLR 2020): `entropy`, `least_confidence`, `margin`, `el2n`, `loss`,
-//! `pred`, `correct` and `error`. Higher = harder for every float score.
+//! `grand`, `pred`, `correct`, `error` and the `embedding` (penultimate
+//! features, `FixedSizeList<Float32>`). Higher = harder for every float score.
 //!
 //! ```text
 //! +------------------+----------+-------+    +-------------------------------+
@@ -19,21 +20,23 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float32Builder, Int64Array, Int64Builder, StringBuilder, StructArray,
+    Array, ArrayRef, BooleanBuilder, FixedSizeListArray, Float32Array, Float32Builder, Int64Array, Int64Builder,
+    StringBuilder, StructArray,
 };
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::utils::take_function_args;
-use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
+use datafusion::common::{exec_err, internal_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::scalar_doc_sections::DOC_SECTION_OTHER;
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use sieve_schemas::OutputColumns;
 
 use crate::decode::RowError;
 use crate::infer::{self, Prediction};
-use crate::proxy;
+use crate::proxy::{self, Proxy};
 
 /// The `proxy_scores` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -58,7 +61,8 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     Documentation::builder(
         DOC_SECTION_OTHER,
         "Scores each row with a trained proxy (one forward pass): a struct of entropy, least_confidence, \
-         margin, el2n, loss (higher = harder), pred, correct, and error ('reason: detail', why a row has no scores). \
+         margin, el2n, loss, grand (higher = harder), pred, correct, error ('reason: detail', why a row has no scores) \
+         and embedding (the proxy's penultimate features). \
          Pass NULL as label for unlabeled rows: el2n, loss and correct are then null.",
         "proxy_scores('out/cifar10/proxy', img, label)",
     )
@@ -77,28 +81,29 @@ impl ScalarUDFImpl for ProxyScores {
         &self.signature
     }
 
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let [proxy, _input, label] = take_function_args(self.name(), arg_types)?;
-        if !matches!(proxy, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-            return plan_err!("proxy_scores: the proxy argument must be a string, got {proxy}");
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        internal_err!("proxy_scores: the type depends on the proxy; return_field_from_args gives it")
+    }
+
+    /// The struct's embedding width depends on the proxy, which the literal
+    /// first argument names, so the proxy is loaded (once) while planning.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let [_, _, label] = take_function_args(self.name(), args.arg_fields)?;
+        if !(label.data_type().is_integer() || label.data_type().is_null()) {
+            return plan_err!("proxy_scores: the label must be an integer or NULL, got {}", label.data_type());
         }
-        if !(label.is_integer() || label.is_null()) {
-            return plan_err!("proxy_scores: the label must be an integer or NULL, got {label}");
-        }
-        Ok(DataType::Struct(OutputColumns::score_fields()))
+        let proxy = literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let fields = OutputColumns::scores_struct_fields(proxy.feature_dim());
+        Ok(Arc::new(Field::new(self.name(), DataType::Struct(fields), true)))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
         let [proxy, input, label] = take_function_args(self.name(), args.args)?;
-        let dir = match proxy {
-            ColumnarValue::Scalar(s) => match s.try_as_str() {
-                Some(Some(dir)) => dir.to_string(),
-                _ => return exec_err!("proxy_scores: the proxy must be a non-null string literal"),
-            },
+        let proxy = match proxy {
+            ColumnarValue::Scalar(s) => literal_proxy(self.name(), Some(&s))?,
             ColumnarValue::Array(_) => return exec_err!("proxy_scores: the proxy must be a literal, not a column"),
         };
-        let proxy = proxy::shared(Path::new(&dir))?;
         let input = input.into_array(n)?;
         let labels = match label {
             ColumnarValue::Scalar(ScalarValue::Null) => None,
@@ -106,7 +111,7 @@ impl ScalarUDFImpl for ProxyScores {
         };
         let labels = labels.as_ref().map(|l| l.as_any().downcast_ref::<Int64Array>().expect("cast to Int64"));
         let predictions = infer::predict(&proxy, &input, labels)?;
-        Ok(ColumnarValue::Array(Arc::new(scores_array(&predictions, proxy.num_classes()))))
+        Ok(ColumnarValue::Array(Arc::new(scores_array(&predictions, &proxy)?)))
     }
 
     fn documentation(&self) -> Option<&Documentation> {
@@ -114,9 +119,34 @@ impl ScalarUDFImpl for ProxyScores {
     }
 }
 
+/// The proxy a literal directory argument names, loaded once per process.
+pub fn literal_proxy(function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
+    match value.and_then(ScalarValue::try_as_str) {
+        Some(Some(dir)) => Ok(proxy::shared(Path::new(dir))?),
+        _ => plan_err!("{function}: the proxy must be a non-null string literal (a proxy directory)"),
+    }
+}
+
+/// The embeddings of `rows` as a `FixedSizeList<Float32>`; null where a row has no prediction.
+pub fn embeddings_array(rows: &[Result<Prediction, RowError>], dim: usize) -> Result<FixedSizeListArray> {
+    let mut values = Vec::with_capacity(rows.len() * dim);
+    for row in rows {
+        match row {
+            Ok(p) => values.extend_from_slice(&p.features),
+            Err(_) => values.resize(values.len() + dim, 0.0),
+        }
+    }
+    let nulls = NullBuffer::from(rows.iter().map(Result::is_ok).collect::<Vec<bool>>());
+    let DataType::FixedSizeList(item, _) = OutputColumns::embedding_field(dim).data_type().clone() else {
+        return internal_err!("the embedding field is a FixedSizeList");
+    };
+    Ok(FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), Some(nulls))?)
+}
+
 /// Builds the struct column from per-row predictions.
-fn scores_array(rows: &[Result<Prediction, RowError>], classes: usize) -> StructArray {
+fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<StructArray> {
     let n = rows.len();
+    let classes = proxy.num_classes();
     let mut floats: Vec<Float32Builder> = (0..OutputColumns::FLOAT_SCORES.len()).map(|_| Float32Builder::with_capacity(n)).collect();
     let mut pred = Int64Builder::with_capacity(n);
     let mut correct = BooleanBuilder::with_capacity(n);
@@ -126,7 +156,8 @@ fn scores_array(rows: &[Result<Prediction, RowError>], classes: usize) -> Struct
         match row {
             Ok(p) => {
                 let s = crate::scores::row_scores(&p.logits, p.label, &mut probs);
-                let values = [Some(s.entropy), Some(s.least_confidence), Some(s.margin), s.el2n, s.loss];
+                let grand = s.el2n.map(|e| crate::scores::grand(e, &p.features));
+                let values = [Some(s.entropy), Some(s.least_confidence), Some(s.margin), s.el2n, s.loss, grand];
                 for (b, v) in floats.iter_mut().zip(values) {
                     b.append_option(v);
                 }
@@ -146,5 +177,6 @@ fn scores_array(rows: &[Result<Prediction, RowError>], classes: usize) -> Struct
     columns.push(Arc::new(pred.finish()));
     columns.push(Arc::new(correct.finish()));
     columns.push(Arc::new(error.finish()));
-    StructArray::new(OutputColumns::score_fields(), columns, None)
+    columns.push(Arc::new(embeddings_array(rows, proxy.feature_dim())?));
+    Ok(StructArray::try_new(OutputColumns::scores_struct_fields(proxy.feature_dim()), columns, None)?)
 }

@@ -1,0 +1,188 @@
+//! Selection methods that need every row's embedding at once, run between
+//! scoring and the SQL selection: the prototype score (Sorscher et al.
+//! 2022), greedy k-center (Sener & Savarese 2018, as SVP uses it), semantic
+//! de-duplication (SemDeDup, Abbas et al. 2023) and data schedules. They read
+//! `row`, `label`, `error` and `embedding` from the raw scores (memory is
+//! linear in rows: `rows x dim` floats, no `n x n` matrix) and write their
+//! columns, keyed by `row`, for the select stage to join.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ProjectionMask;
+use serde::Serialize;
+use sieve_schemas::OutputColumns;
+use sieve_udfs::embedding::kcenter::{k_center_greedy, k_center_greedy_per_class};
+use sieve_udfs::embedding::kmeans::KMeansConfig;
+use sieve_udfs::embedding::prototype::prototype_scores;
+use sieve_udfs::embedding::schedule::{assign_stages, Order as StageOrder, Schedule};
+use sieve_udfs::embedding::semdedup::{semdedup, SemDedupConfig};
+use sieve_udfs::embedding::Embeddings;
+
+use crate::cli::{Balance, Strategy};
+use crate::error::{io_err, parquet_err, PipelineError, Result};
+use crate::parquet_io;
+use crate::plan::SelectPlan;
+use crate::score::ROW;
+
+/// Column of the prototype score (higher = farther from its centroid = harder).
+pub const PROTOTYPE: &str = "prototype";
+/// Column of the k-center pick order (0 = first pick; null = not picked).
+pub const KCENTER_RANK: &str = "kcenter_rank";
+/// Column of the SemDeDup cluster.
+pub const DUP_CLUSTER: &str = "dup_cluster";
+/// Column of the row a duplicate duplicates (null for kept rows).
+pub const DUP_OF: &str = "dup_of";
+/// Column of the first schedule stage (0-based) a row is used in.
+pub const STAGE: &str = "stage";
+/// Column of the last schedule stage a row is used in.
+pub const LAST_STAGE: &str = "last_stage";
+
+/// What the global step did, for the manifest.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GlobalOutcome {
+    /// Rows flagged as semantic duplicates.
+    pub duplicates: Option<u64>,
+    /// Per-stage fraction of the valid rows actually used.
+    pub stage_fractions: Option<Vec<f64>>,
+    /// Seconds per method.
+    pub seconds: Vec<(String, f64)>,
+}
+
+/// Whether `plan` needs the embeddings at all.
+pub fn needed(plan: &SelectPlan) -> bool {
+    plan.score == PROTOTYPE || plan.strategy == Strategy::Kcenter || plan.dedup.is_some() || plan.schedule.is_some()
+}
+
+/// The valid rows' positions, labels and embeddings.
+struct Valid {
+    rows: Vec<i64>,
+    labels: Vec<u32>,
+    embeddings: Vec<f32>,
+    dim: usize,
+    score: Vec<f32>,
+}
+
+fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
+    let file = std::fs::File::open(raw).map_err(io_err(raw))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(raw))?;
+    let schema = builder.schema().clone();
+    let score = if schema.index_of(score).is_ok() { score } else { OutputColumns::EL2N };
+    let names = [ROW, "label", OutputColumns::ERROR, OutputColumns::EMBEDDING, score];
+    let idx = names.iter().map(|c| schema.index_of(c)).collect::<Result<Vec<_>, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    let reader = builder.with_projection(mask).build().map_err(parquet_err(raw))?;
+    let mut valid = Valid { rows: Vec::new(), labels: Vec::new(), embeddings: Vec::new(), dim: 0, score: Vec::new() };
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| batch.column_by_name(name).expect("projected");
+        let rows = col(ROW).as_primitive::<Int64Type>();
+        let labels = col("label").as_primitive::<Int64Type>();
+        let errors = col(OutputColumns::ERROR);
+        let emb = col(OutputColumns::EMBEDDING).as_fixed_size_list();
+        let scores = col(score).as_primitive::<Float32Type>();
+        valid.dim = emb.value_length() as usize;
+        let values = emb.values().as_primitive::<Float32Type>().values();
+        for i in (0..batch.num_rows()).filter(|&i| errors.is_null(i)) {
+            valid.rows.push(rows.value(i));
+            valid.labels.push(labels.value(i) as u32);
+            valid.embeddings.extend_from_slice(&values[i * valid.dim..(i + 1) * valid.dim]);
+            valid.score.push(scores.value(i));
+        }
+    }
+    Ok(valid)
+}
+
+fn timed<T>(outcome: &mut GlobalOutcome, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let out = f()?;
+    outcome.seconds.push((name.to_string(), started.elapsed().as_secs_f64()));
+    Ok(out)
+}
+
+fn embedding_err(e: sieve_udfs::embedding::EmbeddingError) -> PipelineError {
+    PipelineError::Usage(e.to_string())
+}
+
+/// Runs the methods `plan` asks for over the raw scores and writes their
+/// columns to `dest`.
+pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result<GlobalOutcome> {
+    let mut outcome = GlobalOutcome::default();
+    let valid = read_valid(raw, &plan.score)?;
+    let n = valid.rows.len();
+    let mut fields = vec![Field::new(ROW, DataType::Int64, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(valid.rows.clone()))];
+    if n > 0 {
+        let emb = Embeddings::new(&valid.embeddings, valid.dim).map_err(embedding_err)?;
+        let k = plan.clusters.unwrap_or(classes).min(n);
+        if plan.score == PROTOTYPE {
+            let p = timed(&mut outcome, PROTOTYPE, || {
+                prototype_scores(&emb, &KMeansConfig::new(k, plan.seed)).map_err(embedding_err)
+            })?;
+            fields.push(Field::new(PROTOTYPE, DataType::Float32, true));
+            columns.push(Arc::new(Float32Array::from(p.prototype)));
+        }
+        if plan.strategy == Strategy::Kcenter {
+            let picks = timed(&mut outcome, "kcenter", || {
+                match plan.balance {
+                    Balance::None => k_center_greedy(&emb, (plan.keep * n as f64).round() as usize, &[], plan.seed),
+                    Balance::Class => k_center_greedy_per_class(&emb, &valid.labels, plan.keep, &[], plan.seed),
+                }
+                .map_err(embedding_err)
+            })?;
+            let mut rank = vec![None; n];
+            for (order, &i) in picks.iter().enumerate() {
+                rank[i] = Some(order as i64);
+            }
+            fields.push(Field::new(KCENTER_RANK, DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from(rank)));
+        }
+        if let Some(eps) = plan.dedup {
+            // SemDeDup compares pairs inside each cluster: about sqrt(n)
+            // clusters keeps that quadratic cost near n^1.5.
+            let clusters = ((n as f64).sqrt().ceil() as usize).max(1);
+            let d = timed(&mut outcome, "dedup", || {
+                let cfg = SemDedupConfig { eps: eps as f32, kmeans: KMeansConfig::new(clusters, plan.seed) };
+                semdedup(&emb, &cfg).map_err(embedding_err)
+            })?;
+            outcome.duplicates = Some(d.dup_of.iter().filter(|x| x.is_some()).count() as u64);
+            let dup_of: Int64Array = d.dup_of.iter().map(|o| o.map(|i| valid.rows[i])).collect();
+            fields.push(Field::new(DUP_CLUSTER, DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from_iter_values(d.dup_cluster.iter().map(|&c| c as i64))));
+            fields.push(Field::new(DUP_OF, DataType::Int64, true));
+            columns.push(Arc::new(dup_of));
+        }
+        if let Some(spec) = &plan.schedule {
+            let schedule: Schedule = spec.parse().map_err(embedding_err)?;
+            let order = match plan.schedule_order {
+                ScheduleOrder::Easy => StageOrder::EasyFirst(&valid.score),
+                ScheduleOrder::Random => StageOrder::Random { n, seed: plan.seed },
+            };
+            let stages = assign_stages(order, &schedule);
+            outcome.stage_fractions = Some(stages.realised.clone());
+            let to_i64 = |v: &[Option<u32>]| -> Int64Array { v.iter().map(|s| s.map(i64::from)).collect() };
+            fields.push(Field::new(STAGE, DataType::Int64, true));
+            columns.push(Arc::new(to_i64(&stages.stage)));
+            fields.push(Field::new(LAST_STAGE, DataType::Int64, true));
+            columns.push(Arc::new(to_i64(&stages.last_stage)));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut writer = parquet_io::create(dest, schema.clone())?;
+    parquet_io::write(&mut writer, &RecordBatch::try_new(schema, columns)?, dest)?;
+    parquet_io::close(writer, dest)?;
+    Ok(outcome)
+}
+
+/// In which order examples enter a data schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleOrder {
+    /// Easiest first, by the `--score` column.
+    Easy,
+    /// A seeded random order.
+    Random,
+}
