@@ -21,7 +21,10 @@ test:
 fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures
 
-bench: bench-conv
+# Same-run ratios against PyTorch CPU (installs torch from PyPI; not part of `make test`).
+bench:
+	python3 -m pip install --quiet --root-user-action=ignore -r benches/requirements.txt
+	CARGO=$(CARGO) python3 benches/compare.py --threads 2
 
 bench-conv:
 	$(CARGO) run --release -p sieve-udfs --example bench_conv

@@ -15,11 +15,12 @@
 //! cargo run --release -p sieve-udfs --example bench_conv -- --threads 2
 //! ```
 //!
-//! (`--no-candle` skips the slow baseline.)
+//! (`--no-candle` skips the slow baseline; `--json` prints one JSON object a
+//! line instead of the table, for `benches/compare.py`.)
 //!
 //! prints, after about 25 s on 2 cores, a table like this one (2-core Zen 5
-//! with AVX-512, quiet machine; PyTorch 2 threads on the same machine: 301
-//! and 1,013 img/s for ResNet-20, 990 and 3,440 for ResNet-8):
+//! with AVX-512, quiet machine; `make bench` sets the same figures beside
+//! PyTorch's, measured in the same run):
 //!
 //! ```text
 //! gemm peak: 263 GFLOP/s (1024^3 f32, 2 threads)
@@ -56,12 +57,16 @@ struct Args {
     threads: usize,
     /// Skip candle's own ops (a minute of the runtime); their columns show NaN.
     no_candle: bool,
+    /// Print JSON lines (load, peak, then one object per model, mode and
+    /// kernel choice) instead of the markdown table.
+    json: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         threads: 2,
         no_candle: false,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,9 +80,10 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .ok_or(format!("bad --threads {v}"))?;
             }
             "--no-candle" => args.no_candle = true,
+            "--json" => args.json = true,
             other => {
                 return Err(format!(
-                    "unknown flag {other}; usage: bench_conv [--threads N] [--no-candle]"
+                    "unknown flag {other}; usage: bench_conv [--threads N] [--no-candle] [--json]"
                 ))
             }
         }
@@ -172,8 +178,11 @@ fn main() -> Result<()> {
     // Timings are only as good as the machine is quiet: say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("unknown");
-    println!("1-minute load average before the run: {load}");
     let peak = gemm_peak(args.threads);
+    if args.json {
+        return print_json(&args, load, peak);
+    }
+    println!("1-minute load average before the run: {load}");
     println!(
         "gemm peak: {peak:.0} GFLOP/s (1024^3 f32, {} threads)\n",
         args.threads
@@ -200,6 +209,46 @@ fn main() -> Result<()> {
             100.0 * train_gf / peak,
             100.0 * infer_gf / peak,
         );
+    }
+    Ok(())
+}
+
+/// The `--json` output: `{"load1": ..}`, `{"gemm_peak_gflop_per_s": ..}`,
+/// then `{"model", "mode", "impl", "threads", "batch", "images_per_s",
+/// "gflop_per_s"}` for each model, mode (train, infer) and kernel choice
+/// (candle unless `--no-candle`, fast).
+fn print_json(args: &Args, load: &str, peak: f64) -> Result<()> {
+    let load = load.parse::<f64>().map_or("null".into(), |l| l.to_string());
+    println!("{{\"load1\": {load}}}");
+    println!(
+        "{{\"gemm_peak_gflop_per_s\": {peak:.1}, \"threads\": {}}}",
+        args.threads
+    );
+    for (name, cfg) in [
+        ("ResNet-8", ResNetConfig::resnet8(10)),
+        ("ResNet-20", ResNetConfig::resnet20(10)),
+    ] {
+        let gflop = 2.0 * cfg.macs_per_image()? as f64 / 1e9;
+        let imps: &[(&str, ConvImpl, usize)] = if args.no_candle {
+            &[("fast", ConvImpl::Fast, REPEATS.1)]
+        } else {
+            &[
+                ("candle", ConvImpl::Candle, REPEATS.0),
+                ("fast", ConvImpl::Fast, REPEATS.1),
+            ]
+        };
+        for &(imp_name, imp, repeats) in imps {
+            let (train, infer) = throughput(&cfg, imp, repeats)?;
+            for (mode, batch, ips, flops) in [
+                ("train", TRAIN_BATCH, train, 3.0 * gflop * train),
+                ("infer", INFER_BATCH, infer, gflop * infer),
+            ] {
+                println!(
+                    "{{\"model\": \"{name}\", \"mode\": \"{mode}\", \"impl\": \"{imp_name}\", \"threads\": {}, \"batch\": {batch}, \"images_per_s\": {ips:.1}, \"gflop_per_s\": {flops:.1}}}",
+                    args.threads
+                );
+            }
+        }
     }
     Ok(())
 }
