@@ -146,6 +146,11 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     }
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
     manifest.config.select = Some(select_plan);
+    finish(manifest, staging, run)
+}
+
+/// Records the run settings, writes the manifest and moves the output into place.
+fn finish(mut manifest: Manifest, staging: Staging, run: RunPlan) -> Result<PathBuf> {
     manifest.config.run = Some(run.clone());
     manifest.write(staging.path())?;
     staging.commit()?;
@@ -177,10 +182,7 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     manifest.scoring = Some(score::run(&ctx, &dataset, &args.proxy_dir, &run, &dest).await?);
     manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
     manifest.proxy = Some(proxy_record(&args.proxy_dir, args.proxy_dir.clone())?);
-    manifest.config.run = Some(run.clone());
-    manifest.write(staging.path())?;
-    staging.commit()?;
-    Ok(run.out)
+    finish(manifest, staging, run)
 }
 
 /// `sieve select`: re-select from existing scores, without rescoring.
@@ -197,8 +199,5 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let mut manifest = Manifest::new(&dataset);
     score_select_write(&dataset, None, Some(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
-    manifest.config.run = Some(run.clone());
-    manifest.write(staging.path())?;
-    staging.commit()?;
-    Ok(run.out)
+    finish(manifest, staging, run)
 }

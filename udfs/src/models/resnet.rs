@@ -354,6 +354,13 @@ fn body(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Body<ConvBn>> {
 }
 
 impl<U: Unit> Body<U> {
+    /// Eval-mode `(features, logits)`: the body, then `head` on its output.
+    fn features_and_logits(&self, head: &Linear, x: &Tensor, imp: ConvImpl) -> Result<(Tensor, Tensor)> {
+        let features = self.features(x, Mode { imp, train: false })?;
+        let logits = head.forward(&features)?;
+        Ok((features, logits))
+    }
+
     /// NHWC images `[n, h, w, 3]` to pooled features `[n, 4 width]`.
     fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut h = self.stem.forward(&mode.imp.input(x)?, None, true, mode)?;
@@ -460,15 +467,7 @@ impl ResNet {
     /// `(features [n, 4 width], logits [n, num_classes])` with running
     /// statistics, without folding; [`FoldedResNet`] computes the same, faster.
     pub fn forward_eval(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let features = self.body.features(
-            x,
-            Mode {
-                imp: self.imp,
-                train: false,
-            },
-        )?;
-        let logits = self.head.forward(&features)?;
-        Ok((features, logits))
+        self.body.features_and_logits(&self.head, x, self.imp)
     }
 
     /// The parameters SGD updates: convolution weights, batch-norm gamma and
@@ -534,15 +533,7 @@ impl FoldedResNet {
     /// images `[n, h, w, 3]`; the features feed k-center, prototypes and
     /// SemDeDup.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let features = self.body.features(
-            x,
-            Mode {
-                imp: self.imp,
-                train: false,
-            },
-        )?;
-        let logits = self.head.forward(&features)?;
-        Ok((features, logits))
+        self.body.features_and_logits(&self.head, x, self.imp)
     }
 }
 
