@@ -148,7 +148,7 @@ pub struct SelectOpts {
     /// Score to rank by: entropy, least_confidence, margin, el2n, loss.
     #[arg(long, default_value = "el2n")]
     pub score: String,
-    /// Keep the hardest (abundant data) or the easiest (scarce data) rows.
+    /// Keep the hardest (abundant data) or the easiest (scarce data) rows; `auto` picks by the kept rows per class (Sorscher et al. 2022: hard when at least 1,000 per class are kept).
     #[arg(long, value_enum, default_value_t = Order::Hard)]
     pub order: Order,
     /// `class` keeps the same fraction of every class; `none` ranks all rows together.
@@ -182,6 +182,8 @@ pub enum Order {
     Hard,
     /// Lowest scores (easy examples).
     Easy,
+    /// Hard when the kept set is large, easy when it is small (resolved per job; the manifest records the choice).
+    Auto,
 }
 
 /// Per-class quotas or one global ranking.

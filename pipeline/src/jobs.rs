@@ -122,7 +122,8 @@ async fn score_select_write(
 /// `sieve prune`: train (or load) a proxy, score, select, write.
 pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     let dataset = DatasetPlan::resolve(&args.input)?;
-    let select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_threads(run.threads);
     let staging = Staging::new(&run.out)?;
@@ -188,7 +189,8 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
 /// `sieve select`: re-select from existing scores, without rescoring.
 pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let dataset = DatasetPlan::resolve(&args.input)?;
-    let select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_threads(run.threads);
     let scores = if args.scores.is_dir() { args.scores.join(SCORES_FILE) } else { args.scores.clone() };

@@ -226,6 +226,21 @@ impl SelectPlan {
     }
 }
 
+impl SelectPlan {
+    /// Replaces `--order auto` by hard or easy for a job over `rows` rows of
+    /// `classes` classes (see [`sieve_udfs::embedding::prototype::auto_order`]).
+    pub fn resolve_order(&mut self, rows: u64, classes: usize) {
+        use sieve_udfs::embedding::prototype::{auto_order, Order as Auto};
+        if self.order == Order::Auto {
+            let kept = (self.keep * rows as f64).round() as usize;
+            self.order = match auto_order(kept, classes) {
+                Auto::Hard => Order::Hard,
+                Auto::Easy => Order::Easy,
+            };
+        }
+    }
+}
+
 /// Shared run settings.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunPlan {

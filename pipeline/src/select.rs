@@ -47,8 +47,9 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
         Strategy::Kcenter => format!("-{}", ident(crate::global::KCENTER_RANK)),
     };
     let direction = match (plan.strategy, plan.order) {
-        (Strategy::Random | Strategy::Kcenter, _) | (_, Order::Hard) => "DESC NULLS LAST",
-        (_, Order::Easy) => "ASC NULLS LAST",
+        (_, Order::Easy) if plan.strategy == Strategy::Score => "ASC NULLS LAST",
+        // `auto` is resolved before selection ([`SelectPlan::resolve_order`]).
+        _ => "DESC NULLS LAST",
     };
     // Rows with errors, and duplicates when de-duplicating, are never kept
     // and do not count towards the quotas.

@@ -116,3 +116,26 @@ fn kcenter_keeps_the_requested_fraction_of_every_class() {
         assert_eq!(kept, (rows * 0.3).round() as u64, "{class}");
     }
 }
+
+#[test]
+fn order_auto_keeps_easy_examples_when_few_are_kept_per_class() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("auto");
+    // 1,200 rows, 4 classes, keep 0.5: 150 per class, under the 1,000 per
+    // class from which the rule keeps hard examples.
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--order", "auto", "--keep", "0.5",
+        "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["select"]["order"], "easy");
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let el2n = scores.column_by_name("el2n").unwrap().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let mean = |kept: bool| {
+        let v: Vec<f32> = (0..el2n.len()).filter(|&i| keep.value(i) == kept).map(|i| el2n.value(i)).collect();
+        v.iter().sum::<f32>() / v.len() as f32
+    };
+    assert!(mean(true) < mean(false), "easy rows kept");
+}
