@@ -24,6 +24,7 @@ impl Staging {
         };
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        remove_abandoned(&parent, &name);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -54,6 +55,26 @@ impl Staging {
             std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
         }
         Ok(())
+    }
+}
+
+/// Removes the staging directories of earlier jobs for the same output
+/// that were killed (their process no longer exists), so that killed jobs do
+/// not pile up partial outputs. Best effort: what cannot be read or removed
+/// stays. Process liveness is read from `/proc`; elsewhere nothing is removed.
+fn remove_abandoned(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let pid = pid.trim_end_matches(".old");
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -88,5 +109,20 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("v")).unwrap(), "3");
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only the output remains");
+    }
+
+    #[test]
+    fn staging_directories_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        // PIDs above the kernel's limit (2^22) never belong to a live process.
+        let dead = tmp.path().join(".out.tmp-4194305");
+        let live = tmp.path().join(format!(".out.tmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dead).unwrap();
+        let other = tmp.path().join(".other.tmp-4194305");
+        std::fs::create_dir_all(&other).unwrap();
+        let s = Staging::new(&tmp.path().join("out")).unwrap();
+        assert_eq!(s.path(), live);
+        assert!(!dead.exists(), "a killed job's staging directory is removed");
+        assert!(other.exists(), "another output's staging directory is left alone");
     }
 }

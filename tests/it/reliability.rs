@@ -83,6 +83,13 @@ fn a_killed_run_leaves_the_previous_output_intact_and_nothing_that_looks_complet
             .collect();
         assert!(complete.is_empty(), "a directory that looks complete: {complete:?}");
     }
+    // The next run that finishes replaces the output and clears what the
+    // killed runs left behind.
+    sieve_ok(&["prune", "--dataset", "shapes", "--keep", "0.2", "--quiet", "--out", out.to_str().unwrap()]);
+    assert_ne!(std::fs::read(out.join("manifest.json")).unwrap(), manifest);
+    let names: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["shapes"], "leftovers of killed runs: {names:?}");
 }
 
 #[test]
