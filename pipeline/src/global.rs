@@ -66,7 +66,26 @@ struct Valid {
     score: Vec<f32>,
 }
 
+/// Reads the valid rows of the raw scores (a file, or a directory of
+/// shards), sorted by `row`.
 fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
+    let mut valid = Valid { rows: Vec::new(), labels: Vec::new(), embeddings: Vec::new(), dim: 0, score: Vec::new() };
+    for file in sieve_schemas::paths::resolve_files(&raw.to_string_lossy())? {
+        read_valid_file(&file, score, &mut valid)?;
+    }
+    let mut order: Vec<usize> = (0..valid.rows.len()).collect();
+    order.sort_by_key(|&i| valid.rows[i]);
+    let dim = valid.dim;
+    Ok(Valid {
+        rows: order.iter().map(|&i| valid.rows[i]).collect(),
+        labels: order.iter().map(|&i| valid.labels[i]).collect(),
+        embeddings: order.iter().flat_map(|&i| valid.embeddings[i * dim..(i + 1) * dim].iter().copied()).collect(),
+        dim,
+        score: order.iter().map(|&i| valid.score[i]).collect(),
+    })
+}
+
+fn read_valid_file(raw: &Path, score: &str, valid: &mut Valid) -> Result<()> {
     let file = std::fs::File::open(raw).map_err(io_err(raw))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(raw))?;
     let schema = builder.schema().clone();
@@ -75,7 +94,6 @@ fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
     let idx = names.iter().map(|c| schema.index_of(c)).collect::<Result<Vec<_>, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
     let reader = builder.with_projection(mask).build().map_err(parquet_err(raw))?;
-    let mut valid = Valid { rows: Vec::new(), labels: Vec::new(), embeddings: Vec::new(), dim: 0, score: Vec::new() };
     for batch in reader {
         let batch = batch?;
         let col = |name: &str| batch.column_by_name(name).expect("projected");
@@ -93,7 +111,7 @@ fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
             valid.score.push(scores.value(i));
         }
     }
-    Ok(valid)
+    Ok(())
 }
 
 fn timed<T>(outcome: &mut GlobalOutcome, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {

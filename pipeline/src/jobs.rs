@@ -14,6 +14,7 @@ use crate::error::{io_err, Result};
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
+use crate::resume::{self, WorkDir};
 use crate::{global, score, select, train, write};
 
 /// Name of the proxy directory inside a `prune` output.
@@ -70,28 +71,34 @@ fn dynamics_of(proxy_dir: &Path, dataset: &DatasetPlan) -> Option<PathBuf> {
     (same && path.is_file()).then_some(path)
 }
 
+/// Where the select stage's scores come from.
+enum Source<'a> {
+    /// Scored now with this proxy, resumably in this work directory.
+    Proxy { dir: &'a Path, work: &'a WorkDir },
+    /// An existing scores.parquet.
+    Scores(&'a Path),
+}
+
 /// Scores, selects and writes into `staging`: the stages `prune` and
 /// `select` share after the proxy exists.
 async fn score_select_write(
     dataset: &DatasetPlan,
-    proxy_dir: Option<&Path>,
-    existing_scores: Option<&Path>,
+    source: Source<'_>,
     select_plan: &SelectPlan,
     run: &RunPlan,
     staging: &Staging,
     manifest: &mut Manifest,
 ) -> Result<()> {
     let ctx = session(run.memory_limit)?;
-    let raw = staging.path().join(".scores-raw.parquet");
-    let scores_in = match (proxy_dir, existing_scores) {
-        (Some(proxy_dir), _) => {
+    let (scores_in, proxy_dir) = match source {
+        Source::Proxy { dir, work } => {
             let started = Instant::now();
-            manifest.scoring = Some(score::run(&ctx, dataset, proxy_dir, run, &raw).await?);
+            let (shards, outcome) = score::run_resumable(&ctx, dataset, dir, run, work).await?;
+            manifest.scoring = Some(outcome);
             manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
-            raw.clone()
+            (shards, Some(dir))
         }
-        (None, Some(existing)) => existing.to_path_buf(),
-        (None, None) => unreachable!("callers pass a proxy or scores"),
+        Source::Scores(existing) => (existing.to_path_buf(), None),
     };
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
     if global::needed(select_plan) {
@@ -108,9 +115,6 @@ async fn score_select_write(
         std::fs::remove_file(extra).map_err(io_err(extra))?;
     }
     manifest.seconds.insert("select".into(), started.elapsed().as_secs_f64());
-    if raw.exists() {
-        std::fs::remove_file(&raw).map_err(io_err(&raw))?;
-    }
     let data = staging.path().join(DATA_DIR);
     let (files, _) = timed(manifest, "write", || {
         write::run(&dataset.train, &scores, &data, select_plan.rows_per_file, run.quiet)
@@ -128,26 +132,48 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     init_threads(run.threads);
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let (proxy_dir, final_proxy_dir) = match &args.proxy_dir {
-        Some(dir) => (dir.clone(), dir.clone()),
+    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let mut identity: Vec<String> = vec![env!("CARGO_PKG_VERSION").to_string()];
+    identity.extend(dataset.train.files.iter().map(resume::file_identity));
+    identity.push(match &args.proxy_dir {
+        Some(dir) => format!("proxy {}", dir.display()),
+        None => serde_json::to_string(&plan).expect("the plan serializes"),
+    });
+    let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
+    let proxy_dir = match &args.proxy_dir {
+        Some(dir) => dir.clone(),
         None => {
-            let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
-            let dir = staging.path().join(PROXY_DIR);
-            timed(&mut manifest, "train", || train::run(&dataset, &plan, &run, &dir))?;
+            let dir = work.proxy_dir();
+            if dir.join(sieve_udfs::proxy::META_FILE).is_file() {
+                manifest.resumed_proxy = true;
+            } else {
+                let tmp = work.temporary("proxy");
+                timed(&mut manifest, "train", || train::run(&dataset, &plan, &run, &tmp))?;
+                resume::publish(&tmp, &dir)?;
+            }
             manifest.config.train = Some(plan);
-            (dir, run.out.join(PROXY_DIR))
+            dir
         }
     };
-    score_select_write(&dataset, Some(&proxy_dir), None, &select_plan, &run, &staging, &mut manifest).await?;
-    if args.proxy_dir.is_none() {
-        // The training accuracy comes free from scoring: no augmentation, every row.
-        let mut meta = ProxyMeta::read(&proxy_dir)?;
-        meta.train_accuracy = manifest.scoring.as_ref().map(|s| s.train_accuracy);
-        meta.write(&proxy_dir)?;
-    }
+    score_select_write(&dataset, Source::Proxy { dir: &proxy_dir, work: &work }, &select_plan, &run, &staging, &mut manifest)
+        .await?;
+    let final_proxy_dir = match &args.proxy_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            // The training accuracy comes free from scoring: no augmentation, every row.
+            let mut meta = ProxyMeta::read(&proxy_dir)?;
+            meta.train_accuracy = manifest.scoring.as_ref().map(|s| s.train_accuracy);
+            meta.write(&proxy_dir)?;
+            resume::publish(&proxy_dir, &staging.path().join(PROXY_DIR))?;
+            run.out.join(PROXY_DIR)
+        }
+    };
+    let proxy_dir = args.proxy_dir.clone().unwrap_or_else(|| staging.path().join(PROXY_DIR));
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
     manifest.config.select = Some(select_plan);
-    finish(manifest, staging, run)
+    let out = finish(manifest, staging, run)?;
+    work.remove()?;
+    Ok(out)
 }
 
 /// Records the run settings, writes the manifest and moves the output into place.
@@ -199,7 +225,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    score_select_write(&dataset, None, Some(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
+    score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
     finish(manifest, staging, run)
 }

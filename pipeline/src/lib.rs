@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod parquet_io;
 pub mod plan;
 pub mod progress;
+pub mod resume;
 pub mod score;
 pub mod select;
 pub mod sql;

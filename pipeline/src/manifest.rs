@@ -122,6 +122,8 @@ pub struct Manifest {
     pub config: Config,
     /// The proxy.
     pub proxy: Option<ProxyRecord>,
+    /// Whether the proxy came from an interrupted earlier run of this job.
+    pub resumed_proxy: bool,
     /// Scoring: rows, skipped rows by reason, proxy accuracy on them.
     pub scoring: Option<ScoreOutcome>,
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
@@ -143,6 +145,7 @@ impl Manifest {
             dataset: dataset.into(),
             config: Config::default(),
             proxy: None,
+            resumed_proxy: false,
             scoring: None,
             global: None,
             selection: None,

@@ -5,7 +5,7 @@
 //! column.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
@@ -17,7 +17,8 @@ use sieve_schemas::OutputColumns;
 
 use crate::cli::OnError;
 use crate::error::{PipelineError, Result};
-use crate::input::POS;
+use crate::input::{InputFiles, POS};
+use crate::resume::{publish, WorkDir};
 
 /// Column of scores.parquet holding each row's position in the input.
 pub const ROW: &str = "row";
@@ -32,8 +33,56 @@ pub struct ScoreOutcome {
     pub rows: u64,
     /// Rows with an error, by reason.
     pub skipped: BTreeMap<String, u64>,
+    /// Rows the proxy predicts correctly.
+    pub correct: u64,
     /// Fraction of scored rows the proxy predicts correctly.
     pub train_accuracy: f64,
+    /// Input files whose scores an interrupted run had already written.
+    pub reused_shards: usize,
+}
+
+impl ScoreOutcome {
+    /// Adds another part's counts (and recomputes the accuracy).
+    fn absorb(&mut self, other: ScoreOutcome) {
+        self.rows += other.rows;
+        self.correct += other.correct;
+        for (reason, n) in other.skipped {
+            *self.skipped.entry(reason).or_default() += n;
+        }
+        self.update_accuracy();
+    }
+
+    /// Sets `train_accuracy` from the counts.
+    fn update_accuracy(&mut self) {
+        let valid = self.rows - self.skipped.values().sum::<u64>();
+        self.train_accuracy = if valid == 0 { 0.0 } else { self.correct as f64 / valid as f64 };
+    }
+
+    /// Counts a finished shard's rows, errors and correct predictions.
+    fn of_shard(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
+        let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
+            .map_err(crate::error::parquet_err(path))?;
+        let mut outcome = Self::default();
+        for batch in reader {
+            let batch = batch?;
+            outcome.count(&batch);
+        }
+        outcome.update_accuracy();
+        Ok(outcome)
+    }
+
+    /// Counts one scored batch.
+    fn count(&mut self, batch: &RecordBatch) {
+        let errors = batch.column_by_name(OutputColumns::ERROR).expect("scores have error").as_string::<i32>();
+        for i in (0..batch.num_rows()).filter(|&i| errors.is_valid(i)) {
+            let message = errors.value(i);
+            *self.skipped.entry(message.split(':').next().unwrap_or(message).to_string()).or_default() += 1;
+        }
+        let hits = batch.column_by_name(OutputColumns::CORRECT).expect("scores have correct").as_boolean();
+        self.correct += hits.true_count() as u64;
+        self.rows += batch.num_rows() as u64;
+    }
 }
 
 /// Name of the struct column the scoring query returns; [`flatten_scores`]
@@ -68,6 +117,45 @@ fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
+/// The error of the first row of `batch` that could not be scored, naming
+/// its file, row and column.
+fn fail_on_bad_row(batch: &RecordBatch, dataset: &DatasetPlan) -> Result<()> {
+    let errors = batch.column_by_name(OutputColumns::ERROR).expect("scores have error").as_string::<i32>();
+    let Some(i) = (0..batch.num_rows()).find(|&i| errors.is_valid(i)) else { return Ok(()) };
+    let message = errors.value(i);
+    let pos = batch.column_by_name(ROW).expect("scores have row").as_primitive::<Int64Type>().value(i);
+    let (file, row) = dataset.train.locate(pos as u64);
+    let column = if message.contains("label") { &dataset.label_column } else { &dataset.input_column };
+    Err(PipelineError::BadRow { file: file.to_path_buf(), row, column: column.clone(), reason: message.to_string() })
+}
+
+/// Scores `dataset.train` one input file at a time into the shards of
+/// `work`, reusing the shards an interrupted run finished; returns the
+/// directory of shards (one row per input row; select orders them by `row`).
+pub async fn run_resumable(
+    ctx: &SessionContext,
+    dataset: &DatasetPlan,
+    proxy_dir: &Path,
+    run: &RunPlan,
+    work: &WorkDir,
+) -> Result<(PathBuf, ScoreOutcome)> {
+    let mut outcome = ScoreOutcome::default();
+    for file in &dataset.train.files {
+        let shard = work.shard(file);
+        if shard.exists() {
+            outcome.absorb(ScoreOutcome::of_shard(&shard)?);
+            outcome.reused_shards += 1;
+            continue;
+        }
+        let one = InputFiles { files: vec![file.clone()], schema: dataset.train.schema.clone() };
+        let part = DatasetPlan { train: Arc::new(one), ..dataset.clone() };
+        let tmp = work.temporary("shard");
+        outcome.absorb(self::run(ctx, &part, proxy_dir, run, &tmp).await?);
+        publish(&tmp, &shard)?;
+    }
+    Ok((work.shards_dir(), outcome))
+}
+
 /// Scores every row of `dataset.train` with the proxy in `proxy_dir` into
 /// the Parquet file `dest`.
 pub async fn run(
@@ -81,35 +169,18 @@ pub async fn run(
     let df = ctx.sql(&scoring_sql(dataset, proxy_dir)).await?;
     let bar = crate::progress::bar("score", dataset.train.total_rows(), "rows", run.quiet);
     let mut outcome = ScoreOutcome::default();
-    let mut correct = 0u64;
-    outcome.rows = parquet_io::write_query(df, dest, |batch| {
+    parquet_io::write_query(df, dest, |batch| {
         let batch = flatten_scores(batch)?;
-        let errors = batch.column_by_name(OutputColumns::ERROR).expect("scoring_sql selects error").as_string::<i32>();
-        for i in (0..batch.num_rows()).filter(|&i| errors.is_valid(i)) {
-            let message = errors.value(i);
-            let reason = message.split(':').next().unwrap_or(message);
-            if run.on_error == OnError::Fail {
-                let pos = batch.column_by_name(ROW).expect("scoring_sql selects row").as_primitive::<Int64Type>().value(i);
-                let (file, row) = dataset.train.locate(pos as u64);
-                let column = if reason.contains("label") { &dataset.label_column } else { &dataset.input_column };
-                return Err(PipelineError::BadRow {
-                    file: file.to_path_buf(),
-                    row,
-                    column: column.clone(),
-                    reason: message.to_string(),
-                });
-            }
-            *outcome.skipped.entry(reason.to_string()).or_default() += 1;
+        if run.on_error == OnError::Fail {
+            fail_on_bad_row(&batch, dataset)?;
         }
-        let hits = batch.column_by_name(OutputColumns::CORRECT).expect("scoring_sql selects correct").as_boolean();
-        correct += hits.true_count() as u64;
+        outcome.count(&batch);
         bar.inc(batch.num_rows() as u64);
         Ok(batch)
     })
     .await?;
     bar.finish_and_clear();
     ctx.deregister_table("input")?;
-    let valid = outcome.rows - outcome.skipped.values().sum::<u64>();
-    outcome.train_accuracy = if valid == 0 { 0.0 } else { correct as f64 / valid as f64 };
+    outcome.update_accuracy();
     Ok(outcome)
 }

@@ -85,7 +85,9 @@ pub async fn run(
     classes: &[String],
     dest: &Path,
 ) -> Result<SelectOutcome> {
-    let mut scores = ctx.read_parquet(raw.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    // A directory (the shards of a resumable run) is read whole.
+    let raw = if raw.is_dir() { format!("{}/", raw.display()) } else { raw.display().to_string() };
+    let mut scores = ctx.read_parquet(raw, ParquetReadOptions::default()).await?;
     let row = ident(ROW);
     for (i, extra) in extras.iter().enumerate() {
         let table = ctx.read_parquet(extra.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;

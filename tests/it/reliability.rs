@@ -157,3 +157,62 @@ fn bad_text_rows_and_bad_labels_are_flagged_by_reason() {
     let keep = scores.column_by_name("keep").unwrap().as_boolean();
     assert_eq!((0..5).filter(|&i| keep.value(i)).collect::<Vec<_>>(), [0]);
 }
+
+/// The shapes fixture split into three files under `dir`, row 10 of the last
+/// one truncated when `damaged`; images as a plain Binary column.
+fn three_files(dir: &Path, damaged: bool) {
+    let input = read_parquet(&root().join("fixtures/shapes/train.parquet"));
+    let img = input.column_by_name("img").unwrap().as_struct();
+    let bytes = img.column_by_name("bytes").unwrap().as_binary::<i32>();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("img", DataType::Binary, false),
+        Field::new("label", DataType::Int64, true),
+    ]));
+    std::fs::create_dir_all(dir).unwrap();
+    for (part, start) in [0usize, 400, 800].into_iter().enumerate() {
+        let images: Vec<&[u8]> = (start..start + 400)
+            .map(|i| if damaged && i == 810 { &bytes.value(i)[..20] } else { bytes.value(i) })
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            input.column_by_name("id").unwrap().slice(start, 400),
+            Arc::new(BinaryArray::from(images)),
+            input.column_by_name("label").unwrap().slice(start, 400),
+        ];
+        write_batch(&dir.join(format!("part-{part}.parquet")), &RecordBatch::try_new(schema.clone(), columns).unwrap());
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_with_its_proxy_and_finished_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    three_files(&data, true);
+    let glob = format!("{}/*.parquet", data.display());
+    let args = |out: &Path, on_error: &'static str| -> Vec<String> {
+        ["prune", "--input", &glob, "--image-column", "img", "--id-column", "id", "--epochs", "6", "--batch-size", "64",
+         "--on-error", on_error, "--quiet", "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let resumed = tmp.path().join("resumed");
+    // Stopped by the bad row in the third file, after training and scoring two files.
+    let first = sieve(&args(&resumed, "fail").iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(first.status.code(), Some(1), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(!resumed.exists());
+    sieve_ok(&args(&resumed, "skip").iter().map(String::as_str).collect::<Vec<_>>());
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
+    assert_eq!(m["scoring"]["reused_shards"], 2, "two files were not scored again");
+    assert!(m["seconds"]["train"].is_null());
+    // The same job without the interruption gives the same bytes.
+    let fresh = tmp.path().join("fresh");
+    sieve_ok(&args(&fresh, "skip").iter().map(String::as_str).collect::<Vec<_>>());
+    for file in ["scores.parquet", "proxy/model.safetensors"] {
+        assert_eq!(hash_file(&resumed.join(file)), hash_file(&fresh.join(file)), "{file}");
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.ends_with(".work")), "work directories are removed: {names:?}");
+}

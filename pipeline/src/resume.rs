@@ -1,0 +1,90 @@
+//! Resumable jobs. `sieve prune` keeps its expensive intermediate results in
+//! a work directory beside the output, `.<name>.work`: the trained proxy and
+//! one scores shard per input file, each written to a temporary name and
+//! renamed when complete. A job that is interrupted (killed, or stopped by a
+//! bad row with `--on-error fail`) and run again with the same inputs and
+//! training settings reuses the proxy and the finished shards; the work
+//! directory is removed when the output is committed.
+//!
+//! What may be reused is decided by fingerprints: the work directory holds
+//! the fingerprint of the job (sieve's version, every input file's path, size
+//! and modification time, the training settings or the given proxy), and is
+//! emptied when it differs. A shard's name carries its file's identity.
+
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{io_err, Result};
+use crate::input::FileInfo;
+
+/// The work directory of one output.
+#[derive(Debug)]
+pub struct WorkDir {
+    dir: PathBuf,
+}
+
+/// A file's identity: path, size and modification time, as a hash.
+pub fn file_identity(file: &FileInfo) -> String {
+    let meta = std::fs::metadata(&file.path).ok();
+    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let text = format!("{}|{:?}|{:?}|{}", file.path.display(), meta.map(|m| m.len()), modified, file.first_pos);
+    format!("{:016x}", xxh3_64(text.as_bytes()))
+}
+
+/// A fingerprint of a job from the parts that decide its results.
+pub fn fingerprint(parts: &[String]) -> String {
+    format!("{:016x}", xxh3_64(parts.join("\n").as_bytes()))
+}
+
+const FINGERPRINT_FILE: &str = "fingerprint";
+
+impl WorkDir {
+    /// Opens (or creates) the work directory of `target`, emptying it when it
+    /// was made for another job.
+    pub fn open(target: &Path, fingerprint: &str) -> Result<Self> {
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let dir = parent.join(format!(".{name}.work"));
+        let stamp = dir.join(FINGERPRINT_FILE);
+        if dir.exists() && std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint) {
+            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        std::fs::create_dir_all(dir.join("scores")).map_err(io_err(&dir))?;
+        std::fs::write(&stamp, fingerprint).map_err(io_err(&stamp))?;
+        Ok(Self { dir })
+    }
+
+    /// Where the trained proxy lives once complete.
+    pub fn proxy_dir(&self) -> PathBuf {
+        self.dir.join("proxy")
+    }
+
+    /// A temporary name to build something before renaming it into place.
+    pub fn temporary(&self, name: &str) -> PathBuf {
+        self.dir.join(format!(".{name}.tmp-{}", std::process::id()))
+    }
+
+    /// The scores shard of `file`.
+    pub fn shard(&self, file: &FileInfo) -> PathBuf {
+        self.dir.join("scores").join(format!("part-{}.parquet", file_identity(file)))
+    }
+
+    /// The directory of all shards.
+    pub fn shards_dir(&self) -> PathBuf {
+        self.dir.join("scores")
+    }
+
+    /// Removes the work directory (the job is committed).
+    pub fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
+    }
+}
+
+/// Renames `from` to `to`, the step that makes a finished piece visible.
+pub fn publish(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(io_err(to))
+}
