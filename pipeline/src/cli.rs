@@ -9,8 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::global::ScheduleOrder;
 
 /// Prune training datasets with a cheap proxy model scored inside DataFusion.
+///
+/// Every subcommand also takes `--config job.toml`: flags from a TOML file,
+/// which the command line's own flags override.
 #[derive(Debug, Parser)]
-#[command(name = "sieve", version, about, long_about = None)]
+#[command(name = "sieve", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// The stage to run.
     #[command(subcommand)]
@@ -210,6 +213,7 @@ pub enum Strategy {
 
 /// `sieve prune`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct PruneArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -229,6 +233,7 @@ pub struct PruneArgs {
 
 /// `sieve train`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -243,6 +248,7 @@ pub struct TrainArgs {
 
 /// `sieve score`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct ScoreArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -258,6 +264,7 @@ pub struct ScoreArgs {
 
 /// `sieve select`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct SelectArgs {
     #[command(flatten)]
     pub input: InputArgs,
@@ -286,6 +293,7 @@ pub enum Format {
 
 /// `sieve sql`.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct SqlArgs {
     /// The query. Tables: `input` (the dataset, with --dataset/--input), and
     /// from --out: `scores` (every row) and `kept` (the pruned rows).

@@ -7,6 +7,7 @@
 //! [`cli`] flags resolve to.
 
 pub mod cli;
+pub mod config;
 pub mod dynamics;
 pub mod error;
 pub mod examples;

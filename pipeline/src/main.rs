@@ -14,7 +14,14 @@ use sieve::cli::{Cli, Command};
 use sieve::{jobs, sql, PipelineError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match sieve::config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sieve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -139,3 +139,20 @@ fn order_auto_keeps_easy_examples_when_few_are_kept_per_class() {
     };
     assert!(mean(true) < mean(false), "easy rows kept");
 }
+
+#[test]
+fn a_config_file_supplies_flags_and_the_command_line_overrides_it() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("job.toml");
+    std::fs::write(&config, "dataset = \"shapes\"\nkeep = 0.3\nbalance = \"none\"\nquiet = true\n").unwrap();
+    let out = tmp.path().join("o");
+    sieve_ok(&[
+        "select", "--config", config.to_str().unwrap(), "--scores", scored.to_str().unwrap(), "--keep", "0.5", "--out",
+        out.to_str().unwrap(),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["select"]["keep"], 0.5, "the command line wins");
+    assert_eq!(m["config"]["select"]["balance"], "none", "the file supplies what the command line leaves out");
+    assert_eq!(m["config"]["run"]["quiet"], true);
+}
