@@ -111,19 +111,36 @@ fn manifest_records_the_job() {
     }
 }
 
+/// What Python's `datasets`, `pyarrow` and `polars` see in the output;
+/// `.ci/run` installs them.
 #[test]
-fn pyarrow_reads_the_output() {
+fn real_readers_load_the_output() {
     let dir = pruned("shapes");
     let script = format!(
-        "import pyarrow.parquet as pq\n\
-         t = pq.read_table('{data}')\n\
-         s = pq.read_table('{scores}')\n\
-         assert t.num_rows > 0 and 'el2n' in t.column_names and 'img' in t.column_names, t.schema\n\
-         assert s.num_rows > t.num_rows and 'keep' in s.column_names\n\
-         print(t.num_rows)",
+        r#"
+import glob, datasets, polars, pyarrow.parquet as pq
+files = sorted(glob.glob("{data}/*.parquet"))
+ds = datasets.load_dataset("parquet", data_files=files, split="train")
+f = ds.features
+assert type(f["img"]).__name__ == "Image", f
+assert f["label"].names == ["circle", "square", "triangle", "cross"], f["label"]
+assert (f["el2n"].dtype, f["aum"].dtype, f["pred"].dtype, f["correct"].dtype) == ("float32", "float32", "int64", "bool"), f
+image = ds[0]["img"]
+assert image.size == (32, 32), image
+table = pq.read_table("{data}")
+frame = polars.read_parquet(files)
+assert table.num_rows == frame.height == ds.num_rows > 0
+scores = pq.read_table("{scores}")
+assert scores.num_rows > table.num_rows and "keep" in scores.column_names
+print(ds.num_rows)
+"#,
         data = dir.join("data").display(),
         scores = dir.join("scores.parquet").display()
     );
     let out = std::process::Command::new("python3").args(["-c", &script]).output().expect("python3 runs");
-    assert!(out.status.success(), "pyarrow failed (is it installed? .ci/run installs it):\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "readers failed (are datasets, pyarrow and polars installed? .ci/run installs them):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
