@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::global::ScheduleOrder;
+pub use crate::log::LogFormat;
 
 /// Prune training datasets with a cheap proxy model scored inside DataFusion.
 ///
@@ -33,6 +34,19 @@ pub enum Command {
     Select(SelectArgs),
     /// Run SQL over a dataset and sieve's outputs, with sieve's functions registered.
     Sql(SqlArgs),
+}
+
+impl Command {
+    /// The flags every job shares (`sql` has none).
+    pub fn common(&self) -> Option<&CommonOpts> {
+        match self {
+            Command::Prune(a) => Some(&a.common),
+            Command::Train(a) => Some(&a.common),
+            Command::Score(a) => Some(&a.common),
+            Command::Select(a) => Some(&a.common),
+            Command::Sql(_) => None,
+        }
+    }
 }
 
 /// Where the rows come from: a named dataset or explicit files and columns.
@@ -96,9 +110,12 @@ pub struct CommonOpts {
     /// Threads for the model and decoding (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// No progress bars.
+    /// No progress bars and no informational log lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Log lines as text, or as JSON objects (one a line) for batch schedulers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Memory for DataFusion's operators (sorts, windows), e.g. `512M`, `4G`; beyond it they spill to disk or stop with an error. Default: no limit.
     #[arg(long, value_parser = parse_size)]
     pub memory_limit: Option<usize>,

@@ -53,8 +53,15 @@ pub fn session(memory_limit: Option<usize>) -> Result<SessionContext> {
 fn timed<T>(manifest: &mut Manifest, stage: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
     let out = f()?;
-    manifest.seconds.insert(stage.to_string(), started.elapsed().as_secs_f64());
+    record(manifest, stage, started);
     Ok(out)
+}
+
+/// Records a finished stage's seconds in the manifest and logs it.
+fn record(manifest: &mut Manifest, stage: &str, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    manifest.seconds.insert(stage.to_string(), seconds);
+    crate::log::info(stage, "done", serde_json::json!({"seconds": seconds}));
 }
 
 /// The proxy record for the manifest, pointing at where the proxy will live.
@@ -95,7 +102,7 @@ async fn score_select_write(
             let started = Instant::now();
             let (shards, outcome) = score::run_resumable(&ctx, dataset, dir, run, work).await?;
             manifest.scoring = Some(outcome);
-            manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
+            record(manifest, "score", started);
             (shards, Some(dir))
         }
         Source::Scores(existing) => (existing.to_path_buf(), None),
@@ -114,7 +121,7 @@ async fn score_select_write(
     for extra in extras.iter().filter(|e| e.starts_with(staging.path())) {
         std::fs::remove_file(extra).map_err(io_err(extra))?;
     }
-    manifest.seconds.insert("select".into(), started.elapsed().as_secs_f64());
+    record(manifest, "select", started);
     let data = staging.path().join(DATA_DIR);
     let (files, _) = timed(manifest, "write", || {
         write::run(&dataset.train, &scores, &data, select_plan.rows_per_file, run.quiet)
@@ -207,7 +214,7 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     let started = Instant::now();
     let dest = staging.path().join(SCORES_FILE);
     manifest.scoring = Some(score::run(&ctx, &dataset, &args.proxy_dir, &run, &dest).await?);
-    manifest.seconds.insert("score".into(), started.elapsed().as_secs_f64());
+    record(&mut manifest, "score", started);
     manifest.proxy = Some(proxy_record(&args.proxy_dir, args.proxy_dir.clone())?);
     finish(manifest, staging, run)
 }

@@ -14,6 +14,7 @@ pub mod examples;
 pub mod global;
 pub mod input;
 pub mod jobs;
+pub mod log;
 pub mod manifest;
 pub mod parquet_io;
 pub mod plan;

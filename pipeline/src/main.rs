@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 the job failed (bad input with `--on-error
 //! fail`, unreadable files, a model error); 2 usage error (bad flags, as clap
-//! reports them, or an invalid combination of values).
+//! reports them, or an invalid combination of values). Errors are written as
+//! log lines (`--log-format json` makes them JSON).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
-use sieve::{jobs, sql, PipelineError};
+use sieve::{jobs, log, sql, PipelineError};
 
 fn main() -> ExitCode {
     let args = match sieve::config::expand(std::env::args_os().collect()) {
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    if let Some(common) = cli.command.common() {
+        log::init(common.log_format, common.quiet);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -32,7 +36,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sieve: {e:#}");
+            log::error(&format!("{e:#}"));
             let usage = e.downcast_ref::<PipelineError>().is_some_and(|e| matches!(e, PipelineError::Usage(_)));
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -60,6 +64,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    eprintln!("sieve: wrote {}", out.display());
+    log::info("done", &format!("wrote {}", out.display()), serde_json::json!({"out": out}));
     Ok(())
 }

@@ -156,3 +156,19 @@ fn a_config_file_supplies_flags_and_the_command_line_overrides_it() {
     assert_eq!(m["config"]["select"]["balance"], "none", "the file supplies what the command line leaves out");
     assert_eq!(m["config"]["run"]["quiet"], true);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_stage_and_level() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let result = sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--log-format", "json", "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    let events: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert!(events.iter().all(|e| e["level"] == "info" && e["ts"].is_f64()), "{stderr}");
+    let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["select", "write", "done"], "{stderr}");
+}
