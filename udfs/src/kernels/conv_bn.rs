@@ -19,7 +19,7 @@
 //! moments are taken per image right after its convolution, while it is in
 //! L2; backward, each image's `dz` is computed into a thread-local buffer
 //! just before its convolution backward, so `dz` never exists for the whole
-//! batch. Replacing conv2d + batch_norm_train + add_relu by this op took a
+//! batch. Replacing separate conv2d, batch-norm and add_relu ops by this one took a
 //! ResNet-20 training step (batch 128) from 496 to 240 ms of one core.
 
 use super::batch_stats::{grad_sums, merge_sums, InputGrad, Moments, Stats};

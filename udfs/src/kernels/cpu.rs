@@ -10,11 +10,6 @@
 use candle_core::{bail, CpuStorage, Layout, Result, Storage, StorageRef, Tensor};
 use std::cell::RefCell;
 
-/// Rows per chunk of a per-channel reduction. Chunks are fixed-size, not
-/// one per thread, so the summation order, and therefore every bit of the
-/// result, is the same whatever the number of threads.
-pub(crate) const REDUCE_ROWS: usize = 1024;
-
 /// The f32 data of a contiguous storage, or an error naming `what`.
 pub(crate) fn storage_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;

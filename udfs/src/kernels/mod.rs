@@ -1,12 +1,11 @@
 //! Fast CPU kernels written as candle custom ops: 2-D convolution (AVX-512
-//! register tiles, or im2col + gemm), training batch norm, the fused
-//! conv + batch-norm + residual + ReLU training unit, residual add + ReLU and
+//! register tiles, or im2col + gemm), the fused conv + batch-norm +
+//! residual + ReLU training unit (batch statistics in `batch_stats`), residual add + ReLU and
 //! global average pooling, with [`conv_impl::ConvImpl`] switching the ResNet
 //! between them and candle's own ops.
 
 pub mod add_relu;
 pub mod avg_pool;
-pub mod batch_norm;
 mod batch_stats;
 pub mod conv2d;
 mod conv2d_avx512;
