@@ -34,16 +34,19 @@ pub enum Command {
     Select(SelectArgs),
     /// Run SQL over a dataset and sieve's outputs, with sieve's functions registered.
     Sql(SqlArgs),
+    /// Turn an image folder (class per subdirectory) or a CSV / JSON Lines text file into Parquet in the Hugging Face layout.
+    Import(ImportArgs),
 }
 
 impl Command {
-    /// The flags every job shares (`sql` has none).
-    pub fn common(&self) -> Option<&CommonOpts> {
+    /// How the job reports (`sql` prints its result and logs nothing).
+    pub fn log(&self) -> Option<&LogOpts> {
         match self {
-            Command::Prune(a) => Some(&a.common),
-            Command::Train(a) => Some(&a.common),
-            Command::Score(a) => Some(&a.common),
-            Command::Select(a) => Some(&a.common),
+            Command::Prune(a) => Some(&a.common.log),
+            Command::Train(a) => Some(&a.common.log),
+            Command::Score(a) => Some(&a.common.log),
+            Command::Select(a) => Some(&a.common.log),
+            Command::Import(a) => Some(&a.log),
             Command::Sql(_) => None,
         }
     }
@@ -110,12 +113,9 @@ pub struct CommonOpts {
     /// Threads for the model and decoding (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// No progress bars and no informational log lines.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Log lines as text, or as JSON objects (one a line) for batch schedulers.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Progress bars and log lines.
+    #[command(flatten)]
+    pub log: LogOpts,
     /// Memory for DataFusion's operators (sorts, windows), e.g. `512M`, `4G`; beyond it they spill to disk or stop with an error. Default: no limit.
     #[arg(long, value_parser = parse_size)]
     pub memory_limit: Option<usize>,
@@ -144,6 +144,17 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         return Err(format!("'{text}': the size must be positive"));
     }
     Ok((n * (1u64 << shift) as f64) as usize)
+}
+
+/// How a job reports as it runs.
+#[derive(Debug, Clone, Args)]
+pub struct LogOpts {
+    /// No progress bars and no informational log lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Log lines as text, or as JSON objects (one a line) for batch schedulers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// What to do with a row that cannot be scored.
@@ -340,4 +351,31 @@ mod tests {
         assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
         assert!(parse_size("0").is_err() && parse_size("12Q").is_err() && parse_size("x").is_err());
     }
+}
+
+/// `sieve import`.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct ImportArgs {
+    /// An image folder: one subdirectory per class holding PNG or JPEG files.
+    #[arg(long, conflicts_with = "text")]
+    pub images: Option<PathBuf>,
+    /// A CSV (with a header) or JSON Lines file of text rows.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// The text column of --text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// The label column of --text (class names or integers).
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    /// Rows per output Parquet file.
+    #[arg(long, default_value_t = 50_000)]
+    pub shard_rows: usize,
+    /// Log lines.
+    #[command(flatten)]
+    pub log: LogOpts,
+    /// The output directory.
+    #[arg(long)]
+    pub out: PathBuf,
 }

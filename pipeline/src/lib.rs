@@ -12,6 +12,7 @@ pub mod dynamics;
 pub mod error;
 pub mod examples;
 pub mod global;
+pub mod import;
 pub mod input;
 pub mod jobs;
 pub mod log;

@@ -23,8 +23,8 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
-    if let Some(common) = cli.command.common() {
-        log::init(common.log_format, common.quiet);
+    if let Some(opts) = cli.command.log() {
+        log::init(opts.log_format, opts.quiet);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -49,6 +49,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => jobs::train(args).await.context("train")?,
         Command::Score(args) => jobs::score(args).await.context("score")?,
         Command::Select(args) => jobs::select(args).await.context("select")?,
+        Command::Import(args) => {
+            if args.shard_rows == 0 {
+                return Err(PipelineError::Usage("--shard-rows must be at least 1".into()).into());
+            }
+            let rows = match (&args.images, &args.text) {
+                (Some(dir), None) => sieve::import::images(dir, &args.out, args.shard_rows)?,
+                (None, Some(file)) => {
+                    sieve::import::text(file, &args.text_column, &args.label_column, &args.out, args.shard_rows).await?
+                }
+                _ => return Err(PipelineError::Usage("give --images DIR or --text FILE".into()).into()),
+            };
+            log::info("import", &format!("{rows} rows"), serde_json::json!({"rows": rows}));
+            args.out
+        }
         Command::Sql(args) => {
             let mut stdout = std::io::stdout().lock();
             if args.functions {

@@ -266,7 +266,7 @@ impl RunPlan {
         }
         Ok(Self {
             threads,
-            quiet: common.quiet,
+            quiet: common.log.quiet,
             on_error: common.on_error,
             memory_limit: common.memory_limit,
             out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),

@@ -95,8 +95,9 @@ impl ScoreCursor {
     }
 }
 
-/// Part files being written, rotated every `rows_per_file` rows.
-struct Parts {
+/// Part files `part-NNNNN.parquet` being written, rotated every
+/// `rows_per_file` rows.
+pub(crate) struct Parts {
     dir: PathBuf,
     schema: SchemaRef,
     rows_per_file: usize,
@@ -105,7 +106,13 @@ struct Parts {
 }
 
 impl Parts {
-    fn write(&mut self, mut batch: RecordBatch) -> Result<()> {
+    /// Parts under `dir` with `schema`.
+    pub(crate) fn new(dir: &Path, schema: SchemaRef, rows_per_file: usize) -> Self {
+        Self { dir: dir.to_path_buf(), schema, rows_per_file, current: None, files: Vec::new() }
+    }
+
+    /// Appends `batch`, starting new files as they fill.
+    pub(crate) fn write(&mut self, mut batch: RecordBatch) -> Result<()> {
         while batch.num_rows() > 0 {
             if self.current.is_none() {
                 let path = self.dir.join(format!("part-{:05}.parquet", self.files.len()));
@@ -124,7 +131,8 @@ impl Parts {
         Ok(())
     }
 
-    fn close_current(&mut self) -> Result<()> {
+    /// Closes the file being written.
+    pub(crate) fn close_current(&mut self) -> Result<()> {
         if let Some((writer, path, _)) = self.current.take() {
             parquet_io::close(writer, &path)?;
         }
@@ -143,7 +151,7 @@ pub fn run(input: &InputFiles, scores: &Path, data_dir: &Path, rows_per_file: us
     let bare = Schema::new(fields.clone());
     let metadata = huggingface::extend(input.schema.metadata(), &bare)?;
     let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let mut parts = Parts { dir: data_dir.to_path_buf(), schema: schema.clone(), rows_per_file, current: None, files: Vec::new() };
+    let mut parts = Parts::new(data_dir, schema.clone(), rows_per_file);
     let bar = crate::progress::bar("write", input.total_rows(), "rows", quiet);
     let mut kept_rows = 0u64;
     let originals = input.schema.fields().len();

@@ -5,6 +5,9 @@
 /// Helpers: running the binary, reading Parquet, the fixtures' ground truth.
 mod util;
 
+/// `sieve import`: image folders and text files into Hugging Face Parquet.
+mod import;
+
 /// `sieve prune` on the image and text fixtures: what the output holds.
 mod prune;
 
