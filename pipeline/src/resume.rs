@@ -43,11 +43,7 @@ impl WorkDir {
     /// Opens (or creates) the work directory of `target`, emptying it when it
     /// was made for another job.
     pub fn open(target: &Path, fingerprint: &str) -> Result<Self> {
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let (parent, name) = crate::staging::parent_and_name(target);
         let dir = parent.join(format!(".{name}.work"));
         let stamp = dir.join(FINGERPRINT_FILE);
         if dir.exists() && std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint) {

@@ -18,12 +18,8 @@ pub struct Staging {
 impl Staging {
     /// Creates the hidden temporary sibling of `target`.
     pub fn new(target: &Path) -> Result<Self> {
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let (parent, name) = parent_and_name(target);
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-        let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
         remove_abandoned(&parent, &name);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
@@ -56,6 +52,17 @@ impl Staging {
         }
         Ok(())
     }
+}
+
+/// The directory holding `target` (`.` for a bare name) and `target`'s
+/// name, from which the hidden siblings of an output are named.
+pub(crate) fn parent_and_name(target: &Path) -> (PathBuf, String) {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    (parent, name)
 }
 
 /// Removes the staging directories of earlier jobs for the same output
