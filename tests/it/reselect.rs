@@ -49,7 +49,7 @@ fn sql_queries_the_output_tables() {
 fn sql_lists_the_functions() {
     let out = sieve_ok(&["sql", "--functions"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    for f in ["proxy_scores(", "content_hash(", "seeded_random("] {
+    for f in ["proxy_scores(", "proxy_embedding(", "content_hash(", "seeded_random("] {
         assert!(text.contains(f), "{f} missing from:\n{text}");
     }
 }
@@ -171,4 +171,29 @@ fn json_logs_are_one_object_per_line_with_stage_and_level() {
     assert!(events.iter().all(|e| e["level"] == "info" && e["ts"].is_f64()), "{stderr}");
     let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["select", "write", "done"], "{stderr}");
+}
+
+#[test]
+fn proxy_embedding_gives_the_features_the_scores_hold() {
+    let out = pruned("shapes");
+    let proxy = out.join("proxy");
+    let query = format!(
+        "SELECT arrow_typeof(proxy_embedding('{p}', img)) AS t, COUNT(*) AS n FROM input GROUP BY 1",
+        p = proxy.display()
+    );
+    let result = sieve_ok(&["sql", "--dataset", "shapes", "--format", "csv", &query]);
+    let text = String::from_utf8(result.stdout).unwrap();
+    assert_eq!(text.lines().nth(1), Some("FixedSizeList(64 x non-null Float32),1200"), "{text}");
+    // The same forward pass as proxy_scores: the first row's embedding matches scores.parquet.
+    let first = format!("SELECT proxy_embedding('{p}', img) AS e FROM input LIMIT 1", p = proxy.display());
+    let result = sieve_ok(&["sql", "--dataset", "shapes", "--format", "json", &first]);
+    let row: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let stored = scores.column_by_name("embedding").unwrap().as_fixed_size_list().value(0);
+    let stored = stored.as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+    let queried: Vec<f32> = row["e"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(queried.len(), 64);
+    for (a, b) in queried.iter().zip(stored.values()) {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+    }
 }

@@ -22,6 +22,7 @@ pub use error::{Result, UdfError};
 pub fn all_functions() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::from(functions::proxy_scores::ProxyScores::new()),
+        ScalarUDF::from(functions::proxy_embedding::ProxyEmbedding::new()),
         ScalarUDF::from(functions::content_hash::ContentHash::new()),
         ScalarUDF::from(functions::seeded_random::SeededRandom::new()),
     ]

@@ -1,5 +1,6 @@
 //! The SQL functions sieve registers, one file each.
 
 pub mod content_hash;
+pub mod proxy_embedding;
 pub mod proxy_scores;
 pub mod seeded_random;
