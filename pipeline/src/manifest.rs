@@ -67,6 +67,8 @@ pub struct DatasetRecord {
     pub train: Vec<InputFile>,
     /// Held-out files.
     pub heldout: Vec<InputFile>,
+    /// Where the `embedding` column came from.
+    pub embedding: crate::plan::Embedding,
 }
 
 fn files(input: &InputFiles) -> Vec<InputFile> {
@@ -84,6 +86,7 @@ impl From<&DatasetPlan> for DatasetRecord {
             classes: d.classes.clone(),
             train: files(&d.train),
             heldout: d.heldout.as_deref().map(files).unwrap_or_default(),
+            embedding: d.embedding.clone(),
         }
     }
 }

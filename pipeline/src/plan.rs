@@ -38,6 +38,8 @@ pub struct DatasetPlan {
     pub classes: Vec<String>,
     /// Per-dataset defaults from the descriptor.
     pub defaults: Defaults,
+    /// Where the `embedding` column comes from.
+    pub embedding: Embedding,
 }
 
 impl DatasetPlan {
@@ -85,11 +87,53 @@ impl DatasetPlan {
             Some(names) => names,
             None => (0..max_label(&train, &label_column)? + 1).map(|k| k.to_string()).collect(),
         };
-        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults })
+        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults, embedding: Embedding::Proxy })
     }
 }
 
 /// The largest label in the files, for datasets without class names.
+/// Where the embeddings that prototypes, k-center and SemDeDup work on come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Embedding {
+    /// The proxy's penultimate features.
+    Proxy,
+    /// A pretrained text encoder in this directory.
+    Encoder(PathBuf),
+}
+
+/// The encoder `--embedding auto` uses for text when `make models` fetched it.
+pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
+
+impl Embedding {
+    /// Resolves `--embedding auto|proxy|DIR`. `auto` takes the default
+    /// encoder for text when it is present and `needed` (a method of this run
+    /// reads embeddings); otherwise the proxy's features.
+    pub fn resolve(choice: &str, kind: InputKind, needed: bool) -> Result<Self> {
+        match choice {
+            "proxy" => Ok(Self::Proxy),
+            "auto" => {
+                let dir = PathBuf::from(DEFAULT_ENCODER);
+                let use_it = needed && kind == InputKind::Text && dir.join("model.safetensors").is_file();
+                Ok(if use_it { Self::Encoder(dir) } else { Self::Proxy })
+            }
+            dir if kind == InputKind::Text => {
+                let dir = PathBuf::from(dir);
+                if !dir.join("model.safetensors").is_file() {
+                    return Err(PipelineError::Usage(format!(
+                        "--embedding {}: no model.safetensors there (`make models` fetches all-MiniLM-L6-v2 into {DEFAULT_ENCODER})",
+                        dir.display()
+                    )));
+                }
+                Ok(Self::Encoder(dir))
+            }
+            _ => Err(PipelineError::Usage(
+                "--embedding DIR names a text encoder; image datasets use the proxy's features (auto or proxy)".into(),
+            )),
+        }
+    }
+}
+
 fn max_label(files: &InputFiles, label: &str) -> Result<usize> {
     let mut best = 0i64;
     files.for_each_batch(&files.chunks(), Some(&[label.to_string()]), |batch| {

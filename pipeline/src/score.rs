@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{FieldRef, Schema};
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use sieve_schemas::OutputColumns;
@@ -23,7 +23,7 @@ use crate::resume::{publish, WorkDir};
 /// Column of scores.parquet holding each row's position in the input.
 pub const ROW: &str = "row";
 use crate::parquet_io;
-use crate::plan::{DatasetPlan, RunPlan};
+use crate::plan::{DatasetPlan, Embedding, RunPlan};
 use crate::sqlgen::{ident, literal};
 
 /// What the score stage measured.
@@ -88,6 +88,9 @@ impl ScoreOutcome {
 /// Name of the struct column the scoring query returns; [`flatten_scores`]
 /// turns it into one column per score.
 const SCORES: &str = "__scores";
+/// Name of the text encoder's embedding column in the scoring query; it
+/// replaces the proxy's `embedding`.
+const ENCODED: &str = "__encoded";
 
 /// The scoring query: `row` (the input position), id, label, content hash
 /// and the struct of scores. The struct is flattened in Rust, not with
@@ -97,16 +100,23 @@ pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
     let input = ident(&dataset.input_column);
     let label = ident(&dataset.label_column);
     let id = dataset.id_column.as_deref().map_or_else(|| ident(POS), ident);
+    let encoder = match &dataset.embedding {
+        Embedding::Proxy => String::new(),
+        Embedding::Encoder(dir) => {
+            format!(", text_embedding({}, {input}) AS {}", literal(&dir.to_string_lossy()), ident(ENCODED))
+        }
+    };
     format!(
         "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, \
-         proxy_scores({dir}, {input}, {label}) AS {scores} FROM input",
+         proxy_scores({dir}, {input}, {label}) AS {scores}{encoder} FROM input",
         pos = ident(POS),
         dir = literal(&proxy_dir.to_string_lossy()),
         scores = ident(SCORES),
     )
 }
 
-/// Replaces the struct column of scores by its fields, as top-level columns.
+/// Replaces the struct column of scores by its fields, as top-level columns,
+/// and the proxy's embedding by the encoder's when the query has one.
 fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
     let idx = batch.schema().index_of(SCORES)?;
     let scores = batch.column(idx).as_struct().clone();
@@ -114,6 +124,13 @@ fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
     let mut columns = batch.columns().to_vec();
     fields.splice(idx..=idx, scores.fields().iter().cloned());
     columns.splice(idx..=idx, scores.columns().iter().cloned());
+    if let Some(encoded) = fields.iter().position(|f| f.name() == ENCODED) {
+        let embedding = fields.iter().position(|f| f.name() == OutputColumns::EMBEDDING).expect("scores have embedding");
+        let column = columns.remove(encoded);
+        fields.remove(encoded);
+        fields[embedding] = Arc::new(Field::new(OutputColumns::EMBEDDING, column.data_type().clone(), true));
+        columns[embedding] = column;
+    }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 

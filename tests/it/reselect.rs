@@ -1,4 +1,4 @@
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 
 use crate::util::{pruned, read_parquet, sieve_ok};
@@ -71,6 +71,39 @@ fn pruning_the_hardest_tenth_by_aum_removes_the_label_noise() {
     assert!(kept_noise * 4 <= flipped.len(), "{kept_noise} of {} flipped labels survived", flipped.len());
 }
 
+/// `dup_of` pairs exactly the fixture's planted duplicates, none of them kept.
+fn assert_flags_exactly_the_planted_duplicates(scores: &RecordBatch, fixture: &str) {
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let dup_of = scores.column_by_name("dup_of").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    // In the fixtures ids are positions, so `dup_of` (a row) names the original's id.
+    let mut flagged: Vec<(i64, i64)> =
+        (0..ids.len()).filter(|&i| dup_of.is_valid(i)).map(|i| (dup_of.value(i), ids.value(i))).collect();
+    let mut planted = crate::util::truth(fixture).duplicates;
+    flagged.sort();
+    planted.sort();
+    assert_eq!(flagged, planted, "every exact duplicate and nothing else");
+    assert!((0..ids.len()).all(|i| !(dup_of.is_valid(i) && keep.value(i))), "duplicates are never kept");
+}
+
+/// Text runs embed with all-MiniLM-L6-v2 (fetched by `make models`, which
+/// `make test` runs first) when a method reads embeddings.
+#[test]
+fn text_dedup_embeds_with_the_encoder_and_flags_exactly_the_planted_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("reviews");
+    sieve_ok(&[
+        "prune", "--dataset", "reviews", "--dedup", "1e-4", "--keep", "0.9", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    assert_flags_exactly_the_planted_duplicates(&scores, "reviews");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["dataset"]["embedding"]["encoder"], "models/all-MiniLM-L6-v2");
+    let embedding = scores.column_by_name("embedding").unwrap().as_fixed_size_list();
+    assert_eq!(embedding.value_length(), 384);
+}
+
 #[test]
 fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
     let scored = pruned("shapes");
@@ -81,17 +114,8 @@ fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
         "step:0.25,0.5,1", "--score", "prototype", "--keep", "0.5", "--quiet", "--out", out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
+    assert_flags_exactly_the_planted_duplicates(&scores, "shapes");
     let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
-    let dup_of = scores.column_by_name("dup_of").unwrap().as_primitive::<Int64Type>();
-    let keep = scores.column_by_name("keep").unwrap().as_boolean();
-    // In the fixture ids are positions, so `dup_of` (a row) names the original's id.
-    let mut flagged: Vec<(i64, i64)> =
-        (0..ids.len()).filter(|&i| dup_of.is_valid(i)).map(|i| (dup_of.value(i), ids.value(i))).collect();
-    let mut planted = crate::util::truth("shapes").duplicates;
-    flagged.sort();
-    planted.sort();
-    assert_eq!(flagged, planted, "every exact duplicate and nothing else");
-    assert!((0..ids.len()).all(|i| !(dup_of.is_valid(i) && keep.value(i))), "duplicates are never kept");
     let stage = scores.column_by_name("stage").unwrap().as_primitive::<Int64Type>();
     let n = ids.len() as f64;
     for (s, f) in [0.25, 0.5, 1.0].iter().enumerate() {

@@ -22,6 +22,14 @@ pub enum UdfError {
         /// What is wrong.
         message: String,
     },
+    /// A text encoder directory lacks a file, or its files are invalid.
+    #[error("text encoder at {dir}: {message}")]
+    Encoder {
+        /// The encoder directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The model failed (shape mismatch, out of memory, ...).
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),

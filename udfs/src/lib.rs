@@ -25,6 +25,7 @@ pub fn all_functions() -> Vec<ScalarUDF> {
         ScalarUDF::from(functions::proxy_embedding::ProxyEmbedding::new()),
         ScalarUDF::from(functions::content_hash::ContentHash::new()),
         ScalarUDF::from(functions::seeded_random::SeededRandom::new()),
+        ScalarUDF::from(functions::text_embedding::TextEmbedding::new()),
     ]
 }
 

@@ -4,3 +4,4 @@ pub mod content_hash;
 pub mod proxy_embedding;
 pub mod proxy_scores;
 pub mod seeded_random;
+pub mod text_embedding;

@@ -121,25 +121,37 @@ impl ScalarUDFImpl for ProxyScores {
 
 /// The proxy a literal directory argument names, loaded once per process.
 pub fn literal_proxy(function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
+    Ok(proxy::shared(&literal_dir(function, "proxy", value)?)?)
+}
+
+/// The directory a string-literal argument (`what`: proxy, encoder) names.
+pub fn literal_dir(function: &str, what: &str, value: Option<&ScalarValue>) -> Result<std::path::PathBuf> {
     match value.and_then(ScalarValue::try_as_str) {
-        Some(Some(dir)) => Ok(proxy::shared(Path::new(dir))?),
-        _ => plan_err!("{function}: the proxy must be a non-null string literal (a proxy directory)"),
+        Some(Some(dir)) => Ok(Path::new(dir).to_path_buf()),
+        _ => plan_err!("{function}: the {what} must be a non-null string literal (a directory)"),
     }
 }
 
 /// The embeddings of `rows` as a `FixedSizeList<Float32>`; null where a row has no prediction.
 pub fn embeddings_array(rows: &[Result<Prediction, RowError>], dim: usize) -> Result<FixedSizeListArray> {
-    let mut values = Vec::with_capacity(rows.len() * dim);
+    vectors_array(rows.iter().map(|r| r.as_ref().ok().map(|p| p.features.as_slice())), dim)
+}
+
+/// `dim`-wide vectors as a `FixedSizeList<Float32>`; null where `None`.
+pub fn vectors_array<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, dim: usize) -> Result<FixedSizeListArray> {
+    let mut values = Vec::with_capacity(rows.size_hint().0 * dim);
+    let mut valid = Vec::with_capacity(rows.size_hint().0);
     for row in rows {
         match row {
-            Ok(p) => values.extend_from_slice(&p.features),
-            Err(_) => values.resize(values.len() + dim, 0.0),
+            Some(v) => values.extend_from_slice(v),
+            None => values.resize(values.len() + dim, 0.0),
         }
+        valid.push(row.is_some());
     }
-    let nulls = NullBuffer::from(rows.iter().map(Result::is_ok).collect::<Vec<bool>>());
     let DataType::FixedSizeList(item, _) = OutputColumns::embedding_field(dim).data_type().clone() else {
         return internal_err!("the embedding field is a FixedSizeList");
     };
+    let nulls = NullBuffer::from(valid);
     Ok(FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), Some(nulls))?)
 }
 

@@ -1,7 +1,9 @@
-//! The proxy models: a CIFAR-style ResNet for images and a fastText-style
-//! classifier for text, with the optimizer that trains them.
+//! The models: the proxies (a CIFAR-style ResNet for images and a
+//! fastText-style classifier for text) with the optimizer that trains them,
+//! and a pretrained sentence encoder for text embeddings.
 
 pub mod resnet;
 pub mod image_trainer;
 pub mod sgd;
 pub mod fasttext;
+pub mod text_encoder;
