@@ -188,9 +188,12 @@ pub struct SelectOpts {
     /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings.
     #[arg(long, value_enum, default_value_t = Strategy::Score)]
     pub strategy: Strategy,
-    /// k-means clusters for `--score prototype` (default: the number of classes).
+    /// k-means clusters for `--score prototype` (default: the number of classes; with `--prototypes class`, clusters per class, default 1).
     #[arg(long)]
     pub clusters: Option<usize>,
+    /// `global` clusters all embeddings together (Sorscher et al.'s self-supervised prototypes); `class` clusters each class on its own (distance to its own class's prototypes).
+    #[arg(long, value_enum, default_value_t = Prototypes::Global)]
+    pub prototypes: Prototypes,
     /// Semantic de-duplication before pruning (SemDeDup): rows whose embedding has cosine similarity above 1 - EPS with an earlier kept row of their cluster are marked (`dup_of`) and never kept.
     #[arg(long, value_name = "EPS")]
     pub dedup: Option<f64>,
@@ -225,6 +228,16 @@ pub enum Balance {
     Class,
     /// One ranking over all rows.
     None,
+}
+
+/// Where the prototype score's k-means runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prototypes {
+    /// One k-means over all rows, labels unused.
+    Global,
+    /// One k-means per class.
+    Class,
 }
 
 /// How the ranking is made.

@@ -17,12 +17,12 @@ use serde::Serialize;
 use sieve_schemas::OutputColumns;
 use sieve_udfs::embedding::kcenter::{k_center_greedy, k_center_greedy_per_class};
 use sieve_udfs::embedding::kmeans::KMeansConfig;
-use sieve_udfs::embedding::prototype::prototype_scores;
+use sieve_udfs::embedding::prototype::{prototype_scores, prototype_scores_per_class};
 use sieve_udfs::embedding::schedule::{assign_stages, Order as StageOrder, Schedule};
 use sieve_udfs::embedding::semdedup::{semdedup, SemDedupConfig};
 use sieve_udfs::embedding::Embeddings;
 
-use crate::cli::{Balance, Strategy};
+use crate::cli::{Balance, Prototypes, Strategy};
 use crate::error::{io_err, parquet_err, PipelineError, Result};
 use crate::parquet_io;
 use crate::plan::SelectPlan;
@@ -135,10 +135,19 @@ pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(valid.rows.clone()))];
     if n > 0 {
         let emb = Embeddings::new(&valid.embeddings, valid.dim).map_err(embedding_err)?;
-        let k = plan.clusters.unwrap_or(classes).min(n);
         if plan.score == PROTOTYPE {
             let p = timed(&mut outcome, PROTOTYPE, || {
-                prototype_scores(&emb, &KMeansConfig::new(k, plan.seed)).map_err(embedding_err)
+                match plan.prototypes {
+                    Prototypes::Global => {
+                        let k = plan.clusters.unwrap_or(classes).min(n);
+                        prototype_scores(&emb, &KMeansConfig::new(k, plan.seed))
+                    }
+                    Prototypes::Class => {
+                        let k = plan.clusters.unwrap_or(1);
+                        prototype_scores_per_class(&emb, &valid.labels, &KMeansConfig::new(k, plan.seed))
+                    }
+                }
+                .map_err(embedding_err)
             })?;
             fields.push(Field::new(PROTOTYPE, DataType::Float32, true));
             columns.push(Arc::new(Float32Array::from(p.prototype)));

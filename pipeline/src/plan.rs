@@ -13,7 +13,7 @@ use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
 
-use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, SelectOpts, Strategy, TrainOpts};
+use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy, TrainOpts};
 use crate::error::{PipelineError, Result};
 use crate::input::InputFiles;
 
@@ -211,6 +211,8 @@ pub struct SelectPlan {
     pub rows_per_file: usize,
     /// k-means clusters for the prototype score.
     pub clusters: Option<usize>,
+    /// Prototypes over all rows or per class.
+    pub prototypes: Prototypes,
     /// SemDeDup threshold.
     pub dedup: Option<f64>,
     /// Data schedule spec.
@@ -263,6 +265,7 @@ impl SelectPlan {
             seed: common.seed,
             rows_per_file: opts.rows_per_file,
             clusters: opts.clusters,
+            prototypes: opts.prototypes,
             dedup: opts.dedup,
             schedule: opts.schedule.clone(),
             schedule_order: opts.schedule_order,

@@ -3,11 +3,13 @@ use std::collections::{HashMap, HashSet};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float32Type, Int64Type, UInt64Type};
 
-use crate::util::{pruned, read_parquet, truth};
+use std::path::Path;
 
-/// Ids of the `fraction` of rows with the highest `score`.
-fn top_ids(fixture: &'static str, score: &str, fraction: f64) -> Vec<i64> {
-    let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+use crate::util::{pruned, read_parquet, sieve_ok, truth};
+
+/// Ids of the `fraction` of rows with the highest `score` in `scores`.
+fn top_ids(scores: &Path, score: &str, fraction: f64) -> Vec<i64> {
+    let scores = read_parquet(scores);
     let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec();
     let values = scores.column_by_name(score).unwrap().as_primitive::<Float32Type>().values().to_vec();
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -21,7 +23,7 @@ fn top_ids(fixture: &'static str, score: &str, fraction: f64) -> Vec<i64> {
 fn assert_flipped_ranked_hard(score: &str, share: f64) {
     for fixture in ["shapes", "reviews"] {
         let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
-        let top: HashSet<i64> = top_ids(fixture, score, 0.10).into_iter().collect();
+        let top: HashSet<i64> = top_ids(&pruned(fixture).join("scores.parquet"), score, 0.10).into_iter().collect();
         let found = flipped.intersection(&top).count();
         assert!(
             found as f64 >= share * flipped.len() as f64,
@@ -41,6 +43,23 @@ fn el2n_top_tenth_holds_most_flipped_labels() {
 fn training_dynamics_rank_flipped_labels_hard() {
     assert_flipped_ranked_hard("aum", 0.75);
     assert_flipped_ranked_hard("learned_epoch", 0.7);
+}
+
+/// A mislabeled image lies far from its (wrong) class's prototype: measured
+/// 119/120 flipped labels in the top 10% (global prototypes, which ignore
+/// labels, find 17).
+#[test]
+fn per_class_prototypes_rank_flipped_labels_far() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("proto");
+    sieve_ok(&[
+        "select", "--dataset", "shapes", "--scores", pruned("shapes").to_str().unwrap(), "--score", "prototype",
+        "--prototypes", "class", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let flipped: HashSet<i64> = truth("shapes").flipped.into_iter().collect();
+    let top: HashSet<i64> = top_ids(&out.join("scores.parquet"), "prototype", 0.10).into_iter().collect();
+    let found = flipped.intersection(&top).count();
+    assert!(found * 10 >= flipped.len() * 9, "top 10% by per-class prototype holds {found}/{}", flipped.len());
 }
 
 #[test]
