@@ -324,13 +324,52 @@ pub struct SelectArgs {
     #[command(flatten)]
     pub select: SelectOpts,
     #[command(flatten)]
+    pub active: ActiveOpts,
+    #[command(flatten)]
+    pub train: TrainOpts,
+    #[command(flatten)]
     pub common: CommonOpts,
     /// Existing scores: a scores.parquet or an output directory holding one.
-    #[arg(long)]
-    pub scores: PathBuf,
+    #[arg(long, required_unless_present_any = ["labeled", "rounds"], conflicts_with_all = ["labeled", "rounds"])]
+    pub scores: Option<PathBuf>,
     /// Output directory (default: out/<dataset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Active learning, SVP's other half: the proxy trains on the labeled rows
+/// and picks the unlabeled rows worth labeling next.
+#[derive(Debug, Clone, Args)]
+pub struct ActiveOpts {
+    /// Labeled rows (Parquet file, directory or glob; columns as --dataset or --input describe): the proxy trains on them.
+    #[arg(long, requires_all = ["unlabeled", "budget"])]
+    pub labeled: Option<String>,
+    /// The unlabeled pool to pick the next batch from (a label column there is ignored).
+    #[arg(long, requires = "labeled")]
+    pub unlabeled: Option<String>,
+    /// Rows to pick (per round with --rounds).
+    #[arg(long)]
+    pub budget: Option<usize>,
+    /// Simulate R rounds on the fully labeled --dataset/--input, labels hidden: a random start of --budget rows, then --budget more per round, picked by --acquisition and, for reference, at random; reports the proxy's held-out accuracy after each.
+    #[arg(long, requires = "budget", conflicts_with = "labeled")]
+    pub rounds: Option<usize>,
+    /// How the next batch is picked: the most uncertain rows by a score, or k-center on the proxy's embeddings against the labeled set.
+    #[arg(long, value_enum, default_value_t = Acquisition::LeastConfidence)]
+    pub acquisition: Acquisition,
+}
+
+/// How active learning picks rows to label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acquisition {
+    /// Highest `1 - max p`.
+    LeastConfidence,
+    /// Highest entropy of the softmax.
+    Entropy,
+    /// Smallest gap between the top two classes.
+    Margin,
+    /// Greedy k-center: the rows farthest from the labeled set and each other.
+    Kcenter,
 }
 
 /// Output format of `sieve sql`.

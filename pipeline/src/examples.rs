@@ -13,7 +13,7 @@ use sieve_schemas::InputKind;
 use sieve_udfs::decode::{text_bytes, ImageBytes};
 
 use crate::error::Result;
-use crate::input::InputFiles;
+use crate::plan::DatasetPlan;
 
 /// Examples held for shuffling: 16,384 CIFAR images are about 40 MB encoded,
 /// and with row groups also shuffled, neighbours in a batch rarely come from
@@ -32,19 +32,16 @@ pub struct Example {
     pub label: Option<i64>,
 }
 
-/// Calls `f` on every row of `files` once, in an order drawn from `rng`.
-pub fn for_each_shuffled(
-    files: &InputFiles,
-    kind: InputKind,
-    input_column: &str,
-    label_column: &str,
-    rng: &mut ChaCha8Rng,
-    mut f: impl FnMut(Example) -> Result<()>,
-) -> Result<()> {
+/// Calls `f` once on every training row of `dataset` (those of its
+/// `subset`, when it has one), in an order drawn from `rng`.
+pub fn for_each_shuffled(dataset: &DatasetPlan, rng: &mut ChaCha8Rng, mut f: impl FnMut(Example) -> Result<()>) -> Result<()> {
+    let files = &dataset.train;
+    let kind = dataset.kind;
     let mut chunks = files.chunks();
     chunks.shuffle(rng);
-    let mut buffer: Vec<Example> = Vec::with_capacity(SHUFFLE_BUFFER.min(files.total_rows() as usize));
-    let columns = [input_column.to_string(), label_column.to_string()];
+    let mut buffer: Vec<Example> = Vec::with_capacity(SHUFFLE_BUFFER.min(dataset.train_rows() as usize));
+    let columns = [dataset.input_column.clone(), dataset.label_column.clone()];
+    let subset = dataset.subset.as_deref();
     files.for_each_batch(&chunks, Some(&columns), |batch| {
         let input = batch.column(0);
         let labels = cast(batch.column(1), &DataType::Int64)?;
@@ -55,6 +52,9 @@ pub fn for_each_shuffled(
             InputKind::Text => None,
         };
         for i in 0..batch.num_rows() {
+            if subset.is_some_and(|s| !s.contains(positions.value(i) as u64)) {
+                continue;
+            }
             let payload = match &images {
                 Some(images) => images.get(i),
                 None => text_bytes(input.as_ref(), i),

@@ -57,18 +57,23 @@ pub fn needed(plan: &SelectPlan) -> bool {
     plan.score == PROTOTYPE || plan.strategy == Strategy::Kcenter || plan.dedup.is_some() || plan.schedule.is_some()
 }
 
-/// The valid rows' positions, labels and embeddings.
-struct Valid {
-    rows: Vec<i64>,
-    labels: Vec<u32>,
-    embeddings: Vec<f32>,
-    dim: usize,
-    score: Vec<f32>,
+/// The valid rows' positions, labels, embeddings and one score.
+pub(crate) struct Valid {
+    /// Input positions, ascending.
+    pub rows: Vec<i64>,
+    /// Labels (0 where null).
+    pub labels: Vec<u32>,
+    /// `rows x dim` embedding values.
+    pub embeddings: Vec<f32>,
+    /// Embedding width.
+    pub dim: usize,
+    /// The requested score of each row.
+    pub score: Vec<f32>,
 }
 
 /// Reads the valid rows of the raw scores (a file, or a directory of
 /// shards), sorted by `row`.
-fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
+pub(crate) fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
     let mut valid = Valid { rows: Vec::new(), labels: Vec::new(), embeddings: Vec::new(), dim: 0, score: Vec::new() };
     for file in sieve_schemas::paths::resolve_files(&raw.to_string_lossy())? {
         read_valid_file(&file, score, &mut valid)?;
@@ -106,7 +111,7 @@ fn read_valid_file(raw: &Path, score: &str, valid: &mut Valid) -> Result<()> {
         let values = emb.values().as_primitive::<Float32Type>().values();
         for i in (0..batch.num_rows()).filter(|&i| errors.is_null(i)) {
             valid.rows.push(rows.value(i));
-            valid.labels.push(labels.value(i) as u32);
+            valid.labels.push(if labels.is_valid(i) { labels.value(i) as u32 } else { 0 });
             valid.embeddings.extend_from_slice(&values[i * valid.dim..(i + 1) * valid.dim]);
             valid.score.push(scores.value(i));
         }

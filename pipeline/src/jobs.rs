@@ -15,7 +15,7 @@ use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
 use crate::resume::{self, WorkDir};
-use crate::{global, score, select, train, write};
+use crate::{active, global, score, select, train, write};
 
 /// Name of the proxy directory inside a `prune` output.
 pub const PROXY_DIR: &str = "proxy";
@@ -223,14 +223,19 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     finish(manifest, staging, run)
 }
 
-/// `sieve select`: re-select from existing scores, without rescoring.
+/// `sieve select`: re-select from existing scores, without rescoring; or,
+/// with `--labeled` or `--rounds`, active learning.
 pub async fn select(args: SelectArgs) -> Result<PathBuf> {
+    if args.active.labeled.is_some() || args.active.rounds.is_some() {
+        return active(args).await;
+    }
     let dataset = DatasetPlan::resolve(&args.input)?;
     let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_threads(run.threads);
-    let scores = if args.scores.is_dir() { args.scores.join(SCORES_FILE) } else { args.scores.clone() };
+    let scores = args.scores.expect("clap requires --scores without --labeled or --rounds");
+    let scores = if scores.is_dir() { scores.join(SCORES_FILE) } else { scores };
     // Read the scores before staging: the output may replace their directory.
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
@@ -238,5 +243,54 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let mut manifest = Manifest::new(&dataset);
     score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
+    finish(manifest, staging, run)
+}
+
+/// `sieve select --labeled L --unlabeled U --budget N`: the next batch to
+/// label, written like a pruned dataset; or `--rounds R`: a simulation on a
+/// fully labeled dataset, reported in the manifest's `active.rounds`.
+async fn active(args: SelectArgs) -> Result<PathBuf> {
+    let opts = &args.active;
+    let budget = opts.budget.expect("clap requires --budget");
+    if budget == 0 {
+        return Err(crate::error::PipelineError::Usage("--budget must be at least 1".into()));
+    }
+    let mut input = args.input.clone();
+    if input.dataset.is_none() {
+        input.input = opts.labeled.clone().or(input.input);
+    }
+    let mut dataset = DatasetPlan::resolve(&input)?;
+    if let (Some(labeled), Some(_)) = (&opts.labeled, &args.input.dataset) {
+        dataset = dataset.with_train(labeled)?;
+    }
+    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let run = RunPlan::resolve(&args.common, args.out, format!("{}-active", dataset.name))?;
+    init_threads(run.threads);
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    let ctx = session(run.memory_limit)?;
+    let started = Instant::now();
+    manifest.active = Some(match (&opts.unlabeled, opts.rounds) {
+        (Some(unlabeled), _) => {
+            let pool = active::pool_plan(&dataset, unlabeled)?;
+            let outcome = active::next_batch(&ctx, &dataset, &pool, &plan, &run, opts.acquisition, budget, staging.path()).await?;
+            record(&mut manifest, "active", started);
+            let scores = staging.path().join(SCORES_FILE);
+            let data = staging.path().join(DATA_DIR);
+            let (files, _) = timed(&mut manifest, "write", || write::run(&pool.train, &scores, &data, usize::MAX, run.quiet))?;
+            manifest.data_files = files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
+            let proxy_dir = staging.path().join(PROXY_DIR);
+            manifest.proxy = Some(proxy_record(&proxy_dir, run.out.join(PROXY_DIR))?);
+            outcome
+        }
+        (None, Some(rounds)) => {
+            let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
+            let outcome = active::simulate(&ctx, &dataset, &plan, &run, opts.acquisition, budget, rounds, work.path()).await?;
+            record(&mut manifest, "active", started);
+            outcome
+        }
+        (None, None) => unreachable!("clap requires --unlabeled with --labeled"),
+    });
+    manifest.config.train = Some(plan);
     finish(manifest, staging, run)
 }

@@ -6,6 +6,7 @@
 //! [`write`]); [`jobs`] runs them for each subcommand from a [`plan`] that
 //! [`cli`] flags resolve to.
 
+pub mod active;
 pub mod cli;
 pub mod config;
 pub mod dynamics;

@@ -131,6 +131,9 @@ pub struct Manifest {
     pub scoring: Option<ScoreOutcome>,
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
     pub global: Option<crate::global::GlobalOutcome>,
+    /// Active learning: the pick, or the simulated rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<crate::active::ActiveOutcome>,
     /// Selection: kept rows, per class.
     pub selection: Option<SelectOutcome>,
     /// Files written under `data/`, relative to the output directory.
@@ -151,6 +154,7 @@ impl Manifest {
             resumed_proxy: false,
             scoring: None,
             global: None,
+            active: None,
             selection: None,
             data_files: Vec::new(),
             seconds: BTreeMap::new(),

@@ -40,6 +40,49 @@ pub struct DatasetPlan {
     pub defaults: Defaults,
     /// Where the `embedding` column comes from.
     pub embedding: Embedding,
+    /// The training rows, when a proxy trains on only some of `train`
+    /// (active learning's labeled set); `None` = all.
+    pub subset: Option<Arc<RowSet>>,
+    /// Score without labels, as if the rows had none (active learning's pool).
+    pub hide_labels: bool,
+}
+
+/// A set of input positions, one bit per row of the input.
+#[derive(Clone, Debug, Default)]
+pub struct RowSet {
+    bits: Vec<u64>,
+    len: u64,
+}
+
+impl RowSet {
+    /// An empty set over `rows` positions.
+    pub fn new(rows: u64) -> Self {
+        Self { bits: vec![0; rows.div_ceil(64) as usize], len: 0 }
+    }
+
+    /// Adds `pos` (which must be below the row count given to `new`).
+    pub fn insert(&mut self, pos: u64) {
+        let (word, bit) = ((pos / 64) as usize, 1u64 << (pos % 64));
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.len += 1;
+        }
+    }
+
+    /// Whether `pos` is in the set.
+    pub fn contains(&self, pos: u64) -> bool {
+        self.bits.get((pos / 64) as usize).is_some_and(|w| w & (1u64 << (pos % 64)) != 0)
+    }
+
+    /// Positions in the set.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl DatasetPlan {
@@ -87,7 +130,7 @@ impl DatasetPlan {
             Some(names) => names,
             None => (0..max_label(&train, &label_column)? + 1).map(|k| k.to_string()).collect(),
         };
-        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults, embedding: Embedding::Proxy })
+        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults, embedding: Embedding::Proxy, subset: None, hide_labels: false })
     }
 }
 
@@ -131,6 +174,23 @@ impl Embedding {
                 "--embedding DIR names a text encoder; image datasets use the proxy's features (auto or proxy)".into(),
             )),
         }
+    }
+}
+
+impl DatasetPlan {
+    /// The same dataset with its training split replaced by `pattern`'s
+    /// files (checked for the input and label columns).
+    pub fn with_train(self, pattern: &str) -> Result<Self> {
+        let train = Arc::new(InputFiles::open(pattern)?);
+        let file = train.files[0].path.display().to_string();
+        self.kind.check(&self.input_column, require(&train.schema, &self.input_column, "input", &file)?.data_type())?;
+        check_label(&self.label_column, require(&train.schema, &self.label_column, "label", &file)?.data_type())?;
+        Ok(Self { train, subset: None, ..self })
+    }
+
+    /// Rows the proxy trains on: the subset's, else every training row.
+    pub fn train_rows(&self) -> u64 {
+        self.subset.as_ref().map_or(self.train.total_rows(), |s| s.len())
     }
 }
 

@@ -98,7 +98,7 @@ const ENCODED: &str = "__encoded";
 /// the proxy once per field.
 pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
     let input = ident(&dataset.input_column);
-    let label = ident(&dataset.label_column);
+    let label = if dataset.hide_labels { "NULL".to_string() } else { ident(&dataset.label_column) };
     let id = dataset.id_column.as_deref().map_or_else(|| ident(POS), ident);
     let encoder = match &dataset.embedding {
         Embedding::Proxy => String::new(),

@@ -148,7 +148,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     let normalize = Some(trainer.normalize().clone());
     let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
     let rows = dataset.train.total_rows();
-    let total_steps = epochs as u64 * rows.div_ceil(batch as u64);
+    let total_steps = epochs as u64 * dataset.train_rows().div_ceil(batch as u64);
     let side = cfg.image_size;
     let pixels_per_image = side * side * 3;
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed);
@@ -178,7 +178,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
             positions.clear();
             Ok(())
         };
-        for_each_shuffled(&dataset.train, dataset.kind, &dataset.input_column, &dataset.label_column, &mut rng, |ex: Example| {
+        for_each_shuffled(dataset, &mut rng, |ex: Example| {
             let k = labels.len();
             let slot = &mut pixels[k * pixels_per_image..(k + 1) * pixels_per_image];
             let decoded = ex.payload.as_deref().map(|b| decode_image(b, side, slot));
@@ -219,7 +219,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);
     let mut model = FastText::new(cfg, plan.seed).map_err(sieve_udfs::UdfError::from)?;
     let rows = dataset.train.total_rows();
-    let total_steps = schedule.epochs as u64 * rows;
+    let total_steps = schedule.epochs as u64 * dataset.train_rows();
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed);
     let mut scratch = Default::default();
     let bar = crate::progress::bar("train", total_steps, "rows", run.quiet);
@@ -228,7 +228,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     for epoch in 1..=schedule.epochs {
         let started = Instant::now();
         let mut stats = EpochStats::default();
-        for_each_shuffled(&dataset.train, dataset.kind, &dataset.input_column, &dataset.label_column, &mut rng, |ex| {
+        for_each_shuffled(dataset, &mut rng, |ex| {
             let text = ex.payload.as_deref().and_then(|b| std::str::from_utf8(b).ok()).filter(|t| !t.trim().is_empty());
             match (text, class_of(ex.label, classes)) {
                 (Some(text), Some(y)) => {

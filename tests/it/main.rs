@@ -21,6 +21,9 @@ mod ranking;
 /// `sieve select` and `sieve sql` over an existing output.
 mod reselect;
 
+/// Active learning: the next batch to label, and simulated rounds.
+mod active;
+
 /// Rows that cannot be scored: flagged and never kept, or a clear stop.
 mod bad_rows;
 
