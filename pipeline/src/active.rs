@@ -20,7 +20,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use sieve_schemas::{columns::require, OutputColumns};
+use sieve_schemas::OutputColumns;
 use sieve_udfs::embedding::kcenter::k_center_greedy;
 use sieve_udfs::embedding::Embeddings;
 use sieve_udfs::proxy::ProxyMeta;
@@ -29,7 +29,7 @@ use crate::cli::Acquisition;
 use crate::error::{PipelineError, Result};
 use crate::global::{read_valid, Valid};
 use crate::input::InputFiles;
-use crate::plan::{DatasetPlan, RowSet, RunPlan, TrainPlan};
+use crate::plan::{check_columns, DatasetPlan, RowSet, RunPlan, TrainPlan};
 use crate::score::ROW;
 use crate::sqlgen::ident;
 use crate::{parquet_io, score, train};
@@ -276,8 +276,7 @@ pub async fn simulate(
 /// labeled set's columns, scored without labels.
 pub fn pool_plan(labeled: &DatasetPlan, pattern: &str) -> Result<DatasetPlan> {
     let train = Arc::new(InputFiles::open(pattern)?);
-    let file = train.files[0].path.display().to_string();
-    labeled.kind.check(&labeled.input_column, require(&train.schema, &labeled.input_column, "input", &file)?.data_type())?;
+    check_columns(&train, labeled.kind, &labeled.input_column, None)?;
     let id_column = labeled.id_column.clone().filter(|c| train.schema.field_with_name(c).is_ok());
     Ok(DatasetPlan { train, heldout: None, subset: None, hide_labels: true, id_column, ..labeled.clone() })
 }

@@ -119,9 +119,7 @@ impl DatasetPlan {
         }
         let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
         for files in std::iter::once(&train).chain(heldout.as_ref()) {
-            let file = files.files[0].path.display().to_string();
-            kind.check(&input_column, require(&files.schema, &input_column, "input", &file)?.data_type())?;
-            check_label(&label_column, require(&files.schema, &label_column, "label", &file)?.data_type())?;
+            check_columns(files, kind, &input_column, Some(&label_column))?;
         }
         if let Some(id) = &id_column {
             require(&train.schema, id, "id", &train.files[0].path.display().to_string())?;
@@ -177,14 +175,23 @@ impl Embedding {
     }
 }
 
+/// Checks that `files` have the input column, of a type `kind` reads, and
+/// (when given) an integer label column.
+pub fn check_columns(files: &InputFiles, kind: InputKind, input: &str, label: Option<&str>) -> Result<()> {
+    let file = files.files[0].path.display().to_string();
+    kind.check(input, require(&files.schema, input, "input", &file)?.data_type())?;
+    if let Some(label) = label {
+        check_label(label, require(&files.schema, label, "label", &file)?.data_type())?;
+    }
+    Ok(())
+}
+
 impl DatasetPlan {
     /// The same dataset with its training split replaced by `pattern`'s
     /// files (checked for the input and label columns).
     pub fn with_train(self, pattern: &str) -> Result<Self> {
         let train = Arc::new(InputFiles::open(pattern)?);
-        let file = train.files[0].path.display().to_string();
-        self.kind.check(&self.input_column, require(&train.schema, &self.input_column, "input", &file)?.data_type())?;
-        check_label(&self.label_column, require(&train.schema, &self.label_column, "label", &file)?.data_type())?;
+        check_columns(&train, self.kind, &self.input_column, Some(&self.label_column))?;
         Ok(Self { train, subset: None, ..self })
     }
 
