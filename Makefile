@@ -7,13 +7,17 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build prune test models fixtures bench bench-conv clean
+.PHONY: build prune eval test models fixtures bench bench-conv clean
 
 build:
 	$(CARGO) build --release -p sieve
 
 prune: build
 	$(SIEVE) prune --dataset $(DATASET) --data-dir $(DATA_DIR) --out out/$(DATASET) $(ARGS)
+
+# Target model on full data vs sieve's subsets vs random subsets (long: not in `make test`).
+eval: build
+	$(SIEVE) eval --dataset $(DATASET) --data-dir $(DATA_DIR) --out out/$(DATASET)-eval $(ARGS)
 
 test: models
 	DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace

@@ -34,6 +34,8 @@ pub enum Command {
     Select(SelectArgs),
     /// Run SQL over a dataset and sieve's outputs, with sieve's functions registered.
     Sql(SqlArgs),
+    /// Train a larger target model on the full data, on sieve's subsets and on random subsets; report held-out accuracy.
+    Eval(EvalArgs),
     /// Turn an image folder (class per subdirectory) or a CSV / JSON Lines text file into Parquet in the Hugging Face layout.
     Import(ImportArgs),
 }
@@ -47,6 +49,7 @@ impl Command {
             Command::Score(a) => Some(&a.common.log),
             Command::Select(a) => Some(&a.common.log),
             Command::Import(a) => Some(&a.log),
+            Command::Eval(a) => Some(&a.common.log),
             Command::Sql(_) => None,
         }
     }
@@ -90,7 +93,7 @@ pub struct TrainOpts {
     /// Proxy architecture preset: resnet8, resnet14, resnet20, resnet32, resnet56 (images), fasttext (text).
     #[arg(long)]
     pub proxy: Option<String>,
-    /// Channels of the ResNet's first stage (SVP's narrower proxies).
+    /// Channels of the ResNet's first stage (SVP's narrower proxies), or the fastText embedding width.
     #[arg(long)]
     pub width: Option<usize>,
     /// Training epochs (SVP's "fewer epochs" proxies).
@@ -370,6 +373,54 @@ pub enum Acquisition {
     Margin,
     /// Greedy k-center: the rows farthest from the labeled set and each other.
     Kcenter,
+}
+
+/// `sieve eval`.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The proxy (when eval trains it).
+    #[command(flatten)]
+    pub train: TrainOpts,
+    /// Selection settings; the sweep sets --keep, --score, --strategy and --order itself.
+    #[command(flatten)]
+    pub select: SelectOpts,
+    #[command(flatten)]
+    pub embedding: EmbeddingOpts,
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Scores of an earlier `sieve prune` or `sieve score` (its directory or scores.parquet); default: train the proxy and score here.
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
+    /// Kept fractions to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7,0.9")]
+    pub fractions: Vec<f64>,
+    /// Strategies to sweep: score names (el2n, entropy, forgetting, aum, prototype, ...), `kcenter` and `random`.
+    #[arg(long, value_delimiter = ',', default_value = "el2n,entropy,forgetting,prototype,kcenter,random")]
+    pub strategies: Vec<String>,
+    /// Orders for the score strategies.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "hard,easy")]
+    pub orders: Vec<Order>,
+    /// Target trainings per cell, with seeds --seed, --seed + 1, ...
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// Target architecture (default: resnet20 for images, fasttext for text).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target width (ResNet channels or fastText dim; default: the preset's, 64 for fastText).
+    #[arg(long)]
+    pub target_width: Option<usize>,
+    /// Target epochs (default: the preset's).
+    #[arg(long)]
+    pub target_epochs: Option<usize>,
+    /// Also train proxies with the next seed and half the width and report Spearman rank agreement with the first.
+    #[arg(long)]
+    pub agreement: bool,
+    /// Output directory (default: out/<dataset>-eval).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Output format of `sieve sql`.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dynamics;
 pub mod error;
+pub mod eval;
 pub mod examples;
 pub mod global;
 pub mod import;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
-use sieve::{jobs, log, sql, PipelineError};
+use sieve::{eval, jobs, log, sql, PipelineError};
 
 fn main() -> ExitCode {
     let args = match sieve::config::expand(std::env::args_os().collect()) {
@@ -49,6 +49,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => jobs::train(args).await.context("train")?,
         Command::Score(args) => jobs::score(args).await.context("score")?,
         Command::Select(args) => jobs::select(args).await.context("select")?,
+        Command::Eval(args) => eval::run(args).await.context("eval")?,
         Command::Import(args) => {
             if args.shard_rows == 0 {
                 return Err(PipelineError::Usage("--shard-rows must be at least 1".into()).into());

@@ -116,6 +116,10 @@ pub async fn run(
     let df = ctx.sql(&selection_sql(plan)).await?;
     parquet_io::write_query(df, dest, Ok).await?;
     ctx.deregister_table("raw")?;
+    for i in 0..extras.len() {
+        ctx.deregister_table(format!("__s{i}").as_str())?;
+        ctx.deregister_table(format!("__x{i}").as_str())?;
+    }
     class_counts(ctx, dest, classes).await
 }
 

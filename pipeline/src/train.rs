@@ -209,7 +209,9 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
 
 fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
     let classes = dataset.classes.len();
-    let cfg = FastTextConfig { buckets: TEXT_BUCKETS, ..FastTextConfig::new(classes) };
+    let base = FastTextConfig::new(classes);
+    // `--width` is the fastText embedding width.
+    let cfg = FastTextConfig { buckets: TEXT_BUCKETS, dim: plan.width.unwrap_or(base.dim), ..base };
     let defaults = FastTextTrainConfig::default();
     let schedule = FastTextTrainConfig {
         lr: plan.lr.map_or(defaults.lr, |lr| lr as f32),

@@ -21,6 +21,9 @@ mod ranking;
 /// `sieve select` and `sieve sql` over an existing output.
 mod reselect;
 
+/// `sieve eval`: the harness on a noisy fixture.
+mod eval;
+
 /// Active learning: the next batch to label, and simulated rounds.
 mod active;
 

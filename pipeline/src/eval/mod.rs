@@ -1,0 +1,430 @@
+//! `sieve eval`: does the pruned data train as well? A larger **target**
+//! model trains on the full training split, on the subsets sieve keeps
+//! (swept over kept fractions, strategies and orders) and on random subsets
+//! of the same size, over several seeds, and is measured on the held-out
+//! split. It also reports the seconds of each phase, SVP's end-to-end
+//! speed-up, and (with `--agreement`) the Spearman rank agreement between
+//! proxies of two seeds and two widths.
+//!
+//! Results go to `eval.json`, `eval.md` (tables) and `eval.png` (accuracy
+//! against kept fraction).
+
+pub mod rank;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::cli::{EvalArgs, Order, Strategy};
+use crate::error::{io_err, PipelineError, Result};
+use crate::jobs::{init_threads, session, PROXY_DIR, SCORES_FILE};
+use crate::manifest::Manifest;
+use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
+use crate::staging::Staging;
+use crate::{global, score, select, train};
+
+/// One way of choosing a subset: a score with an order, `random` or `kcenter`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Method {
+    /// Score name, `random` or `kcenter`.
+    pub strategy: String,
+    /// Hard or easy, for score strategies.
+    pub order: Option<Order>,
+}
+
+impl Method {
+    /// A short label: `el2n hard`, `random`.
+    pub fn label(&self) -> String {
+        match self.order {
+            Some(Order::Hard) => format!("{} hard", self.strategy),
+            Some(Order::Easy) => format!("{} easy", self.strategy),
+            Some(Order::Auto) => format!("{} auto", self.strategy),
+            None => self.strategy.clone(),
+        }
+    }
+
+    /// Whether this is the random baseline.
+    pub fn is_random(&self) -> bool {
+        self.strategy == RANDOM
+    }
+
+    /// Whether the method reads embeddings (and so pays for a text encoder).
+    pub fn embeds(&self) -> bool {
+        self.strategy == KCENTER || self.strategy == global::PROTOTYPE
+    }
+}
+
+const RANDOM: &str = "random";
+const KCENTER: &str = "kcenter";
+
+/// One target training.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetRun {
+    /// How the subset was chosen; `None` = full data.
+    pub method: Option<Method>,
+    /// Kept fraction (1 for full data).
+    pub fraction: f64,
+    /// Seed of the target (and of the random subset).
+    pub seed: u64,
+    /// Rows the target trained on.
+    pub rows: u64,
+    /// Held-out accuracy.
+    pub accuracy: f64,
+    /// Seconds to train (and evaluate) the target.
+    pub train_seconds: f64,
+    /// Seconds to choose the subset.
+    pub select_seconds: f64,
+}
+
+/// Mean and spread of one cell of the sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    /// How the subset was chosen; `None` = full data.
+    pub method: Option<Method>,
+    /// Kept fraction.
+    pub fraction: f64,
+    /// Target trainings averaged.
+    pub runs: usize,
+    /// Mean held-out accuracy.
+    pub mean: f64,
+    /// Sample standard deviation (0 for one run).
+    pub std: f64,
+    /// SVP's end-to-end speed-up: the target on all data, against proxy
+    /// training + scoring + selection + the target on the subset.
+    pub speedup: f64,
+}
+
+/// Everything `sieve eval` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Dataset name.
+    pub dataset: String,
+    /// Training rows.
+    pub rows: u64,
+    /// The proxy that scored the rows.
+    pub proxy: String,
+    /// The proxy's held-out accuracy, when known.
+    pub proxy_accuracy: Option<f64>,
+    /// The target model's settings.
+    pub target: TrainPlan,
+    /// Seconds to train the proxy and to score every row (from the scores'
+    /// manifest with `--scores`).
+    pub proxy_seconds: f64,
+    /// Seconds of scoring.
+    pub score_seconds: f64,
+    /// Seconds of embedding the rows with a text encoder (for prototype and
+    /// k-center on text; 0 when the proxy's features serve).
+    pub embed_seconds: f64,
+    /// Every target training.
+    pub runs: Vec<TargetRun>,
+    /// Per method and fraction, and the full-data reference.
+    pub cells: Vec<Cell>,
+    /// Spearman rank agreement between proxies (with `--agreement`).
+    pub agreement: Vec<rank::Agreement>,
+}
+
+/// The target's settings: `--target*`, else a deeper ResNet (resnet20) for
+/// images and a wider fastText (dim 64) for text.
+fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<TrainPlan> {
+    let image = dataset.kind == sieve_schemas::InputKind::Image;
+    let opts = crate::cli::TrainOpts {
+        proxy: Some(args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { "fasttext" }.to_string())),
+        width: args.target_width.or(if image { None } else { Some(64) }),
+        epochs: args.target_epochs,
+        batch_size: None,
+        lr: None,
+    };
+    let mut common = args.common.clone();
+    common.seed = seed;
+    TrainPlan::resolve(&opts, &common, dataset)
+}
+
+/// The methods of the sweep: every score strategy in each order, then
+/// `kcenter` and `random` once.
+fn methods(args: &EvalArgs) -> Vec<Method> {
+    let mut out = Vec::new();
+    for strategy in &args.strategies {
+        if strategy == RANDOM || strategy == KCENTER {
+            out.push(Method { strategy: strategy.clone(), order: None });
+        } else {
+            out.extend(args.orders.iter().map(|&o| Method { strategy: strategy.clone(), order: Some(o) }));
+        }
+    }
+    out
+}
+
+/// The selection plan of `method` at `fraction`.
+fn select_plan(args: &EvalArgs, method: &Method, fraction: f64, seed: u64) -> Result<SelectPlan> {
+    let mut opts = args.select.clone();
+    opts.keep = Some(fraction);
+    opts.prune = None;
+    opts.strategy = match method.strategy.as_str() {
+        RANDOM => Strategy::Random,
+        KCENTER => Strategy::Kcenter,
+        score => {
+            opts.score = score.to_string();
+            Strategy::Score
+        }
+    };
+    opts.order = method.order.unwrap_or(Order::Hard);
+    let mut common = args.common.clone();
+    common.seed = seed;
+    SelectPlan::resolve(&opts, &common)
+}
+
+/// Where the proxy's scores come from, and what they cost.
+struct Scored {
+    raw: PathBuf,
+    extras: Vec<PathBuf>,
+    proxy: String,
+    proxy_accuracy: Option<f64>,
+    proxy_plan: Option<TrainPlan>,
+    train_seconds: f64,
+    score_seconds: f64,
+    embed_seconds: f64,
+}
+
+/// Trains the proxy and scores every row in `work`, or reads an earlier run's.
+async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPlan, run: &RunPlan, work: &Path) -> Result<Scored> {
+    if let Some(dir) = &args.scores {
+        let raw = if dir.is_dir() { dir.join(SCORES_FILE) } else { dir.clone() };
+        let manifest_path = raw.with_file_name(crate::manifest::FILE);
+        let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| PipelineError::Usage(format!("--scores: no readable manifest.json beside {}", raw.display())))?;
+        let seconds = |stage: &str| manifest["seconds"][stage].as_f64().unwrap_or(0.0);
+        return Ok(Scored {
+            raw,
+            extras: Vec::new(),
+            proxy: manifest["proxy"]["meta"]["preset"].as_str().unwrap_or("proxy").to_string(),
+            proxy_accuracy: manifest["proxy"]["meta"]["heldout_accuracy"].as_f64(),
+            proxy_plan: None,
+            train_seconds: seconds("train"),
+            score_seconds: seconds("score"),
+            embed_seconds: 0.0,
+        });
+    }
+    let plan = TrainPlan::resolve(&args.train, &args.common, dataset)?;
+    let dir = work.join(PROXY_DIR);
+    let started = Instant::now();
+    let meta = train::run(dataset, &plan, run, &dir)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    let raw = work.join("proxy-scores.parquet");
+    let started = Instant::now();
+    let proxy_only = DatasetPlan { embedding: Embedding::Proxy, ..dataset.clone() };
+    score::run(ctx, &proxy_only, &dir, run, &raw).await?;
+    let score_seconds = started.elapsed().as_secs_f64();
+    // With a text encoder, score again with its embeddings, timed apart:
+    // only the methods that read embeddings pay for it.
+    let started = Instant::now();
+    if dataset.embedding != Embedding::Proxy {
+        score::run(ctx, dataset, &dir, run, &raw).await?;
+    }
+    let embed_seconds = if dataset.embedding == Embedding::Proxy { 0.0 } else { started.elapsed().as_secs_f64() };
+    Ok(Scored {
+        raw,
+        extras: vec![dir.join(crate::dynamics::FILE)],
+        proxy: plan.preset.clone(),
+        proxy_accuracy: meta.heldout_accuracy,
+        proxy_plan: Some(plan),
+        train_seconds,
+        score_seconds,
+        embed_seconds,
+    })
+}
+
+/// The rows `plan` keeps from the scores, as a set of input positions.
+async fn kept_rows(ctx: &SessionContext, scored: &Scored, plan: &SelectPlan, dataset: &DatasetPlan, work: &Path) -> Result<RowSet> {
+    let mut extras = scored.extras.clone();
+    if global::needed(plan) {
+        let dest = work.join("global.parquet");
+        global::run(&scored.raw, plan, dataset.classes.len(), &dest)?;
+        extras.push(dest);
+    }
+    let dest = work.join("selection.parquet");
+    select::run(ctx, &scored.raw, &extras, plan, &dataset.classes, &dest).await?;
+    let mut rows = RowSet::new(dataset.train.total_rows());
+    let file = std::fs::File::open(&dest).map_err(io_err(&dest))?;
+    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
+        .map_err(crate::error::parquet_err(&dest))?;
+    for batch in reader {
+        let batch = batch?;
+        let row = batch.column_by_name(score::ROW).expect("selection has row").as_primitive::<Int64Type>();
+        let keep = batch.column_by_name(sieve_schemas::OutputColumns::KEEP).expect("selection has keep").as_boolean();
+        for i in (0..batch.num_rows()).filter(|&i| keep.is_valid(i) && keep.value(i)) {
+            rows.insert(row.value(i) as u64);
+        }
+    }
+    Ok(rows)
+}
+
+/// Trains the target on `rows` (all rows when `None`); returns its held-out
+/// accuracy and seconds.
+fn train_target(dataset: &DatasetPlan, rows: Option<&RowSet>, plan: &TrainPlan, run: &RunPlan, work: &Path) -> Result<(f64, f64)> {
+    let dir = work.join("target");
+    let subset = DatasetPlan { subset: rows.map(|r| Arc::new(r.clone())), ..dataset.clone() };
+    let started = Instant::now();
+    let meta = train::run(&subset, plan, run, &dir)?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+    Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), seconds))
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// Groups the runs into cells with their speed-ups; a subset's cost adds
+/// the proxy's (and the encoder's, for methods that read embeddings).
+fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
+    let full: Vec<&TargetRun> = runs.iter().filter(|r| r.method.is_none()).collect();
+    let full_seconds = full.iter().map(|r| r.train_seconds).sum::<f64>() / full.len().max(1) as f64;
+    let mut out: Vec<Cell> = Vec::new();
+    for run in runs {
+        if out.iter().any(|c| c.method == run.method && c.fraction == run.fraction) {
+            continue;
+        }
+        let group: Vec<&TargetRun> = runs.iter().filter(|r| r.method == run.method && r.fraction == run.fraction).collect();
+        let (mean, std) = mean_std(&group.iter().map(|r| r.accuracy).collect::<Vec<_>>());
+        let cost = group.iter().map(|r| r.train_seconds + r.select_seconds).sum::<f64>() / group.len() as f64;
+        let cost = match &run.method {
+            None => cost,
+            Some(m) => cost + scored.train_seconds + scored.score_seconds + if m.embeds() { scored.embed_seconds } else { 0.0 },
+        };
+        out.push(Cell { method: run.method.clone(), fraction: run.fraction, runs: group.len(), mean, std, speedup: full_seconds / cost });
+    }
+    out
+}
+
+/// `sieve eval`.
+pub async fn run(args: EvalArgs) -> Result<PathBuf> {
+    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    let embeds = args.strategies.iter().any(|s| s == KCENTER || s == global::PROTOTYPE);
+    dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, embeds)?;
+    if dataset.heldout.is_none() {
+        return Err(PipelineError::Usage("sieve eval measures held-out accuracy: the dataset needs a held-out split".into()));
+    }
+    if args.seeds == 0 {
+        return Err(PipelineError::Usage("--seeds must be at least 1".into()));
+    }
+    let methods = methods(&args);
+    for &f in &args.fractions {
+        for m in &methods {
+            select_plan(&args, m, f, args.common.seed)?;
+        }
+    }
+    let run = RunPlan::resolve(&args.common, args.out.clone(), format!("{}-eval", dataset.name))?;
+    init_threads(run.threads);
+    let staging = Staging::new(&run.out)?;
+    let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
+    let mut manifest = Manifest::new(&dataset);
+    let ctx = session(run.memory_limit)?;
+    let scored = proxy_scores(&ctx, &args, &dataset, &run, work.path()).await?;
+    let seeds: Vec<u64> = (0..args.seeds as u64).map(|k| args.common.seed + k).collect();
+    let total = seeds.len() * (1 + methods.len() * args.fractions.len());
+    let mut runs = Vec::with_capacity(total);
+    let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
+    for &seed in &seeds {
+        let (accuracy, train_seconds) = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, work.path())?;
+        let r = TargetRun { method: None, fraction: 1.0, seed, rows: dataset.train.total_rows(), accuracy, train_seconds, select_seconds: 0.0 };
+        log_run(&r);
+        runs.push(r);
+    }
+    for &fraction in &args.fractions {
+        for method in &methods {
+            let mut rows: Option<(RowSet, f64)> = None;
+            for &seed in &seeds {
+                // A ranking keeps the same rows whatever the seed; the random
+                // baseline draws a new subset per seed.
+                if rows.is_none() || method.is_random() {
+                    let started = Instant::now();
+                    let kept = kept_rows(&ctx, &scored, &select_plan(&args, method, fraction, seed)?, &dataset, work.path()).await?;
+                    rows = Some((kept, started.elapsed().as_secs_f64()));
+                }
+                let (kept, select_seconds) = rows.as_ref().expect("selected above");
+                let plan = target_plan(&args, &dataset, seed)?;
+                let (accuracy, train_seconds) = train_target(&dataset, Some(kept), &plan, &run, work.path())?;
+                let r = TargetRun {
+                    method: Some(method.clone()),
+                    fraction,
+                    seed,
+                    rows: kept.len(),
+                    accuracy,
+                    train_seconds,
+                    select_seconds: *select_seconds,
+                };
+                log_run(&r);
+                runs.push(r);
+            }
+        }
+    }
+    let agreement = match (&scored.proxy_plan, args.agreement) {
+        (Some(plan), true) => proxy_agreement(&ctx, &dataset, plan, &scored.raw, &run, work.path()).await?,
+        (None, true) => return Err(PipelineError::Usage("--agreement trains proxies itself: leave out --scores".into())),
+        _ => Vec::new(),
+    };
+    let report = EvalReport {
+        dataset: dataset.name.clone(),
+        rows: dataset.train.total_rows(),
+        proxy: scored.proxy.clone(),
+        proxy_accuracy: scored.proxy_accuracy,
+        target: target_plan(&args, &dataset, args.common.seed)?,
+        proxy_seconds: scored.train_seconds,
+        score_seconds: scored.score_seconds,
+        embed_seconds: scored.embed_seconds,
+        cells: cells(&runs, &scored),
+        runs,
+        agreement,
+    };
+    drop(work);
+    report::write(&report, staging.path())?;
+    manifest.seconds = BTreeMap::from([("eval".to_string(), report.runs.iter().map(|r| r.train_seconds + r.select_seconds).sum())]);
+    manifest.config.train = scored.proxy_plan;
+    manifest.config.run = Some(run.clone());
+    manifest.write(staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}
+
+/// Trains a proxy with the next seed and one of half the width, scores every
+/// row with each and compares their rankings with the first proxy's.
+async fn proxy_agreement(
+    ctx: &SessionContext,
+    dataset: &DatasetPlan,
+    plan: &TrainPlan,
+    base: &Path,
+    run: &RunPlan,
+    work: &Path,
+) -> Result<Vec<rank::Agreement>> {
+    let width = plan.width.unwrap_or(match dataset.kind {
+        sieve_schemas::InputKind::Image => sieve_udfs::models::resnet::ResNetConfig::resnet20(1).width,
+        sieve_schemas::InputKind::Text => sieve_udfs::models::fasttext::FastTextConfig::new(1).dim,
+    });
+    let variants = [
+        ("seed", TrainPlan { seed: plan.seed + 1, ..plan.clone() }),
+        ("width", TrainPlan { width: Some((width / 2).max(1)), ..plan.clone() }),
+    ];
+    // Rankings compare scores only: no text encoder needed for the embedding.
+    let dataset = &DatasetPlan { embedding: Embedding::Proxy, ..dataset.clone() };
+    let mut out = Vec::new();
+    for (between, variant) in variants {
+        let dir = work.join(format!("proxy-{between}"));
+        train::run(dataset, &variant, run, &dir)?;
+        let raw = work.join(format!("scores-{between}.parquet"));
+        score::run(ctx, dataset, &dir, run, &raw).await?;
+        out.extend(rank::agreement(ctx, base, &raw, between).await?);
+    }
+    Ok(out)
+}

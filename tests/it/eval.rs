@@ -1,0 +1,60 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, Int64Array};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::parquet::arrow::ArrowWriter;
+
+use crate::util::{read_parquet, root, sieve_ok, truth};
+
+/// The harness itself, on the text fixture with 30% of its labels flipped:
+/// dropping the 30% hardest rows by EL2N (keeping the easy 70%) trains a
+/// better target than dropping a random 30%.
+#[test]
+fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
+    let train = read_parquet(&root().join("fixtures/reviews/train.parquet"));
+    let n = train.num_rows();
+    let ids = train.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let labels = train.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+    // 10% are flipped already; flip every third of the others up to 30%.
+    let mut flipped: HashSet<i64> = truth("reviews").flipped.into_iter().collect();
+    for i in (0..n).step_by(3) {
+        if flipped.len() * 10 >= n * 3 {
+            break;
+        }
+        flipped.insert(ids.value(i));
+    }
+    let already: HashSet<i64> = truth("reviews").flipped.into_iter().collect();
+    let noisy: Int64Array = (0..n)
+        .map(|i| {
+            let flip = flipped.contains(&ids.value(i)) && !already.contains(&ids.value(i));
+            if flip { 1 - labels.value(i) } else { labels.value(i) }
+        })
+        .collect();
+    let mut columns = train.columns().to_vec();
+    columns[train.schema().index_of("label").unwrap()] = Arc::new(noisy);
+    let noisy = datafusion::arrow::array::RecordBatch::try_new(train.schema(), columns).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("noisy.parquet");
+    let mut w = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), noisy.schema(), None).unwrap();
+    w.write(&noisy).unwrap();
+    w.close().unwrap();
+    let out = tmp.path().join("eval");
+    let heldout = root().join("fixtures/reviews/validation.parquet");
+    sieve_ok(&[
+        "eval", "--input", path.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap(),
+        "--fractions", "0.7", "--strategies", "el2n,random", "--orders", "easy", "--seeds", "3", "--quiet", "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let mean = |strategy: &str| {
+        report["cells"].as_array().unwrap().iter().find(|c| c["method"]["strategy"] == strategy).unwrap()["mean"].as_f64().unwrap()
+    };
+    let (el2n, random) = (mean("el2n"), mean("random"));
+    assert!(el2n > random, "keeping the easiest 70% by el2n: {el2n:.3}, a random 70%: {random:.3}");
+    assert_eq!(report["runs"].as_array().unwrap().len(), 9, "3 seeds x (full, el2n easy, random)");
+    let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
+    assert!(md.contains("| el2n easy |") && md.contains("| full data (1.0) |"), "{md}");
+    let png = std::fs::read(out.join("eval.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
