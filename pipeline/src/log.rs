@@ -58,5 +58,5 @@ pub fn info(stage: &str, message: &str, fields: Value) {
 
 /// An error that ends the job.
 pub fn error(message: &str) {
-    write("error", "sieve", message, Value::Null);
+    write("error", "error", message, Value::Null);
 }

@@ -118,21 +118,8 @@ fn new_meta(
     normalize: Option<Normalize>,
     config: serde_json::Value,
 ) -> ProxyMeta {
-    ProxyMeta {
-        preset: plan.preset.clone(),
-        architecture,
-        classes: dataset.classes.clone(),
-        normalize,
-        train_files: dataset.train.files.iter().map(|f| f.path.clone()).collect(),
-        train_config: config,
-        train_rows: 0,
-        train_rows_skipped: 0,
-        train_accuracy: None,
-        heldout_accuracy: None,
-        epochs: 0,
-        seconds: 0.0,
-        history: Vec::new(),
-    }
+    let files = dataset.train.files.iter().map(|f| f.path.clone()).collect();
+    ProxyMeta::new(&plan.preset, architecture, dataset.classes.clone(), normalize, files, config)
 }
 
 fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {

@@ -82,6 +82,32 @@ pub struct ProxyMeta {
 }
 
 impl ProxyMeta {
+    /// The record of a proxy about to be trained: what it is, nothing measured yet.
+    pub fn new(
+        preset: &str,
+        architecture: Architecture,
+        classes: Vec<String>,
+        normalize: Option<Normalize>,
+        train_files: Vec<PathBuf>,
+        train_config: serde_json::Value,
+    ) -> Self {
+        Self {
+            preset: preset.to_string(),
+            architecture,
+            classes,
+            normalize,
+            train_files,
+            train_config,
+            train_rows: 0,
+            train_rows_skipped: 0,
+            train_accuracy: None,
+            heldout_accuracy: None,
+            epochs: 0,
+            seconds: 0.0,
+            history: Vec::new(),
+        }
+    }
+
     /// Reads `dir/proxy.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(META_FILE);
