@@ -190,8 +190,7 @@ async fn write_picks(ctx: &SessionContext, raw: &Path, picks: &[i64], dest: &Pat
 /// `work`; returns its held-out accuracy and the directory.
 fn train_on(dataset: &DatasetPlan, labeled: &RowSet, plan: &TrainPlan, run: &RunPlan, work: &Path, name: &str) -> Result<(f64, PathBuf)> {
     let dir = work.join(name);
-    let subset = DatasetPlan { subset: Some(Arc::new(labeled.clone())), ..dataset.clone() };
-    let meta: ProxyMeta = train::run(&subset, plan, run, &dir)?;
+    let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, &dir)?;
     Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), dir))
 }
 

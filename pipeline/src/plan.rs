@@ -195,6 +195,11 @@ impl DatasetPlan {
         Ok(Self { train, subset: None, ..self })
     }
 
+    /// The same dataset with training limited to `rows` (all rows when `None`).
+    pub fn with_subset(&self, rows: Option<&RowSet>) -> Self {
+        Self { subset: rows.map(|r| Arc::new(r.clone())), ..self.clone() }
+    }
+
     /// Rows the proxy trains on: the subset's, else every training row.
     pub fn train_rows(&self) -> u64 {
         self.subset.as_ref().map_or(self.train.total_rows(), |s| s.len())

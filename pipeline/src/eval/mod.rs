@@ -14,7 +14,6 @@ pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -270,9 +269,8 @@ async fn kept_rows(ctx: &SessionContext, scored: &Scored, plan: &SelectPlan, dat
 /// accuracy and seconds.
 fn train_target(dataset: &DatasetPlan, rows: Option<&RowSet>, plan: &TrainPlan, run: &RunPlan, work: &Path) -> Result<(f64, f64)> {
     let dir = work.join("target");
-    let subset = DatasetPlan { subset: rows.map(|r| Arc::new(r.clone())), ..dataset.clone() };
     let started = Instant::now();
-    let meta = train::run(&subset, plan, run, &dir)?;
+    let meta = train::run(&dataset.with_subset(rows), plan, run, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
     Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), seconds))
