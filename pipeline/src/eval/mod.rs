@@ -159,8 +159,8 @@ fn methods(args: &EvalArgs) -> Vec<Method> {
     out
 }
 
-/// The selection plan of `method` at `fraction`.
-fn select_plan(args: &EvalArgs, method: &Method, fraction: f64, seed: u64) -> Result<SelectPlan> {
+/// The selection plan of `method` at `fraction` (`auto` order resolved for `dataset`).
+fn select_plan(args: &EvalArgs, dataset: &DatasetPlan, method: &Method, fraction: f64, seed: u64) -> Result<SelectPlan> {
     let mut opts = args.select.clone();
     opts.keep = Some(fraction);
     opts.prune = None;
@@ -175,7 +175,9 @@ fn select_plan(args: &EvalArgs, method: &Method, fraction: f64, seed: u64) -> Re
     opts.order = method.order.unwrap_or(Order::Hard);
     let mut common = args.common.clone();
     common.seed = seed;
-    SelectPlan::resolve(&opts, &common)
+    let mut plan = SelectPlan::resolve(&opts, &common)?;
+    plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
+    Ok(plan)
 }
 
 /// Where the proxy's scores come from, and what they cost.
@@ -320,7 +322,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let methods = methods(&args);
     for &f in &args.fractions {
         for m in &methods {
-            select_plan(&args, m, f, args.common.seed)?;
+            select_plan(&args, &dataset, m, f, args.common.seed)?;
         }
     }
     let run = RunPlan::resolve(&args.common, args.out.clone(), format!("{}-eval", dataset.name))?;
@@ -348,7 +350,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                 // baseline draws a new subset per seed.
                 if rows.is_none() || method.is_random() {
                     let started = Instant::now();
-                    let kept = kept_rows(&ctx, &scored, &select_plan(&args, method, fraction, seed)?, &dataset, work.path()).await?;
+                    let kept = kept_rows(&ctx, &scored, &select_plan(&args, &dataset, method, fraction, seed)?, &dataset, work.path()).await?;
                     rows = Some((kept, started.elapsed().as_secs_f64()));
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
