@@ -242,16 +242,8 @@ pub async fn simulate(
         }
         std::fs::remove_file(&raw).map_err(crate::error::io_err(&raw))?;
         let select_seconds = started.elapsed().as_secs_f64();
-        let mut added = 0;
-        for p in next_random.by_ref() {
-            if added == budget {
-                break;
-            }
-            if !random.contains(p) {
-                random.insert(p);
-                added += 1;
-            }
-        }
+        // `order` is a permutation, so these rows are all new to `random`.
+        next_random.by_ref().take(budget).for_each(|p| random.insert(p));
         let started = Instant::now();
         let (acquired_accuracy, dir) = train_on(dataset, &acquired, plan, run, work, &format!("round-{round}"))?;
         let (random_accuracy, _) = train_on(dataset, &random, plan, run, work, &format!("random-{round}"))?;

@@ -11,6 +11,7 @@ use sieve_udfs::proxy::ProxyMeta;
 
 use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
 use crate::error::{io_err, Result};
+use crate::input::InputFiles;
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
@@ -122,10 +123,15 @@ async fn score_select_write(
         std::fs::remove_file(extra).map_err(io_err(extra))?;
     }
     record(manifest, "select", started);
+    write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
+}
+
+/// The write stage: the rows `staging`'s scores.parquet keeps, copied from
+/// `input` into `data/`, recorded in the manifest.
+fn write_kept(manifest: &mut Manifest, input: &InputFiles, staging: &Staging, rows_per_file: usize, quiet: bool) -> Result<()> {
+    let scores = staging.path().join(SCORES_FILE);
     let data = staging.path().join(DATA_DIR);
-    let (files, _) = timed(manifest, "write", || {
-        write::run(&dataset.train, &scores, &data, select_plan.rows_per_file, run.quiet)
-    })?;
+    let (files, _) = timed(manifest, "write", || write::run(input, &scores, &data, rows_per_file, quiet))?;
     manifest.data_files = files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
     Ok(())
 }
@@ -275,10 +281,7 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
             let pool = active::pool_plan(&dataset, unlabeled)?;
             let outcome = active::next_batch(&ctx, &dataset, &pool, &plan, &run, opts.acquisition, budget, staging.path()).await?;
             record(&mut manifest, "active", started);
-            let scores = staging.path().join(SCORES_FILE);
-            let data = staging.path().join(DATA_DIR);
-            let (files, _) = timed(&mut manifest, "write", || write::run(&pool.train, &scores, &data, usize::MAX, run.quiet))?;
-            manifest.data_files = files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
+            write_kept(&mut manifest, &pool.train, &staging, usize::MAX, run.quiet)?;
             let proxy_dir = staging.path().join(PROXY_DIR);
             manifest.proxy = Some(proxy_record(&proxy_dir, run.out.join(PROXY_DIR))?);
             outcome
