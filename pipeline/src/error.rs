@@ -38,6 +38,14 @@ pub enum PipelineError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An object store (S3) request failed.
+    #[error("{url}: {source}")]
+    Store {
+        /// The object or prefix.
+        url: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
     /// A row could not be scored and `--on-error fail` was given.
     #[error("{file}, row {row}, column '{column}': {reason}")]
     BadRow {

@@ -3,7 +3,7 @@
 //! row's position in the whole input, which is the example id when the
 //! dataset has no id column and the key that keeps `scores.parquet` in input
 //! order. Batches stream from a background thread; nothing holds more than a
-//! few batches.
+//! few batches. Inputs may be local paths or `s3://` URLs ([`crate::store`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,14 +13,16 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::TaskContext;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::file::reader::ChunkReader;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use sieve_schemas::paths::resolve_files;
 
 use crate::error::{io_err, parquet_err, PipelineError, Result};
+use crate::store::{self, RemoteFile};
 
 /// Name of the position column appended to every input batch.
 pub const POS: &str = "__pos";
@@ -31,8 +33,15 @@ pub const BATCH_ROWS: usize = 8192;
 /// One input file and where its rows sit in the whole input.
 #[derive(Clone, Debug)]
 pub struct FileInfo {
-    /// The file.
+    /// The file: a local path or an `s3://` URL.
     pub path: PathBuf,
+    /// The object, when the file is remote.
+    remote: Option<RemoteFile>,
+    /// Its footer, read once.
+    meta: ArrowReaderMetadata,
+    /// What changes when the file does: size and modification time (and
+    /// the object's entity tag when remote).
+    pub version: String,
     /// Its number of rows.
     pub rows: u64,
     /// Rows of each row group.
@@ -59,40 +68,62 @@ pub struct InputFiles {
     pub schema: SchemaRef,
 }
 
-fn open_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+/// The footer of a local file, and its version.
+fn local_file(path: &Path) -> Result<(ArrowReaderMetadata, String)> {
     let file = File::open(path).map_err(io_err(path))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))
+    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(parquet_err(path))?;
+    let stat = file.metadata().ok();
+    let modified = stat.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    Ok((meta, format!("{:?}|{:?}", stat.map(|m| m.len()), modified)))
+}
+
+/// `pattern`'s files, each with its remote object (if any), footer and version.
+fn resolve(pattern: &str) -> Result<Vec<(PathBuf, Option<RemoteFile>, ArrowReaderMetadata, String)>> {
+    if store::is_remote(pattern) {
+        store::list_parquet(pattern)?
+            .iter()
+            .map(|object| {
+                let remote = RemoteFile::new(pattern, object)?;
+                let version = format!("{}|{}|{:?}", object.size, object.last_modified, object.e_tag);
+                Ok((PathBuf::from(remote.url()), remote.metadata()?, remote, version))
+            })
+            .map(|r| r.map(|(path, meta, remote, version)| (path, Some(remote), meta, version)))
+            .collect()
+    } else {
+        resolve_files(pattern)?
+            .into_iter()
+            .map(|path| local_file(&path).map(|(meta, version)| (path, None, meta, version)))
+            .collect()
+    }
 }
 
 impl InputFiles {
-    /// Resolves `pattern` (file, directory or glob) and reads every footer,
-    /// checking that all files share the first one's columns.
+    /// Resolves `pattern` (file, directory or glob, local or `s3://`) and
+    /// reads every footer, checking that all files share the first one's
+    /// columns.
     pub fn open(pattern: &str) -> Result<Self> {
-        let paths = resolve_files(pattern)?;
-        let mut files = Vec::with_capacity(paths.len());
+        let mut files: Vec<FileInfo> = Vec::new();
         let mut schema: Option<SchemaRef> = None;
         let mut pos = 0u64;
-        for path in paths {
-            let builder = open_builder(&path)?;
-            let meta = builder.metadata();
-            let row_groups: Vec<u64> = meta.row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
+        for (path, remote, meta, version) in resolve(pattern)? {
+            let row_groups: Vec<u64> = meta.metadata().row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
             let rows = row_groups.iter().sum();
             match &schema {
-                None => schema = Some(builder.schema().clone()),
-                Some(first) if first.fields() != builder.schema().fields() => {
+                None => schema = Some(meta.schema().clone()),
+                Some(first) if first.fields() != meta.schema().fields() => {
                     return Err(sieve_schemas::SchemaError::SchemaMismatch {
-                        first: files.first().map_or_else(String::new, |f: &FileInfo| f.path.display().to_string()),
+                        first: files.first().map_or_else(String::new, |f| f.path.display().to_string()),
                         file: path.display().to_string(),
-                        message: format!("columns {:?} vs {:?}", first.fields(), builder.schema().fields()),
+                        message: format!("columns {:?} vs {:?}", first.fields(), meta.schema().fields()),
                     }
                     .into())
                 }
                 Some(_) => {}
             }
-            files.push(FileInfo { path, rows, row_groups, first_pos: pos });
+            files.push(FileInfo { path, remote, meta, version, rows, row_groups, first_pos: pos });
             pos += rows;
         }
-        Ok(Self { files, schema: schema.expect("resolve_files returns at least one file") })
+        Ok(Self { files, schema: schema.expect("resolving returns at least one file") })
     }
 
     /// Rows in all files.
@@ -139,29 +170,21 @@ impl InputFiles {
         let schema = self.read_schema(columns)?;
         for chunk in chunks {
             let info = &self.files[chunk.file];
-            let builder = open_builder(&info.path)?;
             let mask = match columns {
                 None => ProjectionMask::all(),
                 Some(cols) => {
-                    let idx = cols.iter().map(|c| builder.schema().index_of(c)).collect::<Result<Vec<_>, _>>()?;
-                    ProjectionMask::roots(builder.parquet_schema(), idx)
+                    let idx = cols.iter().map(|c| info.meta.schema().index_of(c)).collect::<Result<Vec<_>, _>>()?;
+                    ProjectionMask::roots(info.meta.parquet_schema(), idx)
                 }
             };
-            let reader = builder
-                .with_row_groups(vec![chunk.row_group])
-                .with_projection(mask)
-                .with_batch_size(BATCH_ROWS)
-                .build()
-                .map_err(parquet_err(&info.path))?;
-            let mut pos = info.first_pos + info.row_groups[..chunk.row_group].iter().sum::<u64>();
-            for batch in reader {
-                let batch = batch.map_err(|e| PipelineError::Parquet { path: info.path.clone(), source: e.into() })?;
-                let n = batch.num_rows() as u64;
-                let positions: ArrayRef = Arc::new(Int64Array::from_iter_values(pos as i64..(pos + n) as i64));
-                let mut columns = batch.columns().to_vec();
-                columns.push(positions);
-                f(RecordBatch::try_new(schema.clone(), columns)?)?;
-                pos += n;
+            let first = info.first_pos + info.row_groups[..chunk.row_group].iter().sum::<u64>();
+            let read = ReadChunk { info, row_group: chunk.row_group, mask, first, schema: &schema };
+            match &info.remote {
+                None => read.run(File::open(&info.path).map_err(io_err(&info.path))?, &mut f)?,
+                Some(remote) => {
+                    let fetched = remote.prefetch(read.byte_ranges())?;
+                    read.run(fetched, &mut f)?
+                }
             }
         }
         Ok(())
@@ -173,6 +196,51 @@ impl InputFiles {
         let schema = self.read_schema(None)?;
         let stream = OrderedStream { input: self.clone(), schema: schema.clone() };
         Ok(StreamingTable::try_new(schema, vec![Arc::new(stream)])?)
+    }
+}
+
+/// One row group of one file, projected, read into batches with `__pos`.
+struct ReadChunk<'a> {
+    info: &'a FileInfo,
+    row_group: usize,
+    mask: ProjectionMask,
+    first: u64,
+    schema: &'a SchemaRef,
+}
+
+impl ReadChunk<'_> {
+    /// The byte ranges of the projected columns in the row group: all a
+    /// remote read fetches.
+    fn byte_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        let rg = self.info.meta.metadata().row_group(self.row_group);
+        (0..rg.num_columns())
+            .filter(|&leaf| self.mask.leaf_included(leaf))
+            .map(|leaf| {
+                let (start, len) = rg.column(leaf).byte_range();
+                start..start + len
+            })
+            .collect()
+    }
+
+    fn run<T: ChunkReader + 'static>(self, input: T, f: &mut impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        let path = &self.info.path;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, self.info.meta.clone())
+            .with_row_groups(vec![self.row_group])
+            .with_projection(self.mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(parquet_err(path))?;
+        let mut pos = self.first;
+        for batch in reader {
+            let batch = batch.map_err(|e| PipelineError::Parquet { path: path.clone(), source: e.into() })?;
+            let n = batch.num_rows() as u64;
+            let positions: ArrayRef = Arc::new(Int64Array::from_iter_values(pos as i64..(pos + n) as i64));
+            let mut columns = batch.columns().to_vec();
+            columns.push(positions);
+            f(RecordBatch::try_new(self.schema.clone(), columns)?)?;
+            pos += n;
+        }
+        Ok(())
     }
 }
 

@@ -33,7 +33,8 @@ pub fn init_threads(threads: usize) {
 
 /// A DataFusion session with sieve's functions. One partition: the input is
 /// read in order and the proxy already uses every thread, so partitions x
-/// model threads never exceed the cores. Strings and binaries are read as
+/// model threads never exceed the cores. `s3://` tables resolve through
+/// [`crate::store::registry`]. Strings and binaries are read as
 /// plain Utf8/Binary rather than DataFusion's default view types, so the
 /// files sieve writes keep the types every Parquet reader knows.
 ///
@@ -42,7 +43,7 @@ pub fn init_threads(threads: usize) {
 pub fn session(memory_limit: Option<usize>) -> Result<SessionContext> {
     let mut config = SessionConfig::new().with_target_partitions(1);
     config.options_mut().execution.parquet.schema_force_view_types = false;
-    let mut runtime = RuntimeEnvBuilder::new();
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(crate::store::registry());
     if let Some(bytes) = memory_limit {
         runtime = runtime.with_memory_limit(bytes, 1.0);
     }
@@ -156,7 +157,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     identity.push(format!("{:?}", dataset.embedding));
     let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
     let proxy_dir = match &args.proxy_dir {
-        Some(dir) => dir.clone(),
+        Some(dir) => crate::store::localize(dir)?,
         None => {
             let dir = work.proxy_dir();
             if dir.join(sieve_udfs::proxy::META_FILE).is_file() {
@@ -183,7 +184,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
             run.out.join(PROXY_DIR)
         }
     };
-    let proxy_dir = args.proxy_dir.clone().unwrap_or_else(|| staging.path().join(PROXY_DIR));
+    let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { staging.path().join(PROXY_DIR) };
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
     manifest.config.select = Some(select_plan);
     let out = finish(manifest, staging, run)?;
@@ -223,9 +224,10 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     let ctx = session(run.memory_limit)?;
     let started = Instant::now();
     let dest = staging.path().join(SCORES_FILE);
-    manifest.scoring = Some(score::run(&ctx, &dataset, &args.proxy_dir, &run, &dest).await?);
+    let proxy_dir = crate::store::localize(&args.proxy_dir)?;
+    manifest.scoring = Some(score::run(&ctx, &dataset, &proxy_dir, &run, &dest).await?);
     record(&mut manifest, "score", started);
-    manifest.proxy = Some(proxy_record(&args.proxy_dir, args.proxy_dir.clone())?);
+    manifest.proxy = Some(proxy_record(&proxy_dir, args.proxy_dir.clone())?);
     finish(manifest, staging, run)
 }
 
@@ -240,7 +242,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_threads(run.threads);
-    let scores = args.scores.expect("clap requires --scores without --labeled or --rounds");
+    let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
     let scores = if scores.is_dir() { scores.join(SCORES_FILE) } else { scores };
     // Read the scores before staging: the output may replace their directory.
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;

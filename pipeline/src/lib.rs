@@ -28,6 +28,7 @@ pub mod select;
 pub mod sql;
 pub mod sqlgen;
 pub mod staging;
+pub mod store;
 pub mod train;
 pub mod write;
 

@@ -24,11 +24,10 @@ pub struct WorkDir {
     dir: PathBuf,
 }
 
-/// A file's identity: path, size and modification time, as a hash.
+/// A file's identity: path, version (size, modification time) and place in
+/// the input, as a hash.
 pub fn file_identity(file: &FileInfo) -> String {
-    let meta = std::fs::metadata(&file.path).ok();
-    let modified = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let text = format!("{}|{:?}|{:?}|{}", file.path.display(), meta.map(|m| m.len()), modified, file.first_pos);
+    let text = format!("{}|{}|{}", file.path.display(), file.version, file.first_pos);
     format!("{:016x}", xxh3_64(text.as_bytes()))
 }
 

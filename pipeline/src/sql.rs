@@ -34,12 +34,14 @@ pub async fn register_tables(ctx: &SessionContext, args: &SqlArgs) -> Result<()>
         ctx.register_table("input", Arc::new(dataset.train.table()?))?;
     }
     if let Some(out) = &args.out {
+        // A remote output is complete when its manifest exists (see crate::store).
+        let remote = crate::store::is_remote(out);
         let scores = out.join("scores.parquet");
-        if scores.is_file() {
+        if remote || scores.is_file() {
             ctx.register_parquet("scores", scores.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
         }
         let data = out.join("data");
-        if data.is_dir() {
+        if remote || data.is_dir() {
             let data = format!("{}/", data.to_string_lossy());
             ctx.register_parquet("kept", &data, ParquetReadOptions::default()).await?;
         }

@@ -2,6 +2,8 @@
 //! `.<name>.tmp-<pid>` and renames it into place only when everything is
 //! written, so a crashed or killed job never leaves a directory that looks
 //! complete, and the previous output stays intact until the new one is whole.
+//! An `s3://` output is staged in its local shadow directory
+//! ([`crate::store::local_shadow`]) and uploaded on commit, markers last.
 
 use std::path::{Path, PathBuf};
 
@@ -39,8 +41,14 @@ impl Staging {
         &self.target
     }
 
-    /// Moves the finished directory into place, replacing a previous one.
+    /// Moves the finished directory into place, replacing a previous one
+    /// (uploads it, for an `s3://` target).
     pub fn commit(mut self) -> Result<()> {
+        if crate::store::is_remote(&self.target) {
+            crate::store::upload_dir(&self.tmp, &self.target)?;
+            self.committed = true;
+            return std::fs::remove_dir_all(&self.tmp).map_err(io_err(&self.tmp));
+        }
         let old = self.tmp.with_extension("old");
         if self.target.exists() {
             std::fs::rename(&self.target, &old).map_err(io_err(&self.target))?;
@@ -55,8 +63,10 @@ impl Staging {
 }
 
 /// The directory holding `target` (`.` for a bare name) and `target`'s
-/// name, from which the hidden siblings of an output are named.
+/// name, from which the hidden siblings of an output are named; for an
+/// `s3://` target, those of its local shadow.
 pub(crate) fn parent_and_name(target: &Path) -> (PathBuf, String) {
+    let target = &crate::store::local_shadow(target);
     let parent = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

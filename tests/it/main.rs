@@ -24,6 +24,9 @@ mod reselect;
 /// `sieve eval`: the harness on a noisy fixture.
 mod eval;
 
+/// `s3://` inputs and outputs against a local S3-compatible server.
+mod s3;
+
 /// Active learning: the next batch to label, and simulated rounds.
 mod active;
 
