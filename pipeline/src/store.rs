@@ -367,20 +367,23 @@ fn upload_file(store: &Arc<dyn ObjectStore>, path: &Path, location: ObjectPath, 
         file.read_to_end(&mut bytes).map_err(io_err(path))?;
         return block_on(url, async move { store.put(&location, PutPayload::from(bytes)).await.map(drop) });
     }
-    let upload = block_on(url, async move { store.put_multipart(&location).await })?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-    let mut buf = vec![0u8; PART_BYTES];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
+    // The whole upload runs on the I/O runtime (its parts are tasks there);
+    // reading the local file blocks that runtime's thread briefly per part.
+    block_on(url, async move {
+        let local = |e: std::io::Error| object_store::Error::Generic { store: "local file", source: Box::new(e) };
+        let mut writer = WriteMultipart::new_with_chunk_size(store.put_multipart(&location).await?, PART_BYTES);
+        let mut buf = vec![0u8; PART_BYTES];
+        loop {
+            let n = file.read(&mut buf).map_err(local)?;
+            if n == 0 {
+                break;
+            }
+            writer.write(&buf[..n]);
+            // At most two parts in flight: memory stays at a few parts.
+            writer.wait_for_capacity(2).await?;
         }
-        writer.write(&buf[..n]);
-        // At most two parts in flight: memory stays at a few parts.
-        let mut w = writer;
-        writer = block_on(url, async move { w.wait_for_capacity(2).await.map(|()| w) })?;
-    }
-    block_on(url, async move { writer.finish().await.map(drop) })
+        writer.finish().await.map(drop)
+    })
 }
 
 /// Downloads the object or prefix `location` into `dest` (a file for an
@@ -476,6 +479,47 @@ mod tests {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut f.get_read(13).unwrap(), &mut s).unwrap();
         assert_eq!(s, "def");
+    }
+
+    /// An in-memory store registered for `bucket` (multipart uploads included).
+    fn memory_bucket(bucket: &str) -> Arc<dyn ObjectStore> {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        registry().register_store(&Url::parse(&format!("s3://{bucket}")).unwrap(), store.clone());
+        store
+    }
+
+    #[test]
+    fn upload_replaces_an_output_and_round_trips_large_files() {
+        let store = memory_bucket("upload-test");
+        let keys = || -> Vec<String> {
+            let store = store.clone();
+            let mut k: Vec<String> = block_on("list", async move { store.list(None).map_ok(|m| m.location.to_string()).try_collect().await }).unwrap();
+            k.sort();
+            k
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let first = tmp.path().join("first");
+        std::fs::create_dir_all(first.join("data")).unwrap();
+        std::fs::write(first.join("data/part-00000.parquet"), b"old").unwrap();
+        std::fs::write(first.join("data/part-00001.parquet"), b"old").unwrap();
+        std::fs::write(first.join("manifest.json"), b"{}").unwrap();
+        upload_dir(&first, Path::new("s3://upload-test/out")).unwrap();
+        assert_eq!(keys(), ["out/data/part-00000.parquet", "out/data/part-00001.parquet", "out/manifest.json"]);
+        // The second output: one data file, larger than a part (a multipart upload).
+        let second = tmp.path().join("second");
+        std::fs::create_dir_all(second.join("data")).unwrap();
+        let big: Vec<u8> = (0..PART_BYTES * 2 + 12345).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(second.join("data/part-00000.parquet"), &big).unwrap();
+        std::fs::write(second.join("manifest.json"), b"{\"v\": 2}").unwrap();
+        upload_dir(&second, Path::new("s3://upload-test/out/")).unwrap();
+        assert_eq!(keys(), ["out/data/part-00000.parquet", "out/manifest.json"], "the stale part is deleted");
+        let back = tmp.path().join("back");
+        download(Path::new("s3://upload-test/out"), &back).unwrap();
+        assert_eq!(std::fs::read(back.join("data/part-00000.parquet")).unwrap(), big);
+        assert_eq!(std::fs::read(back.join("manifest.json")).unwrap(), b"{\"v\": 2}");
+        let one = tmp.path().join("one.json");
+        download(Path::new("s3://upload-test/out/manifest.json"), &one).unwrap();
+        assert_eq!(std::fs::read(&one).unwrap(), b"{\"v\": 2}");
     }
 
     #[test]
