@@ -46,10 +46,13 @@ fuzz:
 fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures
 
-# Same-run ratios against PyTorch CPU (installs torch from PyPI; not part of `make test`).
+# Same-run ratios: proxy vs PyTorch CPU, pipeline overhead / scale / threads, fastText
+# (installs torch and fasttext-wheel from PyPI; not part of `make test`).
 bench:
 	python3 -m pip install --quiet --root-user-action=ignore -r benches/requirements.txt
 	CARGO=$(CARGO) python3 benches/compare.py --threads 2
+	CARGO=$(CARGO) python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
+	CARGO=$(CARGO) python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-udfs --example bench_conv
