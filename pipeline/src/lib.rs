@@ -21,6 +21,7 @@ pub mod log;
 pub mod manifest;
 pub mod parquet_io;
 pub mod plan;
+pub(crate) mod plot;
 pub mod progress;
 pub mod resume;
 pub mod score;
