@@ -23,6 +23,7 @@ pub mod parquet_io;
 pub mod plan;
 pub(crate) mod plot;
 pub mod progress;
+pub mod report;
 pub mod resume;
 pub mod score;
 pub mod select;
