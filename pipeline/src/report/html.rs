@@ -229,8 +229,8 @@ fn figure(s: &mut String, title: &str, intro: &str, figure: &Figure) {
     let _ = write!(s, "<h2>{}</h2>{intro}", escape(title));
     let _ = match figure {
         Figure::Png(png) => writeln!(s, "<img class=\"plot\" alt=\"{}\" src=\"{}\">", escape(title), data_uri("image/png", png)),
-        Figure::Absent(why) => writeln!(s, "<p class=\"note\">No plot: {}.</p>", escape(why)),
-        Figure::Failed(why) => writeln!(s, "<p class=\"note\">No plot (drawing failed): {}.</p>", escape(why)),
+        Figure::Absent(why) => writeln!(s, "<p class=\"note\">{}.</p>", escape(why)),
+        Figure::Failed(why) => writeln!(s, "<p class=\"note\">No plot, drawing failed: {}.</p>", escape(why)),
     };
 }
 

@@ -69,9 +69,9 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
 /// The proxy's training curve, or why there is none.
 fn curve(manifest: &Manifest) -> Figure {
     match &manifest.proxy {
-        None => Figure::Absent("no training curve: this job selected from existing scores, without a proxy".into()),
+        None => Figure::Absent("No training curve: this job selected from existing scores, without a proxy".into()),
         Some(p) if p.meta.history.is_empty() => {
-            Figure::Absent("no training curve: the proxy was loaded and its proxy.json records none".into())
+            Figure::Absent("No training curve: the proxy was loaded and its proxy.json records none".into())
         }
         Some(p) => plots::training_curve(&p.meta.history),
     }

@@ -36,7 +36,8 @@ const PANELS_PER_ROW: usize = 4;
 pub enum Figure {
     /// The plot, PNG-encoded.
     Png(Vec<u8>),
-    /// Nothing to draw (no scored rows, no training curve); says why.
+    /// Nothing to draw (no scored rows, no training curve); the sentence
+    /// the page shows instead.
     Absent(String),
     /// Drawing failed (no font, ...); says why, and the job logs it.
     Failed(String),
@@ -61,7 +62,7 @@ pub fn class_name(classes: &[String], label: Option<i64>) -> String {
 /// one panel per class over the same score range.
 pub fn histograms(h: Option<&Histograms>, classes: &[String], score: &str) -> Figure {
     let Some(h) = h.filter(|h| !h.classes.is_empty()) else {
-        return Figure::Absent("no row has a score".into());
+        return Figure::Absent("No histograms: no row has a score".into());
     };
     let shown: Vec<(String, &Bins)> = h.classes.iter().take(MAX_CLASSES).map(|(l, b)| (class_name(classes, Some(*l)), b)).collect();
     let cols = shown.len().min(PANELS_PER_ROW);
@@ -107,7 +108,7 @@ fn histogram_panel(area: &Canvas<'_>, title: &str, h: &Histograms, bins: &Bins, 
 pub fn kept_fraction(per_class: &[ClassCount], classes: &[String]) -> Figure {
     let shown = &per_class[..per_class.len().min(MAX_CLASSES)];
     if shown.is_empty() {
-        return Figure::Absent("no classes".into());
+        return Figure::Absent("No kept fractions: the selection counted no classes".into());
     }
     let names: Vec<String> = shown.iter().map(|c| c.name.clone().unwrap_or_else(|| class_name(classes, c.label))).collect();
     Figure::drawn(plot::png("the kept fraction per class", (WIDTH, 260), |root| {
