@@ -133,7 +133,7 @@ fn select_reports_without_a_curve_and_no_report_skips_the_page() {
     };
     let (out, manifest) = select("with", &["--order", "easy"]);
     let html = report(&out);
-    assert!(html.contains("No plot: no training curve"), "no note on the missing curve");
+    assert!(html.contains("No training curve: this job selected from existing scores"), "no note on the missing curve");
     assert_eq!(html.matches("<img class=\"plot\"").count(), 2);
     assert!(html.contains("lowest (easiest) kept"));
     assert_eq!(manifest["config"]["select"]["report"], true);
@@ -141,6 +141,27 @@ fn select_reports_without_a_curve_and_no_report_skips_the_page() {
     assert!(!out.join(FILE).exists(), "--no-report wrote a report");
     assert_eq!(manifest["config"]["select"]["report"], false);
     assert!(manifest["seconds"].get("report").is_none());
+}
+
+/// Without a font plotters cannot draw: the page is still written, with a
+/// note for each plot, the log says why, and the job succeeds.
+#[test]
+fn a_report_without_a_font_has_notes_instead_of_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nofont");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(["select", "--dataset", "shapes", "--scores", pruned("shapes").to_str().unwrap(), "--quiet", "--out"])
+        .arg(&out)
+        .env("SIEVE_FONT", root().join("Makefile"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("report: no plot") && stderr.contains("not a TrueType font"), "{stderr}");
+    let html = report(&out);
+    assert_eq!(html.matches("No plot, drawing failed").count(), 2, "histograms and kept fraction");
+    assert_eq!(rows_of(section(&html, "hardest")).len(), GRID);
 }
 
 /// Chromium draws the page as a person sees it: the plots' kept and pruned
