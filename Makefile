@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build prune eval test models fixtures fuzz bench bench-conv clean
+.PHONY: build prune eval test models fixtures fuzz bench bench-conv report-screenshot clean
 
 build:
 	$(CARGO) build --release -p sieve
@@ -18,6 +18,14 @@ prune: build
 # Target model on full data vs sieve's subsets vs random subsets (long: not in `make test`).
 eval: build
 	$(SIEVE) eval --dataset $(DATASET) --data-dir $(DATA_DIR) --out out/$(DATASET)-eval $(ARGS)
+
+# report.html of the image fixture, drawn by headless Chromium (Debian's
+# `chromium`) into docs/report-shapes.png for the README.
+SHOT_HEIGHT ?= 1800
+report-screenshot: build
+	$(SIEVE) prune --dataset shapes --keep 0.5 --quiet --out out/shapes-report
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,$(SHOT_HEIGHT) \
+	  --screenshot=$(abspath docs/report-shapes.png) file://$(abspath out/shapes-report/report.html)
 
 test: models
 	DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace

@@ -209,6 +209,9 @@ pub struct SelectOpts {
     /// Kept rows per output Parquet file.
     #[arg(long, default_value_t = 100_000)]
     pub rows_per_file: usize,
+    /// Do not write report.html (summary, plots, hardest and easiest examples) into the output of `prune` or `select`.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// Which end of the ranking is kept.

@@ -3,7 +3,7 @@
 //! a bounded shuffle buffer (as `tf.data`'s `shuffle(buffer)` does), so
 //! memory is bounded by the buffer, not the dataset.
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use rand::seq::SliceRandom;
@@ -32,6 +32,33 @@ pub struct Example {
     pub label: Option<i64>,
 }
 
+/// Read access to the encoded payload of each row of an input column: the
+/// image bytes (whatever the image column's layout) or the text's bytes.
+pub enum Payloads<'a> {
+    /// An image column.
+    Image(ImageBytes<'a>),
+    /// A text (or binary text) column.
+    Text(&'a dyn Array),
+}
+
+impl<'a> Payloads<'a> {
+    /// Wraps the input column of a dataset of `kind`.
+    pub fn new(kind: InputKind, input: &'a ArrayRef) -> Result<Self> {
+        Ok(match kind {
+            InputKind::Image => Self::Image(ImageBytes::new(input)?),
+            InputKind::Text => Self::Text(input.as_ref()),
+        })
+    }
+
+    /// The payload of row `i`; `None` when it is null.
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        match self {
+            Self::Image(images) => images.get(i),
+            Self::Text(text) => text_bytes(*text, i),
+        }
+    }
+}
+
 /// Calls `f` once on every training row of `dataset` (those of its
 /// `subset`, when it has one), in an order drawn from `rng`.
 pub fn for_each_shuffled(dataset: &DatasetPlan, rng: &mut ChaCha8Rng, mut f: impl FnMut(Example) -> Result<()>) -> Result<()> {
@@ -47,21 +74,14 @@ pub fn for_each_shuffled(dataset: &DatasetPlan, rng: &mut ChaCha8Rng, mut f: imp
         let labels = cast(batch.column(1), &DataType::Int64)?;
         let labels = labels.as_primitive::<Int64Type>();
         let positions = batch.column(2).as_primitive::<Int64Type>();
-        let images = match kind {
-            InputKind::Image => Some(ImageBytes::new(input)?),
-            InputKind::Text => None,
-        };
+        let payloads = Payloads::new(kind, input)?;
         for i in 0..batch.num_rows() {
             if subset.is_some_and(|s| !s.contains(positions.value(i) as u64)) {
                 continue;
             }
-            let payload = match &images {
-                Some(images) => images.get(i),
-                None => text_bytes(input.as_ref(), i),
-            };
             let example = Example {
                 pos: positions.value(i) as u64,
-                payload: payload.map(<[u8]>::to_vec),
+                payload: payloads.get(i).map(<[u8]>::to_vec),
                 label: labels.is_valid(i).then(|| labels.value(i)),
             };
             if buffer.len() < SHUFFLE_BUFFER {

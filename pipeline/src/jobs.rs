@@ -16,7 +16,7 @@ use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
 use crate::resume::{self, WorkDir};
-use crate::{active, global, score, select, train, write};
+use crate::{active, global, report, score, select, train, write};
 
 /// Name of the proxy directory inside a `prune` output.
 pub const PROXY_DIR: &str = "proxy";
@@ -187,9 +187,24 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { staging.path().join(PROXY_DIR) };
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
     manifest.config.select = Some(select_plan);
+    write_report(&mut manifest, &dataset, &staging);
     let out = finish(manifest, staging, run)?;
     work.remove()?;
     Ok(out)
+}
+
+/// The report stage: report.html in `staging`, unless `--no-report`. A
+/// report that cannot be made is logged and the job goes on: the output
+/// data matters more than the page about it.
+fn write_report(manifest: &mut Manifest, dataset: &DatasetPlan, staging: &Staging) {
+    if !manifest.config.select.as_ref().is_some_and(|plan| plan.report) {
+        return;
+    }
+    let started = Instant::now();
+    if let Err(e) = report::write(manifest, dataset, staging.path()) {
+        crate::log::error(&format!("report: no {}: {e}", report::FILE));
+    }
+    record(manifest, "report", started);
 }
 
 /// Records the run settings, writes the manifest and moves the output into place.
@@ -251,6 +266,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let mut manifest = Manifest::new(&dataset);
     score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
+    write_report(&mut manifest, &dataset, &staging);
     finish(manifest, staging, run)
 }
 

@@ -138,7 +138,7 @@ pub struct Manifest {
     pub selection: Option<SelectOutcome>,
     /// Files written under `data/`, relative to the output directory.
     pub data_files: Vec<PathBuf>,
-    /// Seconds per stage (train, score, embedding_methods, select, write).
+    /// Seconds per stage (train, score, embedding_methods, select, write, report).
     pub seconds: BTreeMap<String, f64>,
 }
 

@@ -291,6 +291,8 @@ pub struct SelectPlan {
     pub schedule: Option<String>,
     /// Order of entry into the schedule.
     pub schedule_order: crate::global::ScheduleOrder,
+    /// Whether `prune` and `select` write report.html.
+    pub report: bool,
 }
 
 impl SelectPlan {
@@ -341,6 +343,7 @@ impl SelectPlan {
             dedup: opts.dedup,
             schedule: opts.schedule.clone(),
             schedule_order: opts.schedule_order,
+            report: !opts.no_report,
         })
     }
 }

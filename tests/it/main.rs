@@ -35,3 +35,6 @@ mod bad_rows;
 
 /// Flags and inputs that must give a clear error, not a panic.
 mod usage_errors;
+
+/// `report.html`: its grids, tables and plots, and how a browser draws it.
+mod report;

@@ -9,7 +9,8 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{Cell, EvalReport};
-use crate::error::{io_err, PipelineError, Result};
+use crate::error::{io_err, Result};
+use crate::plot::{self, PALETTE};
 
 /// Name of the JSON report.
 pub const JSON: &str = "eval.json";
@@ -17,13 +18,6 @@ pub const JSON: &str = "eval.json";
 pub const MARKDOWN: &str = "eval.md";
 /// Name of the plot.
 pub const PLOT: &str = "eval.png";
-
-/// Fonts tried for the plot's text, in order (`SIEVE_FONT` first).
-const FONTS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-];
 
 /// Writes the three reports into `dir`. The plot comes last: a machine
 /// without a font still gets the tables, and a log line says why there is
@@ -153,67 +147,27 @@ pub fn markdown(report: &EvalReport) -> String {
     md
 }
 
-/// Loads a TrueType font for plotters once per process.
-fn font() -> Result<()> {
-    static LOADED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            let candidates: Vec<String> = std::env::var("SIEVE_FONT").into_iter().chain(FONTS.iter().map(|s| s.to_string())).collect();
-            let bytes = candidates
-                .iter()
-                .find_map(|p| std::fs::read(p).ok())
-                .ok_or_else(|| format!("no TrueType font (tried {}; set SIEVE_FONT or install fonts-dejavu-core)", candidates.join(", ")))?;
-            plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-                .map_err(|_| "the font file is not a TrueType font".to_string())
-        })
-        .clone()
-        .map_err(PipelineError::Usage)
-}
-
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
-];
-
 /// Draws accuracy against kept fraction into a PNG at `path`.
 pub fn plot(report: &EvalReport, path: &Path) -> Result<()> {
-    font()?;
     let (w, h) = (900u32, 600u32);
-    let mut pixels = vec![255u8; (w * h * 3) as usize];
     let fractions = fractions(report);
     let accuracies: Vec<f64> = report.cells.iter().map(|c| 100.0 * c.mean).collect();
     let lo = accuracies.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = accuracies.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let pad = ((hi - lo) * 0.1).max(0.5);
     let x_lo = fractions.first().copied().unwrap_or(0.0).min(1.0) - 0.05;
-    let draw_err = |e: &dyn std::fmt::Display| PipelineError::Usage(format!("drawing {}: {e}", path.display()));
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
-        let mut chart = ChartBuilder::on(&root)
+    let png = plot::png(&path.display().to_string(), (w, h), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(format!("{}: target {} held-out accuracy", report.dataset, report.target.preset), ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d(x_lo..1.02, (lo - pad)..(hi + pad))
-            .map_err(|e| draw_err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("kept fraction")
-            .y_desc("accuracy (%)")
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| draw_err(&e))?;
+            .build_cartesian_2d(x_lo..1.02, (lo - pad)..(hi + pad))?;
+        chart.configure_mesh().x_desc("kept fraction").y_desc("accuracy (%)").label_style(("sans-serif", 14)).draw()?;
         if let Some(full) = full(report) {
             let y = 100.0 * full.mean;
             chart
-                .draw_series(LineSeries::new([(x_lo, y), (1.02, y)], BLACK.stroke_width(1)))
-                .map_err(|e| draw_err(&e))?
+                .draw_series(LineSeries::new([(x_lo, y), (1.02, y)], BLACK.stroke_width(1)))?
                 .label("full data")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
         }
@@ -228,8 +182,7 @@ pub fn plot(report: &EvalReport, path: &Path) -> Result<()> {
                 ShapeStyle::from(&PALETTE[(colour - 1) % PALETTE.len()]).stroke_width(2)
             };
             chart
-                .draw_series(LineSeries::new(points.clone(), style).point_size(3))
-                .map_err(|e| draw_err(&e))?
+                .draw_series(LineSeries::new(points.clone(), style).point_size(3))?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
         }
@@ -239,12 +192,10 @@ pub fn plot(report: &EvalReport, path: &Path) -> Result<()> {
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
-    }
+            .draw()?;
+        Ok(())
+    })?;
     let tmp = path.with_extension("png.tmp");
-    image::save_buffer_with_format(&tmp, &pixels, w, h, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .map_err(|e| draw_err(&e))?;
+    std::fs::write(&tmp, png).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }

@@ -1,0 +1,323 @@
+//! The HTML of `report.html`: one self-contained page (inline CSS, images
+//! as `data:` URIs, no script) built from what [`super::write`] gathered.
+//! Every piece of data-derived text goes through [`escape`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use sieve_schemas::InputKind;
+
+use plotters::style::RGBColor;
+
+use super::plots::{class_name, Figure, KEPT, MAX_CLASSES, PRUNED};
+use super::rows::{Scan, Scored};
+use crate::cli::{Balance, Order, Strategy};
+use crate::manifest::Manifest;
+use crate::plan::SelectPlan;
+
+/// Characters of text shown per example; longer texts end in `…`.
+pub const TEXT_CHARS: usize = 300;
+
+/// The page's style: system fonts, tables with rules, image grids with
+/// pixels scaled up as blocks (the inputs are often 32x32).
+const STYLE: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1140px;color:#222;font-size:14px}\
+h1{font-size:24px;margin:0 0 12px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ccc}\
+table{border-collapse:collapse}td,th{border-bottom:1px solid #e3e3e3;padding:3px 10px;text-align:left;vertical-align:top}\
+td.n,th.n{text-align:right}.tables{display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start}.note{color:#666}\
+img.plot{max-width:100%;display:block}.cards{display:flex;flex-wrap:wrap;gap:10px}\
+figure{margin:0;width:100px;font-size:11px;line-height:1.3}\
+figure img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #bbb;display:block}\
+.wrong{color:#c0392b;font-weight:bold}.sw{display:inline-block;width:12px;height:12px;vertical-align:middle;margin:0 4px 0 12px}\
+table.examples td.t{max-width:640px}";
+
+/// What the page shows.
+pub struct Page<'a> {
+    /// The job's manifest (dataset, proxy, selection, seconds).
+    pub manifest: &'a Manifest,
+    /// The selection.
+    pub plan: &'a SelectPlan,
+    /// Image or text: how examples are shown.
+    pub kind: InputKind,
+    /// The pass over scores.parquet.
+    pub scan: &'a Scan,
+    /// Payloads of the rows in the grids, by input position.
+    pub payloads: &'a HashMap<u64, Vec<u8>>,
+    /// Score histograms per class.
+    pub histograms: &'a Figure,
+    /// Kept fraction per class.
+    pub kept: &'a Figure,
+    /// The proxy's training curve.
+    pub curve: &'a Figure,
+}
+
+/// `text` with `& < > " '` replaced by entities, safe in elements and
+/// quoted attributes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The first `chars` characters of `text`, with `…` when cut.
+pub fn truncate(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The MIME type of encoded image `bytes`, from their magic number.
+pub fn image_mime(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else {
+        None
+    }
+}
+
+/// A `data:` URI of `bytes`.
+fn data_uri(mime: &str, bytes: &[u8]) -> String {
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A colour as CSS: `#rrggbb`.
+fn css(RGBColor(r, g, b): RGBColor) -> String {
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// The whole page.
+pub fn render(page: &Page<'_>) -> String {
+    let name = escape(&page.manifest.dataset.name);
+    let mut s = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>sieve report: {name}</title>\
+         <style>{STYLE}</style></head><body>\n<h1>sieve report: {name}</h1>\n<div class=\"tables\">"
+    );
+    summary(&mut s, page);
+    class_table(&mut s, page);
+    s.push_str("</div>\n");
+    plots(&mut s, page);
+    grids(&mut s, page);
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// The summary table: dataset, rows, selection, proxy, seconds.
+fn summary(s: &mut String, page: &Page<'_>) {
+    let (m, scan) = (page.manifest, page.scan);
+    let scored = scan.rows - scan.unscored;
+    let kept = m.selection.as_ref().map_or(0, |sel| sel.kept);
+    let mut rows: Vec<(&str, String)> = vec![
+        ("dataset", format!("{} ({} column {})", m.dataset.name, format!("{:?}", page.kind).to_lowercase(), m.dataset.input_column)),
+        ("rows", scan.rows.to_string()),
+        ("rows scored", scored.to_string()),
+        ("rows without scores", unscored(page)),
+        ("rows kept", format!("{kept} ({} of all rows)", percent(kept as f64 / scan.rows.max(1) as f64))),
+        ("selection", selection(page.plan)),
+        ("proxy", proxy(m)),
+        ("seconds per stage", seconds(m)),
+    ];
+    rows.retain(|(_, v)| !v.is_empty());
+    s.push_str("<table class=\"summary\">");
+    for (key, value) in rows {
+        let _ = write!(s, "<tr><th>{key}</th><td>{}</td></tr>", escape(&value));
+    }
+    s.push_str("</table>\n");
+}
+
+/// Rows without scores, with the reasons the score stage counted.
+fn unscored(page: &Page<'_>) -> String {
+    let reasons: Vec<String> = page
+        .manifest
+        .scoring
+        .iter()
+        .flat_map(|sc| sc.skipped.iter().map(|(reason, n)| format!("{reason}: {n}")))
+        .collect();
+    match reasons.is_empty() {
+        true => format!("{} (never kept, not shown below)", page.scan.unscored),
+        false => format!("{} ({}; never kept, not shown below)", page.scan.unscored, reasons.join(", ")),
+    }
+}
+
+/// The selection in words.
+fn selection(plan: &SelectPlan) -> String {
+    let order = match plan.order {
+        Order::Hard => "highest (hardest) kept",
+        Order::Easy => "lowest (easiest) kept",
+        Order::Auto => "order auto",
+    };
+    let how = match plan.strategy {
+        Strategy::Score => format!("by {}, {order}", plan.score),
+        Strategy::Random => format!("random subset, seed {} (grids ranked by {})", plan.seed, plan.score),
+        Strategy::Kcenter => format!("k-center core-set (grids ranked by {})", plan.score),
+    };
+    let balance = match plan.balance {
+        Balance::Class => "per class",
+        Balance::None => "over all rows",
+    };
+    format!("keep {} {balance}, {how}", percent(plan.keep))
+}
+
+/// The proxy: preset and accuracies, or that the job had none.
+fn proxy(m: &Manifest) -> String {
+    let Some(p) = &m.proxy else { return "none (selected from existing scores)".to_string() };
+    let accuracy = |a: Option<f64>| a.map_or("n/a".to_string(), percent);
+    format!(
+        "{}: held-out accuracy {}, training accuracy {}, {} epochs",
+        p.meta.preset,
+        accuracy(p.meta.heldout_accuracy),
+        accuracy(p.meta.train_accuracy),
+        p.meta.epochs
+    )
+}
+
+/// Seconds of each stage, in pipeline order.
+fn seconds(m: &Manifest) -> String {
+    const ORDER: [&str; 5] = ["train", "score", "embedding_methods", "select", "write"];
+    let mut stages: Vec<(&String, &f64)> = m.seconds.iter().collect();
+    stages.sort_by_key(|(stage, _)| ORDER.iter().position(|o| o == stage).unwrap_or(ORDER.len()));
+    stages.iter().map(|(stage, s)| format!("{stage} {s:.1} s")).collect::<Vec<_>>().join(", ")
+}
+
+/// Rows, kept rows and kept fraction of each class.
+fn class_table(s: &mut String, page: &Page<'_>) {
+    let Some(selection) = &page.manifest.selection else { return };
+    s.push_str("<table class=\"classes\"><tr><th>class</th><th class=\"n\">rows</th><th class=\"n\">kept</th><th class=\"n\">kept fraction</th></tr>");
+    for c in &selection.per_class {
+        let name = c.name.clone().unwrap_or_else(|| class_name(&page.manifest.dataset.classes, c.label));
+        let fraction = if c.rows == 0 { 0.0 } else { c.kept as f64 / c.rows as f64 };
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&name),
+            c.rows,
+            c.kept,
+            percent(fraction)
+        );
+    }
+    s.push_str("</table>\n");
+}
+
+/// The three plots, each under its heading.
+fn plots(s: &mut String, page: &Page<'_>) {
+    let classes = page.manifest.dataset.classes.len();
+    let more = if classes > MAX_CLASSES { format!(" (the first {MAX_CLASSES} of {classes} classes)") } else { String::new() };
+    let swatch = |colour: RGBColor, what: &str| format!("<span class=\"sw\" style=\"background:{}\"></span>{what}", css(colour));
+    let legend = format!("<p>{}{}{more}</p>", swatch(KEPT, "kept"), swatch(PRUNED, "pruned"));
+    figure(s, &format!("Scores per class: {}", page.plan.score), &legend, page.histograms);
+    figure(s, "Kept fraction per class", &more, page.kept);
+    figure(s, "Proxy training curve", "", page.curve);
+}
+
+/// One plot with its heading and a line above it (`intro`, HTML).
+fn figure(s: &mut String, title: &str, intro: &str, figure: &Figure) {
+    let _ = write!(s, "<h2>{}</h2>{intro}", escape(title));
+    let _ = match figure {
+        Figure::Png(png) => writeln!(s, "<img class=\"plot\" alt=\"{}\" src=\"{}\">", escape(title), data_uri("image/png", png)),
+        Figure::Absent(why) => writeln!(s, "<p class=\"note\">{}.</p>", escape(why)),
+        Figure::Failed(why) => writeln!(s, "<p class=\"note\">No plot, drawing failed: {}.</p>", escape(why)),
+    };
+}
+
+/// The hardest, easiest and sampled pruned rows.
+fn grids(s: &mut String, page: &Page<'_>) {
+    let (scan, score) = (page.scan, &page.plan.score);
+    let n = scan.hardest.len();
+    grid(s, page, "hardest", &format!("Hardest {n} by {score}"), &scan.hardest);
+    grid(s, page, "easiest", &format!("Easiest {n} by {score}"), &scan.easiest);
+    let title = format!("A sample of {} pruned rows (seed {}), hardest first", scan.pruned_sample.len(), page.plan.seed);
+    grid(s, page, "pruned", &title, &scan.pruned_sample);
+}
+
+/// One grid: image cards or a table of texts, in a section with `id`.
+fn grid(s: &mut String, page: &Page<'_>, id: &str, title: &str, rows: &[Scored]) {
+    let _ = write!(s, "<section id=\"{id}\"><h2>{}</h2>", escape(title));
+    if rows.is_empty() {
+        s.push_str("<p class=\"note\">No rows.</p>");
+    }
+    match page.kind {
+        InputKind::Image => image_cards(s, page, rows),
+        InputKind::Text => text_table(s, page, rows),
+    }
+    s.push_str("</section>\n");
+}
+
+/// Label, prediction (flagged when it differs) and score of a row.
+fn facts(page: &Page<'_>, row: &Scored) -> (String, String, String) {
+    let classes = &page.manifest.dataset.classes;
+    let label = escape(&class_name(classes, row.label));
+    let pred = escape(&class_name(classes, row.pred));
+    let pred = if row.pred == row.label { pred } else { format!("<span class=\"wrong\">{pred}</span>") };
+    (label, pred, format!("{:.4}", row.score))
+}
+
+fn image_cards(s: &mut String, page: &Page<'_>, rows: &[Scored]) {
+    s.push_str("<div class=\"cards\">");
+    for row in rows {
+        let (label, pred, score) = facts(page, row);
+        let bytes = page.payloads.get(&row.pos).map_or(&[][..], Vec::as_slice);
+        let img = match image_mime(bytes) {
+            Some(mime) => format!("<img alt=\"row {}\" src=\"{}\">", row.pos, data_uri(mime, bytes)),
+            None => "<p class=\"note\">(not a PNG or JPEG)</p>".to_string(),
+        };
+        let _ = write!(
+            s,
+            "<figure data-row=\"{}\">{img}<figcaption>label {label}<br>pred {pred}<br>{} {score}<br>row {}</figcaption></figure>",
+            row.pos, page.plan.score, row.pos
+        );
+    }
+    s.push_str("</div>");
+}
+
+fn text_table(s: &mut String, page: &Page<'_>, rows: &[Scored]) {
+    s.push_str("<table class=\"examples\"><tr><th class=\"n\">row</th><th>text</th><th>label</th><th>predicted</th><th class=\"n\">score</th></tr>");
+    for row in rows {
+        let (label, pred, score) = facts(page, row);
+        let text = page.payloads.get(&row.pos).map(|b| String::from_utf8_lossy(b)).unwrap_or_default();
+        let _ = write!(
+            s,
+            "<tr data-row=\"{pos}\"><td class=\"n\">{pos}</td><td class=\"t\">{}</td><td>{label}</td><td>{pred}</td><td class=\"n\">{score}</td></tr>",
+            escape(&truncate(&text, TEXT_CHARS)),
+            pos = row.pos
+        );
+    }
+    s.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_replaces_every_markup_character() {
+        assert_eq!(escape(r#"<b a="x">it 's & more</b>"#), "&lt;b a=&quot;x&quot;&gt;it &#39;s &amp; more&lt;/b&gt;");
+    }
+
+    #[test]
+    fn truncate_cuts_on_characters_and_marks_the_cut() {
+        assert_eq!(truncate("héllo wörld", 5), "héllo…");
+        assert_eq!(truncate("short", 5), "short");
+    }
+
+    #[test]
+    fn image_mime_reads_the_magic_number() {
+        assert_eq!(image_mime(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(image_mime(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
+        assert_eq!(image_mime(b"GIF89a"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! `report.html`: the page a person opens to see what a `prune` or `select`
+//! did. One self-contained file (inline CSS, images as `data:` URIs, no
+//! script, nothing fetched) holding:
+//!
+//! - a summary (dataset, rows scored and kept, the selection, the proxy's
+//!   held-out accuracy, seconds per stage) and a per-class table;
+//! - plots: each class's score histogram (kept and pruned rows), the kept
+//!   fraction per class, the proxy's training curve;
+//! - the hardest and easiest [`GRID`] rows by the selection score and a
+//!   seeded sample of pruned rows: images as pictures, texts in tables, each
+//!   with its label, the proxy's prediction and its score.
+//!
+//! It streams `scores.parquet` twice (a few columns), then reads only the
+//! input row groups that hold the rows shown: memory stays flat as the
+//! dataset grows. Rows without scores are counted, not shown.
+
+pub mod html;
+pub mod payloads;
+pub mod plots;
+pub mod rows;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::error::{io_err, PipelineError, Result};
+use crate::jobs::SCORES_FILE;
+use crate::manifest::Manifest;
+use crate::plan::DatasetPlan;
+use plots::Figure;
+
+/// File name of the report in an output directory.
+pub const FILE: &str = "report.html";
+/// Rows per grid (hardest, easiest, pruned sample).
+pub const GRID: usize = 24;
+/// Bins of each class's score histogram.
+const BINS: usize = 30;
+
+/// Writes `dir/report.html` for the job `manifest` describes, whose
+/// `scores.parquet` is in `dir`, over `dataset`'s training input. A plot
+/// that cannot be drawn (no font) is logged and replaced by a note; the
+/// rest of the page is still written.
+pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<()> {
+    let plan = manifest.config.select.as_ref().ok_or_else(|| PipelineError::Usage("report: the job made no selection".into()))?;
+    let scores = dir.join(SCORES_FILE);
+    let scan = rows::scan(&scores, &plan.score, GRID, plan.seed)?;
+    let histograms = scan.range.map(|range| rows::histograms(&scores, &plan.score, range, BINS)).transpose()?;
+    let shown: BTreeSet<u64> = [&scan.hardest, &scan.easiest, &scan.pruned_sample].into_iter().flatten().map(|r| r.pos).collect();
+    let payloads = payloads::fetch(dataset, &shown)?;
+    let per_class = manifest.selection.as_ref().map_or(&[][..], |s| &s.per_class[..]);
+    let page = html::Page {
+        manifest,
+        plan,
+        kind: dataset.kind,
+        scan: &scan,
+        payloads: &payloads,
+        histograms: &plots::histograms(histograms.as_ref(), &dataset.classes, &plan.score),
+        kept: &plots::kept_fraction(per_class, &dataset.classes),
+        curve: &curve(manifest),
+    };
+    for figure in [page.histograms, page.kept, page.curve] {
+        if let Figure::Failed(why) = figure {
+            crate::log::error(&format!("report: no plot: {why}"));
+        }
+    }
+    let path = dir.join(FILE);
+    std::fs::write(&path, html::render(&page)).map_err(io_err(&path))
+}
+
+/// The proxy's training curve, or why there is none.
+fn curve(manifest: &Manifest) -> Figure {
+    match &manifest.proxy {
+        None => Figure::Absent("No training curve: this job selected from existing scores, without a proxy".into()),
+        Some(p) if p.meta.history.is_empty() => {
+            Figure::Absent("No training curve: the proxy was loaded and its proxy.json records none".into())
+        }
+        Some(p) => plots::training_curve(&p.meta.history),
+    }
+}
