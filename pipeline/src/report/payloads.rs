@@ -9,15 +9,16 @@ use datafusion::arrow::datatypes::Int64Type;
 
 use crate::error::Result;
 use crate::examples::Payloads;
-use crate::input::{Chunk, InputFiles};
+use crate::input::Chunk;
 use crate::plan::DatasetPlan;
 
-/// The row groups of `input` that hold any of `positions`, in input order.
-fn chunks_holding(input: &InputFiles, positions: &BTreeSet<u64>) -> Vec<Chunk> {
+/// The row groups that hold any of `positions`, in input order, given each
+/// file's first position and row group sizes.
+fn chunks_holding<'a>(files: impl Iterator<Item = (u64, &'a [u64])>, positions: &BTreeSet<u64>) -> Vec<Chunk> {
     let mut out = Vec::new();
-    for (file, info) in input.files.iter().enumerate() {
-        let mut start = info.first_pos;
-        for (row_group, &rows) in info.row_groups.iter().enumerate() {
+    for (file, (first_pos, row_groups)) in files.enumerate() {
+        let mut start = first_pos;
+        for (row_group, &rows) in row_groups.iter().enumerate() {
             if positions.range(start..start + rows).next().is_some() {
                 out.push(Chunk { file, row_group });
             }
@@ -33,7 +34,8 @@ pub fn fetch(dataset: &DatasetPlan, positions: &BTreeSet<u64>) -> Result<HashMap
     let input = &dataset.train;
     let mut out = HashMap::with_capacity(positions.len());
     let columns = [dataset.input_column.clone()];
-    input.for_each_batch(&chunks_holding(input, positions), Some(&columns), |batch| {
+    let files = input.files.iter().map(|f| (f.first_pos, f.row_groups.as_slice()));
+    input.for_each_batch(&chunks_holding(files, positions), Some(&columns), |batch| {
         let payloads = Payloads::new(dataset.kind, batch.column(0))?;
         let pos = batch.column(1).as_primitive::<Int64Type>();
         for (i, p) in pos.values().iter().enumerate() {
@@ -50,25 +52,13 @@ pub fn fetch(dataset: &DatasetPlan, positions: &BTreeSet<u64>) -> Result<HashMap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::FileInfo;
-    use datafusion::arrow::datatypes::Schema;
-    use std::sync::Arc;
 
     #[test]
     fn only_row_groups_holding_a_wanted_row_are_read() {
-        let file = |first_pos, row_groups: Vec<u64>| FileInfo {
-            path: "f.parquet".into(),
-            rows: row_groups.iter().sum(),
-            row_groups,
-            first_pos,
-        };
-        let input = InputFiles {
-            files: vec![file(0, vec![10, 10]), file(20, vec![5, 5, 5])],
-            schema: Arc::new(Schema::empty()),
-        };
+        let files: [(u64, &[u64]); 2] = [(0, &[10, 10]), (20, &[5, 5, 5])];
         let wanted: BTreeSet<u64> = [3, 9, 26, 34].into_iter().collect();
         assert_eq!(
-            chunks_holding(&input, &wanted),
+            chunks_holding(files.into_iter(), &wanted),
             vec![Chunk { file: 0, row_group: 0 }, Chunk { file: 1, row_group: 1 }, Chunk { file: 1, row_group: 2 }]
         );
     }
