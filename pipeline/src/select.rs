@@ -2,6 +2,13 @@
 //! random number for the baseline) with window functions, per class or
 //! globally, keep the top `round(F * n)` of each ranking, and write
 //! `scores.parquet` back in input order with the decision as `keep`.
+//!
+//! Only the columns the decision reads go through the query's sorts
+//! (position, id, label, error, the ranking score): a few dozen bytes per
+//! row, one bit per row once decided. The wide rows (every score and the
+//! embedding) are then streamed from the raw scores in input order, with
+//! the extra columns (training dynamics, embedding methods) looked up by
+//! position, so memory does not grow with the width of a row.
 
 use std::path::{Path, PathBuf};
 
@@ -12,10 +19,11 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use crate::cli::{Balance, Order, Strategy};
 use crate::error::Result;
 use crate::score::ROW;
-use crate::parquet_io;
-use crate::plan::SelectPlan;
+use crate::plan::{RowSet, SelectPlan};
 use crate::sqlgen::ident;
 use sieve_schemas::OutputColumns;
+
+mod merge;
 
 /// Kept and total rows of one class.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -64,7 +72,7 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
     };
     let pos = ident(ROW);
     format!(
-        "SELECT * EXCLUDE (__rank, __quota), ({valid} AND __rank <= __quota) AS keep FROM ( \
+        "SELECT {pos}, ({valid} AND __rank <= __quota) AS keep FROM ( \
            SELECT *, \
              ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {key} {direction}, {pos}) AS __rank, \
              ROUND(COUNT(*) OVER (PARTITION BY {partition}) * {keep:?}) AS __quota \
@@ -86,20 +94,26 @@ pub async fn run(
     dest: &Path,
 ) -> Result<SelectOutcome> {
     // A directory (the shards of a resumable run) is read whole.
-    let raw = if raw.is_dir() { format!("{}/", raw.display()) } else { raw.display().to_string() };
-    let mut scores = ctx.read_parquet(raw, ParquetReadOptions::default()).await?;
+    let raw_files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
+    let raw_table = if raw.is_dir() { format!("{}/", raw.display()) } else { raw.display().to_string() };
+    let mut scores = ctx.read_parquet(raw_table, ParquetReadOptions::default()).await?;
     let row = ident(ROW);
-    for (i, extra) in extras.iter().enumerate() {
+    let mut provided: Vec<String> = Vec::new();
+    let mut tables = Vec::new();
+    for extra in extras {
         let table = ctx.read_parquet(extra.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-        let columns: Vec<String> =
-            table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW).collect();
-        // Re-selecting from a finished output recomputes these columns.
-        let stale: Vec<&str> = columns
-            .iter()
-            .map(String::as_str)
-            .filter(|c| scores.schema().has_column_with_unqualified_name(c))
-            .collect();
-        scores = scores.drop_columns(&stale)?;
+        provided.extend(table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW));
+        tables.push(table);
+    }
+    // The decision's columns only: what selection_sql reads.
+    let wanted = [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, plan.score.as_str()];
+    let narrow: Vec<&str> = wanted
+        .into_iter()
+        .filter(|c| scores.schema().has_column_with_unqualified_name(c) && !provided.iter().any(|p| p == c))
+        .collect();
+    scores = scores.select_columns(&narrow)?;
+    for (i, table) in tables.into_iter().enumerate() {
+        let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW).collect();
         let (left, right) = (format!("__s{i}"), format!("__x{i}"));
         ctx.register_table(left.as_str(), scores.into_view())?;
         ctx.register_table(right.as_str(), table.into_view())?;
@@ -108,18 +122,21 @@ pub async fn run(
             .sql(&format!("SELECT s.*, {} FROM {left} s LEFT JOIN {right} x ON s.{row} = x.{row}", picked.join(", ")))
             .await?;
     }
-    // Re-selecting from a finished output replaces its `keep`.
-    if scores.schema().has_column_with_unqualified_name(OutputColumns::KEEP) {
-        scores = scores.drop_columns(&[OutputColumns::KEEP])?;
-    }
     ctx.register_table("raw", scores.into_view())?;
-    let df = ctx.sql(&selection_sql(plan)).await?;
-    parquet_io::write_query(df, dest, Ok).await?;
+    let decided = ctx.sql(&selection_sql(plan)).await?.collect().await;
     ctx.deregister_table("raw")?;
     for i in 0..extras.len() {
         ctx.deregister_table(format!("__s{i}").as_str())?;
         ctx.deregister_table(format!("__x{i}").as_str())?;
     }
+    let mut kept = RowSet::new(merge::rows(&raw_files)?);
+    for batch in decided? {
+        let (pos, keep) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_boolean());
+        for i in (0..batch.num_rows()).filter(|&i| keep.is_valid(i) && keep.value(i)) {
+            kept.insert(pos.value(i) as u64);
+        }
+    }
+    merge::write(&raw_files, extras, &kept, dest)?;
     class_counts(ctx, dest, classes).await
 }
 

@@ -1,0 +1,135 @@
+//! Writing the selected `scores.parquet`: the raw score shards streamed in
+//! input order, each batch joined with the extra columns (looked up by
+//! position) and the `keep` decision. Only one batch of wide rows is held.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sieve_schemas::OutputColumns;
+
+use crate::error::{io_err, parquet_err, PipelineError, Result};
+use crate::input::BATCH_ROWS;
+use crate::parquet_io;
+use crate::plan::RowSet;
+use crate::score::ROW;
+
+fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).map_err(io_err(path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))
+}
+
+/// Rows in `files`, from their footers.
+pub(super) fn rows(files: &[PathBuf]) -> Result<u64> {
+    files.iter().try_fold(0u64, |n, f| Ok(n + reader(f)?.metadata().file_metadata().num_rows() as u64))
+}
+
+/// An extra table (one row per position, sorted by position), in memory:
+/// its columns are a few numbers per row.
+struct Extra {
+    rows: Vec<i64>,
+    columns: Vec<ArrayRef>,
+    fields: Vec<Field>,
+}
+
+impl Extra {
+    fn read(path: &Path) -> Result<Self> {
+        let builder = reader(path)?;
+        let schema = builder.schema().clone();
+        let batches = builder.build().map_err(parquet_err(path))?.collect::<Result<Vec<_>, _>>()?;
+        let all = concat_batches(&schema, &batches)?;
+        let row = schema.index_of(ROW)?;
+        let rows: Vec<i64> = all.column(row).as_primitive::<Int64Type>().values().to_vec();
+        if rows.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(PipelineError::Usage(format!("{}: rows are not sorted by position", path.display())));
+        }
+        let keep = |i: &usize| *i != row;
+        Ok(Self {
+            rows,
+            columns: (0..all.num_columns()).filter(keep).map(|i| all.column(i).clone()).collect(),
+            // Rows the extra lacks get nulls, as a left join gives.
+            fields: (0..all.num_columns()).filter(keep).map(|i| schema.field(i).as_ref().clone().with_nullable(true)).collect(),
+        })
+    }
+
+    /// Its columns at `positions` (null where it has no row).
+    fn at(&self, positions: &Int64Array) -> Result<Vec<ArrayRef>> {
+        let idx: UInt32Array = positions.values().iter().map(|p| self.rows.binary_search(p).ok().map(|i| i as u32)).collect();
+        Ok(self.columns.iter().map(|c| take(c.as_ref(), &idx, None)).collect::<Result<_, _>>()?)
+    }
+}
+
+/// The raw score shards in input order: each shard holds contiguous
+/// positions, so they sort by their first one.
+fn in_input_order(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut first: Vec<(i64, PathBuf)> = Vec::with_capacity(files.len());
+    for f in files {
+        let builder = reader(f)?;
+        let idx = builder.schema().index_of(ROW)?;
+        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+        let mut rows = builder.with_projection(mask).with_batch_size(1).build().map_err(parquet_err(f))?;
+        if let Some(batch) = rows.next() {
+            first.push((batch?.column(0).as_primitive::<Int64Type>().value(0), f.clone()));
+        }
+    }
+    first.sort();
+    Ok(first.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Writes `dest`: every row of `raw` in input order, the columns `extras`
+/// provide replacing the raw ones of the same name, and `keep` (true for
+/// the positions in `kept`).
+pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], kept: &RowSet, dest: &Path) -> Result<()> {
+    let extras: Vec<Extra> = extras.iter().map(|p| Extra::read(p)).collect::<Result<_>>()?;
+    let provided: Vec<&str> = extras.iter().flat_map(|e| e.fields.iter().map(|f| f.name().as_str())).collect();
+    let files = in_input_order(raw)?;
+    let mut writer = None;
+    let mut last: Option<i64> = None;
+    let mut schema: Option<SchemaRef> = None;
+    for file in &files {
+        let builder = reader(file)?;
+        let raw_schema = builder.schema().clone();
+        let own: Vec<usize> = (0..raw_schema.fields().len())
+            .filter(|&i| {
+                let name = raw_schema.field(i).name();
+                name != OutputColumns::KEEP && !provided.contains(&name.as_str())
+            })
+            .collect();
+        let out_schema = schema.get_or_insert_with(|| {
+            let mut fields: Vec<Field> = own.iter().map(|&i| raw_schema.field(i).clone()).collect();
+            fields.extend(extras.iter().flat_map(|e| e.fields.iter().cloned()));
+            fields.push(Field::new(OutputColumns::KEEP, datafusion::arrow::datatypes::DataType::Boolean, true));
+            Arc::new(Schema::new_with_metadata(fields, raw_schema.metadata().clone()))
+        });
+        let writer = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(parquet_io::create(dest, out_schema.clone())?),
+        };
+        let row = raw_schema.index_of(ROW)?;
+        for batch in builder.with_batch_size(BATCH_ROWS).build().map_err(parquet_err(file))? {
+            let batch = batch?;
+            let positions = batch.column(row).as_primitive::<Int64Type>().clone();
+            for &p in positions.values() {
+                if last.is_some_and(|l| p <= l) {
+                    return Err(PipelineError::Usage(format!("{}: score shards overlap or are out of order", file.display())));
+                }
+                last = Some(p);
+            }
+            let mut columns: Vec<ArrayRef> = own.iter().map(|&i| batch.column(i).clone()).collect();
+            for extra in &extras {
+                columns.extend(extra.at(&positions)?);
+            }
+            let keep: BooleanArray = positions.values().iter().map(|&p| Some(kept.contains(p as u64))).collect();
+            columns.push(Arc::new(keep));
+            parquet_io::write(writer, &RecordBatch::try_new(out_schema.clone(), columns)?, dest)?;
+        }
+    }
+    match writer {
+        Some(w) => parquet_io::close(w, dest),
+        None => Err(PipelineError::Usage("no scores to select from".into())),
+    }
+}
