@@ -11,9 +11,9 @@ Then, in one run (ratios, not absolute times, are the figures to read on a share
   * overhead: `sieve score` on CIFAR-10 train (seconds of its score stage) divided by
     the time of the proxy's forward passes alone over the same rows (bench_conv's
     ResNet-8 inference images/s, measured in this run with the same threads);
-  * scale: `sieve prune --proxy-dir P --keep 0.5` on the first 10%, 25%, 50% and 100%
+  * scale: `sieve prune --proxy-dir P --keep 0.5` on the first 10%, 20%, 50% and 100%
     of each dataset: rows/s of the whole job and its peak RSS (from wait4);
-  * threads: rows/s of the same job on 25% of each dataset at --threads 1 and 2.
+  * threads: rows/s of the same job on 20% of each dataset at --threads 1 and 2.
 
 Usage: python3 benches/pipeline.py [--data-dir ../shared/datasets] [--work /tmp/sieve-bench]
 """
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 from compare import json_lines, sieve_binary  # noqa: E402  (bench_conv, built the same way)
 
-FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+FRACTIONS = (0.1, 0.2, 0.5, 1.0)  # whole files of the 10
 FILES = 10
 TEXT_ROWS = 1_000_000
 IMAGE_ROWS = 200_000
@@ -141,12 +141,12 @@ def main():
                              str(proxies[kind][0]), "--keep", "0.5", "--out", str(work / f"out-{kind}"), "--quiet", *threads])
             scale[kind, f] = (round(f * total), wall, rss)
 
-    # Threads: the same job on a quarter of each dataset.
+    # Threads: the same job on a fifth of each dataset.
     per_thread = {}
     for kind, cols in KINDS.items():
         for t in (1, 2):
-            rows_t = scale[kind, 0.25][0]
-            wall, _ = run([sieve, "prune", "--input", str(subset(work / kind, 0.25)), *cols, "--proxy-dir",
+            rows_t = scale[kind, 0.2][0]
+            wall, _ = run([sieve, "prune", "--input", str(subset(work / kind, 0.2)), *cols, "--proxy-dir",
                            str(proxies[kind][0]), "--keep", "0.5", "--out", str(work / f"out-{kind}"), "--quiet",
                            "--threads", str(t)])
             per_thread[kind, t] = rows_t / wall
@@ -166,7 +166,7 @@ def main():
     print("|---|---|---|---|---|")
     for kind in KINDS:
         one, two = per_thread[kind, 1], per_thread[kind, 2]
-        print(f"| {kind} | {scale[kind, 0.25][0]:,} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x |")
+        print(f"| {kind} | {scale[kind, 0.2][0]:,} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x |")
     shutil.rmtree(work / "out-score", ignore_errors=True)
 
 

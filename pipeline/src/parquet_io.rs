@@ -15,10 +15,17 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::error::{io_err, parquet_err, Result};
 
+/// Largest row group sieve writes, in (estimated) encoded bytes. An
+/// `ArrowWriter` holds its open row group in memory, and Parquet's default
+/// cap is a million rows, so without this a writer's memory grew with the
+/// rows written (text) or held hundreds of megabytes (images).
+pub const ROW_GROUP_BYTES: usize = 32 << 20;
+
 /// Writer properties of every file sieve writes.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_created_by(format!("sieve version {}", env!("CARGO_PKG_VERSION")))
         .build()
 }
@@ -70,5 +77,31 @@ mod tests {
     fn files_name_sieve_as_their_writer() {
         let props = writer_properties();
         assert!(props.created_by().starts_with("sieve version"));
+    }
+
+    #[test]
+    fn row_groups_are_capped_in_bytes_not_only_rows() {
+        use datafusion::arrow::array::{BinaryArray, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)]));
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        let mut writer = create(&path, schema.clone()).unwrap();
+        // 96 MiB of incompressible values in 1,536 rows, written in batches of 64.
+        let mut state = 1u64;
+        for _ in 0..24 {
+            let rows: Vec<Vec<u8>> = (0..64)
+                .map(|_| (0..65_536).map(|_| { state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (state >> 56) as u8 }).collect())
+                .collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(BinaryArray::from_iter_values(rows))]).unwrap();
+            write(&mut writer, &batch, &path).unwrap();
+        }
+        close(writer, &path).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let meta = datafusion::parquet::file::reader::FileReader::metadata(
+            &datafusion::parquet::file::reader::SerializedFileReader::new(file).unwrap(),
+        )
+        .clone();
+        assert!(meta.num_row_groups() >= 3, "96 MiB in row groups of at most 32 MiB: {}", meta.num_row_groups());
     }
 }
