@@ -133,3 +133,62 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], kept: &RowSet, dest: &P
         None => Err(PipelineError::Usage("no scores to select from".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Float32Array;
+    use datafusion::arrow::datatypes::DataType;
+
+    fn write_file(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+        let fields: Vec<Field> = columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+        let mut w = parquet_io::create(path, batch.schema()).unwrap();
+        parquet_io::write(&mut w, &batch, path).unwrap();
+        parquet_io::close(w, path).unwrap();
+    }
+
+    #[test]
+    fn shards_merge_in_input_order_with_extras_by_position() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = |name: &str, rows: std::ops::Range<i64>| {
+            let path = tmp.path().join(name);
+            let stale: ArrayRef = Arc::new(Float32Array::from(vec![-1.0; rows.clone().count()]));
+            let keep: ArrayRef = Arc::new(BooleanArray::from(vec![true; rows.clone().count()]));
+            write_file(&path, vec![(ROW, Arc::new(Int64Array::from_iter_values(rows)) as ArrayRef), ("x", stale), ("keep", keep)]);
+            path
+        };
+        // Named so that path order is not input order.
+        let raw = vec![shard("a.parquet", 3..6), shard("b.parquet", 0..3)];
+        let extra = tmp.path().join("extra.parquet");
+        write_file(&extra, vec![(ROW, Arc::new(Int64Array::from(vec![1, 4])) as ArrayRef), ("x", Arc::new(Float32Array::from(vec![10.0, 40.0])))]);
+        let mut kept = RowSet::new(6);
+        kept.insert(0);
+        kept.insert(4);
+        let dest = tmp.path().join("out.parquet");
+        write(&raw, &[extra], &kept, &dest).unwrap();
+        let builder = reader(&dest).unwrap();
+        let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, [ROW, "x", "keep"], "the extra's x replaces the raw one; the old keep is dropped");
+        assert_eq!(builder.schema().field(2).data_type(), &DataType::Boolean);
+        let batch = builder.build().unwrap().next().unwrap().unwrap();
+        assert_eq!(batch.column(0).as_primitive::<Int64Type>().values().to_vec(), vec![0, 1, 2, 3, 4, 5]);
+        let x: Vec<Option<f32>> = batch.column(1).as_primitive::<datafusion::arrow::datatypes::Float32Type>().iter().collect();
+        assert_eq!(x, vec![None, Some(10.0), None, None, Some(40.0), None]);
+        let keep: Vec<Option<bool>> = batch.column(2).as_boolean().iter().collect();
+        assert_eq!(keep, [true, false, false, false, true, false].map(Some));
+    }
+
+    #[test]
+    fn overlapping_shards_are_an_error_not_a_silent_mix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = |name: &str, rows: Vec<i64>| {
+            let path = tmp.path().join(name);
+            write_file(&path, vec![(ROW, Arc::new(Int64Array::from(rows)) as ArrayRef)]);
+            path
+        };
+        let raw = vec![shard("a.parquet", vec![0, 1, 2]), shard("b.parquet", vec![2, 3])];
+        let err = write(&raw, &[], &RowSet::new(4), &tmp.path().join("out.parquet")).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+    }
+}
