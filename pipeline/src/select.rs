@@ -3,12 +3,14 @@
 //! globally, keep the top `round(F * n)` of each ranking, and write
 //! `scores.parquet` back in input order with the decision as `keep`.
 //!
-//! Only the columns the decision reads go through the query's sorts
-//! (position, id, label, error, the ranking score): a few dozen bytes per
-//! row, one bit per row once decided. The wide rows (every score and the
-//! embedding) are then streamed from the raw scores in input order, with
-//! the extra columns (training dynamics, embedding methods) looked up by
-//! position, so memory does not grow with the width of a row.
+//! Only the columns the decision reads go into the query (position, id,
+//! label, error, the ranking's columns), written to a narrow file first;
+//! the quotas are counted with a GROUP BY and inlined, so the query is a
+//! sort and a streaming window, and its sort spills to disk past
+//! [`DECISION_MEMORY`]. The decision is one bit per row. The wide rows
+//! (every score and the embedding) are then streamed from the raw scores in
+//! input order, with the extra columns (training dynamics, embedding
+//! methods) looked up by position.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +19,9 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::cli::{Balance, Order, Strategy};
-use crate::error::Result;
+use crate::error::{io_err, Result};
+use crate::global;
+use futures::StreamExt;
 use crate::score::ROW;
 use crate::plan::{RowSet, SelectPlan};
 use crate::sqlgen::ident;
@@ -47,8 +51,51 @@ pub struct SelectOutcome {
     pub per_class: Vec<ClassCount>,
 }
 
-/// The selection query over the table `raw` (the score stage's output).
-pub fn selection_sql(plan: &SelectPlan) -> String {
+/// Memory the decision query may hold before its sorts spill to disk.
+const DECISION_MEMORY: usize = 256 << 20;
+
+/// The condition for a row to count and be kept: no error, and not a
+/// duplicate when de-duplicating.
+fn valid_sql(plan: &SelectPlan) -> String {
+    if plan.dedup.is_some() {
+        format!("error IS NULL AND {} IS NULL", ident(crate::global::DUP_OF))
+    } else {
+        "error IS NULL".to_string()
+    }
+}
+
+/// How many valid rows each ranking keeps: `round(F * n)` of its valid
+/// rows, as a SQL expression over `label` (per class) or a number.
+async fn quota_sql(ctx: &SessionContext, plan: &SelectPlan) -> Result<String> {
+    let per_class = plan.balance == Balance::Class;
+    let (group, by) = if per_class { ("label", " GROUP BY label") } else { ("0", "") };
+    let counts = ctx
+        .sql(&format!("SELECT {group} AS g, COUNT(*) AS n FROM raw WHERE {}{by}", valid_sql(plan)))
+        .await?
+        .collect()
+        .await?;
+    let quota = |n: i64| (n as f64 * plan.keep).round() as i64;
+    let mut arms = Vec::new();
+    for batch in &counts {
+        let g = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Int64)?;
+        let (g, n) = (g.as_primitive::<Int64Type>(), batch.column(1).as_primitive::<Int64Type>());
+        for i in 0..batch.num_rows() {
+            let test = if g.is_valid(i) { format!("label = {}", g.value(i)) } else { "label IS NULL".to_string() };
+            arms.push((test, quota(n.value(i))));
+        }
+    }
+    Ok(match per_class {
+        true if arms.is_empty() => "0".to_string(),
+        true => format!("CASE {} ELSE 0 END", arms.iter().map(|(t, q)| format!("WHEN {t} THEN {q} ")).collect::<String>()),
+        false => arms.first().map_or(0, |(_, q)| *q).to_string(),
+    })
+}
+
+/// The decision query over the table `raw` (position, id, label, error and
+/// the ranking's columns): each valid row's rank in its ranking (per class
+/// or global) by the score (or a seeded random number, or the k-center pick
+/// order), and `keep` for the first `quota` of each.
+pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
     let key = match plan.strategy {
         Strategy::Score => ident(&plan.score),
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
@@ -59,26 +106,14 @@ pub fn selection_sql(plan: &SelectPlan) -> String {
         // `auto` is resolved before selection ([`SelectPlan::resolve_order`]).
         _ => "DESC NULLS LAST",
     };
-    // Rows with errors, and duplicates when de-duplicating, are never kept
-    // and do not count towards the quotas.
-    let valid = if plan.dedup.is_some() {
-        format!("error IS NULL AND {} IS NULL", ident(crate::global::DUP_OF))
-    } else {
-        "error IS NULL".to_string()
-    };
+    let valid = valid_sql(plan);
     let partition = match plan.balance {
         Balance::Class => format!("label, {valid}"),
         Balance::None => valid.clone(),
     };
     let pos = ident(ROW);
     format!(
-        "SELECT {pos}, ({valid} AND __rank <= __quota) AS keep FROM ( \
-           SELECT *, \
-             ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {key} {direction}, {pos}) AS __rank, \
-             ROUND(COUNT(*) OVER (PARTITION BY {partition}) * {keep:?}) AS __quota \
-           FROM raw) \
-         ORDER BY {pos}",
-        keep = plan.keep,
+        "SELECT {pos}, ({valid} AND ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {key} {direction}, {pos}) <= {quota}) AS keep FROM raw"
     )
 }
 
@@ -95,48 +130,24 @@ pub async fn run(
 ) -> Result<SelectOutcome> {
     // A directory (the shards of a resumable run) is read whole.
     let raw_files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
-    let raw_table = if raw.is_dir() { format!("{}/", raw.display()) } else { raw.display().to_string() };
-    let mut scores = ctx.read_parquet(raw_table, ParquetReadOptions::default()).await?;
-    let row = ident(ROW);
-    let mut provided: Vec<String> = Vec::new();
-    let mut tables = Vec::new();
-    for extra in extras {
-        let table = ctx.read_parquet(extra.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-        provided.extend(table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW));
-        tables.push(table);
-    }
-    // The decision's columns only: what selection_sql reads.
-    let wanted = [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, plan.score.as_str()];
-    let narrow: Vec<&str> = wanted
-        .into_iter()
-        .filter(|c| scores.schema().has_column_with_unqualified_name(c) && !provided.iter().any(|p| p == c))
-        .collect();
-    scores = scores.select_columns(&narrow)?;
-    for (i, table) in tables.into_iter().enumerate() {
-        let columns: Vec<String> = table.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != ROW).collect();
-        let (left, right) = (format!("__s{i}"), format!("__x{i}"));
-        ctx.register_table(left.as_str(), scores.into_view())?;
-        ctx.register_table(right.as_str(), table.into_view())?;
-        let picked: Vec<String> = columns.iter().map(|c| format!("x.{}", ident(c))).collect();
-        scores = ctx
-            .sql(&format!("SELECT s.*, {} FROM {left} s LEFT JOIN {right} x ON s.{row} = x.{row}", picked.join(", ")))
-            .await?;
-    }
-    ctx.register_table("raw", scores.into_view())?;
-    let decided = ctx.sql(&selection_sql(plan)).await?.collect().await;
-    ctx.deregister_table("raw")?;
-    for i in 0..extras.len() {
-        ctx.deregister_table(format!("__s{i}").as_str())?;
-        ctx.deregister_table(format!("__x{i}").as_str())?;
-    }
+    let narrow = dest.with_extension("decision.parquet");
+    let columns = [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, &plan.score, global::KCENTER_RANK, global::DUP_OF];
+    merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
+    let decision = crate::jobs::session(Some(DECISION_MEMORY))?;
+    decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
-    for batch in decided? {
+    let mut stream = decision.sql(&selection_sql(plan, &quota)).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
         let (pos, keep) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_boolean());
         for i in (0..batch.num_rows()).filter(|&i| keep.is_valid(i) && keep.value(i)) {
             kept.insert(pos.value(i) as u64);
         }
     }
-    merge::write(&raw_files, extras, &kept, dest)?;
+    drop(stream);
+    std::fs::remove_file(&narrow).map_err(io_err(&narrow))?;
+    merge::write(&raw_files, extras, merge::Output::Decided(&kept), dest)?;
     class_counts(ctx, dest, classes).await
 }
 

@@ -1,6 +1,7 @@
-//! Writing the selected `scores.parquet`: the raw score shards streamed in
-//! input order, each batch joined with the extra columns (looked up by
-//! position) and the `keep` decision. Only one batch of wide rows is held.
+//! Merging the raw score shards (streamed in input order) with the extra
+//! columns (looked up by position) into one file: the narrow table the
+//! decision query reads, or the selected `scores.parquet` with `keep`. Only
+//! one batch of wide rows is held.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,23 @@ pub(super) fn rows(files: &[PathBuf]) -> Result<u64> {
     files.iter().try_fold(0u64, |n, f| Ok(n + reader(f)?.metadata().file_metadata().num_rows() as u64))
 }
 
+/// What [`write`] produces.
+pub(super) enum Output<'a> {
+    /// Only these columns (those that exist), for the decision query.
+    Columns(&'a [&'a str]),
+    /// Every column, and `keep`: true for these positions.
+    Decided(&'a RowSet),
+}
+
+impl Output<'_> {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Output::Columns(names) => names.contains(&name),
+            Output::Decided(_) => name != OutputColumns::KEEP,
+        }
+    }
+}
+
 /// An extra table (one row per position, sorted by position), in memory:
 /// its columns are a few numbers per row.
 struct Extra {
@@ -37,7 +55,7 @@ struct Extra {
 }
 
 impl Extra {
-    fn read(path: &Path) -> Result<Self> {
+    fn read(path: &Path, output: &Output) -> Result<Self> {
         let builder = reader(path)?;
         let schema = builder.schema().clone();
         let batches = builder.build().map_err(parquet_err(path))?.collect::<Result<Vec<_>, _>>()?;
@@ -47,7 +65,7 @@ impl Extra {
         if rows.windows(2).any(|w| w[0] >= w[1]) {
             return Err(PipelineError::Usage(format!("{}: rows are not sorted by position", path.display())));
         }
-        let keep = |i: &usize| *i != row;
+        let keep = |i: &usize| *i != row && output.wants(schema.field(*i).name());
         Ok(Self {
             rows,
             columns: (0..all.num_columns()).filter(keep).map(|i| all.column(i).clone()).collect(),
@@ -80,11 +98,11 @@ fn in_input_order(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(first.into_iter().map(|(_, f)| f).collect())
 }
 
-/// Writes `dest`: every row of `raw` in input order, the columns `extras`
-/// provide replacing the raw ones of the same name, and `keep` (true for
-/// the positions in `kept`).
-pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], kept: &RowSet, dest: &Path) -> Result<()> {
-    let extras: Vec<Extra> = extras.iter().map(|p| Extra::read(p)).collect::<Result<_>>()?;
+/// Writes `dest`: every row of `raw` in input order, with the columns
+/// `extras` provide replacing the raw ones of the same name, limited to or
+/// completed as `output` says.
+pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &Path) -> Result<()> {
+    let extras: Vec<Extra> = extras.iter().map(|p| Extra::read(p, &output)).collect::<Result<_>>()?;
     let provided: Vec<&str> = extras.iter().flat_map(|e| e.fields.iter().map(|f| f.name().as_str())).collect();
     let files = in_input_order(raw)?;
     let mut writer = None;
@@ -92,39 +110,46 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], kept: &RowSet, dest: &P
     let mut schema: Option<SchemaRef> = None;
     for file in &files {
         let builder = reader(file)?;
-        let raw_schema = builder.schema().clone();
-        let own: Vec<usize> = (0..raw_schema.fields().len())
+        let file_schema = builder.schema().clone();
+        let row = file_schema.index_of(ROW)?;
+        let own: Vec<usize> = (0..file_schema.fields().len())
             .filter(|&i| {
-                let name = raw_schema.field(i).name();
-                name != OutputColumns::KEEP && !provided.contains(&name.as_str())
+                let name = file_schema.field(i).name();
+                i == row || (output.wants(name) && !provided.contains(&name.as_str()))
             })
             .collect();
+        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), own.iter().copied());
         let out_schema = schema.get_or_insert_with(|| {
-            let mut fields: Vec<Field> = own.iter().map(|&i| raw_schema.field(i).clone()).collect();
+            let mut fields: Vec<Field> = own.iter().map(|&i| file_schema.field(i).clone()).collect();
             fields.extend(extras.iter().flat_map(|e| e.fields.iter().cloned()));
-            fields.push(Field::new(OutputColumns::KEEP, datafusion::arrow::datatypes::DataType::Boolean, true));
-            Arc::new(Schema::new_with_metadata(fields, raw_schema.metadata().clone()))
+            if let Output::Decided(_) = output {
+                fields.push(Field::new(OutputColumns::KEEP, datafusion::arrow::datatypes::DataType::Boolean, true));
+            }
+            Arc::new(Schema::new_with_metadata(fields, file_schema.metadata().clone()))
         });
         let writer = match &mut writer {
             Some(w) => w,
             None => writer.insert(parquet_io::create(dest, out_schema.clone())?),
         };
-        let row = raw_schema.index_of(ROW)?;
-        for batch in builder.with_batch_size(BATCH_ROWS).build().map_err(parquet_err(file))? {
+        // Projected batches hold the chosen columns in file order.
+        let row_in_batch = own.iter().position(|&i| i == row).expect("the position column is always read");
+        for batch in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(file))? {
             let batch = batch?;
-            let positions = batch.column(row).as_primitive::<Int64Type>().clone();
+            let positions = batch.column(row_in_batch).as_primitive::<Int64Type>().clone();
             for &p in positions.values() {
                 if last.is_some_and(|l| p <= l) {
                     return Err(PipelineError::Usage(format!("{}: score shards overlap or are out of order", file.display())));
                 }
                 last = Some(p);
             }
-            let mut columns: Vec<ArrayRef> = own.iter().map(|&i| batch.column(i).clone()).collect();
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
             for extra in &extras {
                 columns.extend(extra.at(&positions)?);
             }
-            let keep: BooleanArray = positions.values().iter().map(|&p| Some(kept.contains(p as u64))).collect();
-            columns.push(Arc::new(keep));
+            if let Output::Decided(kept) = output {
+                let keep: BooleanArray = positions.values().iter().map(|&p| Some(kept.contains(p as u64))).collect();
+                columns.push(Arc::new(keep));
+            }
             parquet_io::write(writer, &RecordBatch::try_new(out_schema.clone(), columns)?, dest)?;
         }
     }
@@ -166,7 +191,7 @@ mod tests {
         kept.insert(0);
         kept.insert(4);
         let dest = tmp.path().join("out.parquet");
-        write(&raw, &[extra], &kept, &dest).unwrap();
+        write(&raw, &[extra], Output::Decided(&kept), &dest).unwrap();
         let builder = reader(&dest).unwrap();
         let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, [ROW, "x", "keep"], "the extra's x replaces the raw one; the old keep is dropped");
@@ -188,7 +213,7 @@ mod tests {
             path
         };
         let raw = vec![shard("a.parquet", vec![0, 1, 2]), shard("b.parquet", vec![2, 3])];
-        let err = write(&raw, &[], &RowSet::new(4), &tmp.path().join("out.parquet")).unwrap_err();
+        let err = write(&raw, &[], Output::Decided(&RowSet::new(4)), &tmp.path().join("out.parquet")).unwrap_err();
         assert!(err.to_string().contains("out of order"), "{err}");
     }
 }
