@@ -19,13 +19,14 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::cli::{Balance, Order, Strategy};
+use futures::StreamExt;
+use sieve_schemas::OutputColumns;
+
 use crate::error::{io_err, Result};
 use crate::global;
-use futures::StreamExt;
-use crate::score::ROW;
 use crate::plan::{RowSet, SelectPlan};
+use crate::score::ROW;
 use crate::sqlgen::ident;
-use sieve_schemas::OutputColumns;
 
 mod merge;
 
@@ -58,7 +59,7 @@ const DECISION_MEMORY: usize = 256 << 20;
 /// duplicate when de-duplicating.
 fn valid_sql(plan: &SelectPlan) -> String {
     if plan.dedup.is_some() {
-        format!("error IS NULL AND {} IS NULL", ident(crate::global::DUP_OF))
+        format!("error IS NULL AND {} IS NULL", ident(global::DUP_OF))
     } else {
         "error IS NULL".to_string()
     }
@@ -99,7 +100,7 @@ pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
     let key = match plan.strategy {
         Strategy::Score => ident(&plan.score),
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
-        Strategy::Kcenter => format!("-{}", ident(crate::global::KCENTER_RANK)),
+        Strategy::Kcenter => format!("-{}", ident(global::KCENTER_RANK)),
     };
     let direction = match (plan.strategy, plan.order) {
         (_, Order::Easy) if plan.strategy == Strategy::Score => "ASC NULLS LAST",
