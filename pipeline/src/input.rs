@@ -84,10 +84,10 @@ fn resolve(pattern: &str) -> Result<Vec<(PathBuf, Option<RemoteFile>, ArrowReade
             .iter()
             .map(|object| {
                 let remote = RemoteFile::new(pattern, object)?;
+                let meta = remote.metadata()?;
                 let version = format!("{}|{}|{:?}", object.size, object.last_modified, object.e_tag);
-                Ok((PathBuf::from(remote.url()), remote.metadata()?, remote, version))
+                Ok((PathBuf::from(remote.url()), Some(remote), meta, version))
             })
-            .map(|r| r.map(|(path, meta, remote, version)| (path, Some(remote), meta, version)))
             .collect()
     } else {
         resolve_files(pattern)?

@@ -196,6 +196,7 @@ struct Scored {
 /// Trains the proxy and scores every row in `work`, or reads an earlier run's.
 async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPlan, run: &RunPlan, work: &Path) -> Result<Scored> {
     if let Some(dir) = &args.scores {
+        let dir = &crate::store::localize(dir)?;
         let raw = if dir.is_dir() { dir.join(SCORES_FILE) } else { dir.clone() };
         let manifest_path = raw.with_file_name(crate::manifest::FILE);
         let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
