@@ -7,10 +7,35 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build prune eval test models fixtures fuzz bench bench-conv report-screenshot clean
+.PHONY: build build-cuda gpu-bench prune eval test models fixtures fuzz bench bench-conv report-screenshot clean
 
 build:
 	$(CARGO) build --release -p sieve
+
+# The cuda build (`--device cuda:N`): CUDA 13.0 from NVIDIA's PyPI wheels into
+# CUDA_PREFIX with a libcuda stub to link against (gpu/toolkit.sh), candle's
+# kernels for CUDA_COMPUTE_CAP (90: H100, H200), in a target directory of its
+# own (other features: a full rebuild of candle and what uses it). Runs where
+# an NVIDIA driver for CUDA 13 provides libcuda.so.1 (gpu/run.sh finds the rest).
+CUDA_PREFIX ?= .cuda
+CUDA_COMPUTE_CAP ?= 90
+CUDA_TARGET_DIR ?= $(TARGET_DIR)-cuda
+build-cuda:
+	root=$$(gpu/toolkit.sh $(CUDA_PREFIX) | tail -n1) && \
+	  CUDA_HOME=$$root CUDA_PATH=$$root CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
+	  PATH=$$root/bin:$$PATH CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release -p sieve --features cuda
+
+# A directory to copy to a GPU machine and run there (`bash run.sh RESULTS`):
+# the cuda binary (stripped, xz), CIFAR-10, its descriptor and the PyTorch
+# baseline; the GPU machine needs no Rust toolchain and no network.
+GPU_BENCH ?= gpu/out/bench
+gpu-bench: build-cuda
+	rm -rf $(GPU_BENCH) && mkdir -p $(GPU_BENCH)/data/cifar10 $(GPU_BENCH)/datasets
+	strip -o $(GPU_BENCH)/sieve $(CUDA_TARGET_DIR)/release/sieve && xz -T0 -6 $(GPU_BENCH)/sieve
+	cp $(DATA_DIR)/cifar10/train.parquet $(DATA_DIR)/cifar10/test.parquet $(GPU_BENCH)/data/cifar10/
+	cp schemas/datasets/cifar10.toml $(GPU_BENCH)/datasets/
+	cp gpu/run.sh gpu/pytorch_proxy.py benches/pytorch_resnet.py $(GPU_BENCH)/
+	du -sh $(GPU_BENCH)
 
 prune: build
 	$(SIEVE) prune --dataset $(DATASET) --data-dir $(DATA_DIR) --out out/$(DATASET) $(ARGS)

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array};
 use libfuzzer_sys::fuzz_target;
+use sieve_udfs::device::Placement;
 use sieve_udfs::models::fasttext::{FastText, FastTextConfig};
 use sieve_udfs::models::image_trainer::{ImageTrainer, Normalize};
 use sieve_udfs::models::resnet::ResNetConfig;
@@ -34,7 +35,7 @@ fn proxies() -> &'static (Proxy, Proxy) {
         let mut cfg = ResNetConfig::resnet20(CLASSES);
         cfg.depth = 8;
         cfg.width = 4;
-        let trainer = ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0).unwrap();
+        let trainer = ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0, &Placement::default().device).unwrap();
         trainer.save(&image_dir.join(WEIGHTS_FILE)).unwrap();
         meta("resnet8", Architecture::Resnet(cfg), Some(trainer.normalize().clone())).write(&image_dir).unwrap();
         let text_dir = dir.join("text");
@@ -42,7 +43,7 @@ fn proxies() -> &'static (Proxy, Proxy) {
         let cfg = FastTextConfig { buckets: 1 << 10, dim: 8, ..FastTextConfig::new(CLASSES) };
         FastText::new(cfg.clone(), 0).unwrap().save(&text_dir.join(WEIGHTS_FILE)).unwrap();
         meta("fasttext", Architecture::Fasttext(cfg), None).write(&text_dir).unwrap();
-        (Proxy::load(&image_dir).unwrap(), Proxy::load(&text_dir).unwrap())
+        (Proxy::load(&image_dir, &Default::default()).unwrap(), Proxy::load(&text_dir, &Default::default()).unwrap())
     })
 }
 

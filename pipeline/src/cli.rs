@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sieve_udfs::device::{DeviceChoice, Precision};
 
 pub use crate::global::ScheduleOrder;
 pub use crate::log::LogFormat;
@@ -116,6 +117,12 @@ pub struct CommonOpts {
     /// Threads for the model and decoding (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the image proxy trains and scores: `auto` (a GPU when this build has CUDA and the machine has one, else the CPU), `cpu` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Floating-point type of image-proxy scoring: f32, f16 or bf16 (half the memory traffic on a GPU; scores move by about 1%).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// Progress bars and log lines.
     #[command(flatten)]
     pub log: LogOpts,

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use sieve_udfs::device::{Placement, Precision};
 use sieve_udfs::proxy::ProxyMeta;
 
 use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
-use crate::error::{io_err, Result};
+use crate::error::{io_err, PipelineError, Result};
 use crate::input::InputFiles;
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
@@ -25,10 +26,35 @@ pub const SCORES_FILE: &str = "scores.parquet";
 /// Name of the kept-rows directory inside an output.
 pub const DATA_DIR: &str = "data";
 
-/// Sizes the rayon pool that runs the models and decoding. The first call in
-/// a process wins (rayon's global pool is set once).
-pub fn init_threads(threads: usize) {
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+/// Sets up what a run shares process-wide: the rayon pool that runs the
+/// models and decoding (`--threads`; the first call in a process wins, as
+/// rayon's global pool is set once) and the device and precision of the
+/// image proxy (`--device`, `--precision`; `auto` without a GPU logs why it
+/// runs on the CPU).
+pub fn init_run(run: &RunPlan) -> Result<()> {
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(run.threads).build_global();
+    let resolved = run.device.resolve()?;
+    if resolved.device.is_cpu() && run.precision != Precision::F32 {
+        return Err(PipelineError::Usage(format!(
+            "--precision {} needs a GPU (the CPU kernels are f32); {}",
+            run.precision,
+            resolved.fallback.as_deref().unwrap_or("drop --precision or pass --device cuda:N")
+        )));
+    }
+    let mut fields = serde_json::json!({
+        "device": sieve_udfs::device::describe(&resolved.device),
+        "precision": run.precision.to_string(),
+    });
+    let message = match resolved.fallback {
+        Some(reason) => {
+            fields["fallback"] = reason.into();
+            "no usable GPU: the models run on the CPU"
+        }
+        None => "the models run here",
+    };
+    sieve_udfs::device::init(Placement { device: resolved.device, precision: run.precision })?;
+    crate::log::info("device", message, fields);
+    Ok(())
 }
 
 /// A DataFusion session with sieve's functions. One partition: the input is
@@ -144,7 +170,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
@@ -220,7 +246,7 @@ pub async fn train(args: TrainArgs) -> Result<PathBuf> {
     let dataset = DatasetPlan::resolve(&args.input)?;
     let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-proxy", dataset.name))?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     train::run(&dataset, &plan, &run, staging.path())?;
     staging.commit()?;
@@ -233,7 +259,7 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     // Nothing here reads embeddings, so `auto` means the proxy's features.
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, false)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let ctx = session(run.memory_limit)?;
@@ -256,7 +282,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
     let scores = if scores.is_dir() { scores.join(SCORES_FILE) } else { scores };
     // Read the scores before staging: the output may replace their directory.
@@ -289,7 +315,7 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
     }
     let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-active", dataset.name))?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let ctx = session(run.memory_limit)?;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
+use sieve_udfs::device::{DeviceChoice, Precision};
 
 use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy, TrainOpts};
 use crate::error::{PipelineError, Result};
@@ -368,6 +369,10 @@ impl SelectPlan {
 pub struct RunPlan {
     /// Threads for model and decoding.
     pub threads: usize,
+    /// The device asked for.
+    pub device: DeviceChoice,
+    /// The image proxy's inference precision.
+    pub precision: Precision,
     /// No progress bars.
     pub quiet: bool,
     /// Bad-row policy.
@@ -388,6 +393,8 @@ impl RunPlan {
         }
         Ok(Self {
             threads,
+            device: common.device,
+            precision: common.precision,
             quiet: common.log.quiet,
             on_error: common.on_error,
             memory_limit: common.memory_limit,

@@ -82,7 +82,7 @@ pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(dir)?;
     if let Some(heldout) = &dataset.heldout {
-        let proxy = Proxy::load(dir)?;
+        let proxy = Proxy::load(dir, &sieve_udfs::device::current())?;
         meta.heldout_accuracy = Some(accuracy(&proxy, dataset, heldout, run.quiet)?);
         meta.write(dir)?;
     }
@@ -130,8 +130,10 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
     let sgd = SgdConfig::default();
     let config = serde_json::json!({"epochs": epochs, "batch_size": batch, "peak_lr": peak, "warmup": WARMUP,
-        "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed});
-    let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed)?;
+        "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed,
+        "device": sieve_udfs::device::describe(&sieve_udfs::device::current().device)});
+    let device = sieve_udfs::device::current().device;
+    let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed, &device)?;
     let normalize = Some(trainer.normalize().clone());
     let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
     let rows = dataset.train.total_rows();

@@ -30,3 +30,33 @@ fn an_unknown_dataset_names_the_known_ones() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("shapes") && err.contains("cifar10"), "{err}");
 }
+
+/// On a machine without a usable GPU (this build has no `cuda` feature, or
+/// no GPU is present): `--device cuda:0` stops before any work and says
+/// why, half precision on the CPU is refused, and `auto` runs on the CPU
+/// with a log line giving the reason.
+#[test]
+fn devices_that_cannot_be_had_are_errors_and_auto_falls_back_to_the_cpu() {
+    let out = std::env::temp_dir().join(format!("sieve-device-{}", std::process::id()));
+    let out_arg = out.to_str().unwrap();
+    let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "cuda:0", "--quiet", "--out", out_arg]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cuda:0 is not available"), "{err}");
+    let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "cpu", "--precision", "f16", "--out", out_arg]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--precision f16 needs a GPU"), "{err}");
+    let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "tpu", "--out", out_arg]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("auto, cpu or cuda:N"), "{err}");
+    assert!(!out.exists(), "a refused run wrote {out:?}");
+
+    let (code, err) = stderr_of(&[
+        "train", "--dataset", "shapes", "--epochs", "1", "--log-format", "json", "--out", out_arg,
+    ]);
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(code, 0, "{err}");
+    let line = err.lines().find(|l| l.contains("\"device\"")).unwrap_or_else(|| panic!("no device line in {err}"));
+    let log: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(log["device"], "cpu", "{line}");
+    assert!(log["fallback"].as_str().unwrap().contains("cuda:0 is not available"), "{line}");
+}

@@ -153,7 +153,7 @@ fn synthetic(n: usize, cfg: &ResNetConfig, rng: &mut ChaCha8Rng) -> (Vec<u8>, Ve
 /// (training images/s, inference images/s) of one model and kernel choice.
 fn throughput(cfg: &ResNetConfig, imp: ConvImpl, repeats: usize) -> Result<(f64, f64)> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut trainer = ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0)?.with_conv_impl(imp);
+    let mut trainer = ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0, &candle_core::Device::Cpu)?.with_conv_impl(imp);
     let (images, labels) = synthetic(TRAIN_BATCH, cfg, &mut rng);
     let train = best_of(repeats, || trainer.step(&images, &labels, 0.01).map(|_| ()))?;
     let net = trainer.folded()?.with_conv_impl(imp);

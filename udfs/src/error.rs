@@ -30,6 +30,9 @@ pub enum UdfError {
         /// What is wrong.
         message: String,
     },
+    /// The requested device cannot be used (no GPU, a build without `cuda`).
+    #[error("device: {0}")]
+    Device(String),
     /// The model failed (shape mismatch, out of memory, ...).
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),

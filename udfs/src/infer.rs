@@ -1,5 +1,6 @@
 //! Batched inference over an Arrow input column: validate labels, decode
-//! inputs in parallel, cut the batch into model micro-batches, and return
+//! inputs in parallel, cut the batch into model micro-batches (sized to the
+//! device, [`crate::device::image_micro_batch`]), and return
 //! each row's logits or the reason it has none. Shared by the scoring UDF and
 //! the proxy's held-out evaluation.
 
@@ -10,9 +11,6 @@ use crate::decode::{decode_image, text_value, ImageBytes, RowError};
 use crate::error::Result;
 use crate::proxy::{Forward, Proxy};
 
-/// Images per forward pass: large enough to keep the convolution GEMMs
-/// efficient, small enough that activations stay in a few MB per layer.
-pub const IMAGE_MICRO_BATCH: usize = 256;
 /// Texts per forward pass; fastText inference is a gather and a tiny matmul.
 pub const TEXT_MICRO_BATCH: usize = 4096;
 
@@ -53,32 +51,21 @@ pub fn predict(
     match proxy.image_size() {
         Some(size) => {
             let bytes = ImageBytes::new(input)?;
+            let micro = proxy.image_micro_batch();
             let pixels_per_image = size * size * 3;
-            let mut pixels = vec![0u8; IMAGE_MICRO_BATCH.min(n) * pixels_per_image];
-            for start in (0..n).step_by(IMAGE_MICRO_BATCH) {
-                let end = (start + IMAGE_MICRO_BATCH).min(n);
-                let status: Vec<Result<Option<usize>, RowError>> = pixels
-                    .par_chunks_mut(pixels_per_image)
-                    .zip(start..end)
-                    .map(|(px, i)| {
-                        let image = bytes.get(i).ok_or(RowError::NullInput)?;
-                        decode_image(image, size, px)?;
-                        label_at(labels, i, classes)
-                    })
-                    .collect();
-                // Move the decodable images to the front so one contiguous
-                // micro-batch goes through the model.
-                let mut valid = 0;
-                for (k, s) in status.iter().enumerate() {
-                    if s.is_ok() {
-                        if k != valid {
-                            pixels.copy_within(k * pixels_per_image..(k + 1) * pixels_per_image, valid * pixels_per_image);
-                        }
-                        valid += 1;
-                    }
-                }
-                let forward = proxy.forward_images(&pixels[..valid * pixels_per_image], valid)?;
-                collect_rows(status, &forward, proxy, &mut out);
+            let mut pixels = vec![0u8; micro.min(n) * pixels_per_image];
+            let starts: Vec<usize> = (0..n).step_by(micro).collect();
+            let decode = |start: usize, pixels: &mut [u8]| {
+                decode_images(&bytes, labels, classes, size, start..(start + micro).min(n), pixels)
+            };
+            // Micro-batch k+1 is decoded while the device runs k's forward
+            // pass (on the CPU the two alternate on the same threads).
+            let mut next = starts.first().map(|&start| decode(start, &mut pixels));
+            for k in 0..starts.len() {
+                let (status, valid) = next.take().expect("micro-batch k is decoded before its pass");
+                let launched = proxy.launch_images(&pixels[..valid * pixels_per_image], valid)?;
+                next = starts.get(k + 1).map(|&start| decode(start, &mut pixels));
+                collect_rows(status, &launched.read()?, proxy, &mut out);
             }
         }
         None => {
@@ -99,6 +86,39 @@ pub fn predict(
         }
     }
     Ok(out)
+}
+
+/// Decodes rows `range` of `bytes` into `pixels` in parallel and checks
+/// their labels: each row's status, and how many decodable rows now lie
+/// at the front of `pixels`, in order, for one contiguous forward pass.
+fn decode_images(
+    bytes: &ImageBytes,
+    labels: Option<&Int64Array>,
+    classes: usize,
+    size: usize,
+    range: std::ops::Range<usize>,
+    pixels: &mut [u8],
+) -> (Vec<Result<Option<usize>, RowError>>, usize) {
+    let pixels_per_image = size * size * 3;
+    let status: Vec<Result<Option<usize>, RowError>> = pixels
+        .par_chunks_mut(pixels_per_image)
+        .zip(range)
+        .map(|(px, i)| {
+            let image = bytes.get(i).ok_or(RowError::NullInput)?;
+            decode_image(image, size, px)?;
+            label_at(labels, i, classes)
+        })
+        .collect();
+    let mut valid = 0;
+    for (k, s) in status.iter().enumerate() {
+        if s.is_ok() {
+            if k != valid {
+                pixels.copy_within(k * pixels_per_image..(k + 1) * pixels_per_image, valid * pixels_per_image);
+            }
+            valid += 1;
+        }
+    }
+    (status, valid)
 }
 
 /// Pairs the valid rows of `status` with consecutive rows of the forward pass.

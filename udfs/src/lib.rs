@@ -3,6 +3,7 @@
 //! score math. [`register_all`] puts every UDF into a `SessionContext`.
 
 pub mod decode;
+pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod functions;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::{Placement, Precision};
 use crate::error::{Result, UdfError};
 use crate::models::fasttext::{FastText, FastTextConfig};
 use crate::models::image_trainer::{images_to_tensor, Normalize};
@@ -148,12 +149,19 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// Loads the proxy stored in `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads the proxy stored in `dir`; an image proxy onto `placement`'s
+    /// device and precision (a text proxy always runs on the CPU).
+    pub fn load(dir: &Path, placement: &Placement) -> Result<Self> {
         let meta = ProxyMeta::read(dir)?;
         let weights = dir.join(WEIGHTS_FILE);
         let model = match &meta.architecture {
-            Architecture::Resnet(cfg) => ProxyModel::Resnet(FoldedResNet::load(&weights, cfg)?),
+            Architecture::Resnet(cfg) => {
+                let model = FoldedResNet::load(&weights, cfg, &placement.device)?;
+                ProxyModel::Resnet(match placement.precision {
+                    Precision::F32 => model,
+                    half => model.to_dtype(half.dtype())?,
+                })
+            }
             Architecture::Fasttext(cfg) => ProxyModel::Fasttext(FastText::load(&weights, cfg.clone())?),
         };
         Ok(Self { dir: dir.to_path_buf(), meta, model })
@@ -192,21 +200,27 @@ impl Proxy {
         }
     }
 
-    /// Runs `n` decoded RGB images of the proxy's input size (HWC u8, back
-    /// to back) through the model in one forward pass.
-    pub fn forward_images(&self, pixels: &[u8], n: usize) -> Result<Forward> {
+    /// Images per forward pass on the device the model lives on.
+    pub fn image_micro_batch(&self) -> usize {
+        match &self.model {
+            ProxyModel::Resnet(model) => crate::device::image_micro_batch(model.device()),
+            ProxyModel::Fasttext(_) => crate::device::image_micro_batch(&candle_core::Device::Cpu),
+        }
+    }
+
+    /// Starts the forward pass of `n` decoded RGB images of the proxy's
+    /// input size (HWC u8, back to back). On a GPU this returns once the
+    /// work is queued, so the caller can decode the next batch meanwhile;
+    /// [`Launched::read`] waits for the results.
+    pub fn launch_images(&self, pixels: &[u8], n: usize) -> Result<Launched> {
         if n == 0 {
-            return Ok(Forward::default());
+            return Ok(Launched(None));
         }
         let (ProxyModel::Resnet(model), Some(norm)) = (&self.model, &self.meta.normalize) else {
             return Err(self.wrong_kind("images"));
         };
-        let x = images_to_tensor(pixels, model.config().image_size, norm, None)?;
-        let (features, logits) = model.forward(&x)?;
-        Ok(Forward {
-            logits: logits.flatten_all()?.to_vec1::<f32>()?,
-            features: features.flatten_all()?.to_vec1::<f32>()?,
-        })
+        let x = images_to_tensor(pixels, model.config().image_size, norm, None)?.to_device(model.device())?;
+        Ok(Launched(Some(model.forward(&x)?)))
     }
 
     /// Runs a batch of texts through the model.
@@ -228,10 +242,25 @@ impl Proxy {
     }
 }
 
-/// Returns the proxy in `dir`, loading it on first use. One model per process
-/// and device, shared by every partition and batch that scores with it.
+/// A forward pass in flight: `(features, logits)` tensors on the device.
+pub struct Launched(Option<(candle_core::Tensor, candle_core::Tensor)>);
+
+impl Launched {
+    /// Waits for the pass and copies its results to the host.
+    pub fn read(self) -> Result<Forward> {
+        let Some((features, logits)) = self.0 else { return Ok(Forward::default()) };
+        Ok(Forward {
+            logits: logits.flatten_all()?.to_vec1::<f32>()?,
+            features: features.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+}
+
+/// Returns the proxy in `dir`, loading it on first use onto the process's
+/// placement ([`crate::device::current`]). One model per process and
+/// device, shared by every partition and batch that scores with it.
 pub fn shared(dir: &Path) -> Result<Arc<Proxy>> {
-    cached(dir, Proxy::load)
+    cached(dir, |dir| Proxy::load(dir, &crate::device::current()))
 }
 
 /// Returns the model of type `T` in `dir`, loading it with `load` on first

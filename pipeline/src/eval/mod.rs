@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::cli::{EvalArgs, Order, Strategy};
 use crate::error::{io_err, PipelineError, Result};
-use crate::jobs::{init_threads, session, PROXY_DIR, SCORES_FILE};
+use crate::jobs::{init_run, session, PROXY_DIR, SCORES_FILE};
 use crate::manifest::Manifest;
 use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
 use crate::staging::Staging;
@@ -325,7 +325,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
         }
     }
     let run = RunPlan::resolve(&args.common, args.out.clone(), format!("{}-eval", dataset.name))?;
-    init_threads(run.threads);
+    init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
     let mut manifest = Manifest::new(&dataset);

@@ -5,11 +5,14 @@
 //! The custom path keeps activations NHWC and fuses each training unit
 //! (conv, batch norm, residual add, ReLU) into [`super::conv_bn`]; the candle
 //! path keeps activations NCHW, as candle's `conv2d` wants, and builds batch
-//! norm from elementwise ops, the way a candle model would be written.
+//! norm from elementwise ops, the way a candle model would be written. The
+//! portable path is the candle path with convolution gradients computed by
+//! forward convolutions ([`super::conv_grad`]): what runs on a GPU.
 
 use super::add_relu::add_relu;
 use super::avg_pool::global_avg_pool;
 use super::conv2d;
+use super::conv_grad;
 use super::conv_bn::{conv_bn_train, ConvBnConfig};
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,10 @@ pub enum ConvImpl {
     Fast,
     /// `Tensor::conv2d` and batch norm from elementwise candle ops.
     Candle,
+    /// As `Candle`, but differentiating each convolution with forward
+    /// convolutions instead of candle's transposed convolution, whose CUDA
+    /// kernel is direct and slow: the kernels of every non-CPU device.
+    Portable,
 }
 
 impl ConvImpl {
@@ -32,7 +39,7 @@ impl ConvImpl {
     pub(crate) fn input(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => Ok(x.clone()),
-            Self::Candle => x.permute((0, 3, 1, 2))?.contiguous(),
+            Self::Candle | Self::Portable => x.permute((0, 3, 1, 2))?.contiguous(),
         }
     }
 
@@ -40,7 +47,7 @@ impl ConvImpl {
     pub(crate) fn per_channel(self, v: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => Ok(v.clone()),
-            Self::Candle => v.reshape((1, (), 1, 1)),
+            Self::Candle | Self::Portable => v.reshape((1, (), 1, 1)),
         }
     }
 
@@ -54,13 +61,8 @@ impl ConvImpl {
     ) -> Result<Tensor> {
         match self {
             Self::Fast => conv2d::conv2d(x, w, stride, padding),
-            Self::Candle => x.conv2d(
-                &w.permute((3, 2, 0, 1))?.contiguous()?,
-                padding,
-                stride,
-                1,
-                1,
-            ),
+            Self::Candle => x.conv2d(&oihw(w)?, padding, stride, 1, 1),
+            Self::Portable => conv_grad::conv2d(x, &oihw(w)?, stride, padding),
         }
     }
 
@@ -76,7 +78,7 @@ impl ConvImpl {
     ) -> Result<Tensor> {
         match self {
             Self::Fast => conv2d::conv2d_bias(x, w, b, stride, padding, relu),
-            Self::Candle => {
+            Self::Candle | Self::Portable => {
                 let y = self
                     .conv(x, w, stride, padding)?
                     .broadcast_add(&self.per_channel(b)?)?;
@@ -102,7 +104,7 @@ impl ConvImpl {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         match self {
             Self::Fast => conv_bn_train(x, w, gamma, beta, residual, cfg),
-            Self::Candle => {
+            Self::Candle | Self::Portable => {
                 let z = self.conv(x, w, cfg.stride, cfg.padding)?;
                 let mean = z.mean_keepdim((0, 2, 3))?;
                 let centered = z.broadcast_sub(&mean)?;
@@ -121,7 +123,7 @@ impl ConvImpl {
     pub(crate) fn merge(self, y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         match (residual, relu, self) {
             (Some(r), true, Self::Fast) => add_relu(&y, r),
-            (Some(r), true, Self::Candle) => (y + r)?.relu(),
+            (Some(r), true, Self::Candle | Self::Portable) => (y + r)?.relu(),
             (Some(r), false, _) => y + r,
             (None, true, _) => y.relu(),
             (None, false, _) => Ok(y),
@@ -132,9 +134,14 @@ impl ConvImpl {
     pub(crate) fn global_avg_pool(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => global_avg_pool(x),
-            Self::Candle => x.mean((2, 3)),
+            Self::Candle | Self::Portable => x.mean((2, 3)),
         }
     }
+}
+
+/// HWIO weights as the OIHW kernel candle's `conv2d` takes.
+fn oihw(w: &Tensor) -> Result<Tensor> {
+    w.permute((3, 2, 0, 1))?.contiguous()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! register tiles, or im2col + gemm), the fused conv + batch-norm +
 //! residual + ReLU training unit (batch statistics in `batch_stats`), residual add + ReLU and
 //! global average pooling, with [`conv_impl::ConvImpl`] switching the ResNet
-//! between them and candle's own ops.
+//! between them and candle's own ops; and [`conv_grad`], the convolution
+//! whose gradients are forward convolutions, for GPUs.
 
 pub mod add_relu;
 pub mod avg_pool;
@@ -11,6 +12,7 @@ pub mod conv2d;
 mod conv2d_avx512;
 pub mod conv_bn;
 pub mod conv_driver;
+pub mod conv_grad;
 pub mod conv_impl;
 mod cpu;
 pub mod im2col;

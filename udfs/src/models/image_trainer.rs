@@ -121,18 +121,24 @@ pub fn images_to_tensor(
     Tensor::from_vec(out, (n, size, size, 3), &Device::Cpu)
 }
 
-/// A `VarBuilder` over `varmap` that creates missing tensors from `seed`
-/// instead of candle's device RNG, so the same seed gives the same weights.
-/// Each tensor draws from its own ChaCha8 stream chosen by a hash of its
-/// name, so values do not depend on creation order.
+/// A `VarBuilder` over `varmap` that creates missing tensors on the CPU from
+/// `seed` instead of candle's device RNG, so the same seed gives the same
+/// weights. Each tensor draws from its own ChaCha8 stream chosen by a hash
+/// of its name, so values do not depend on creation order.
 pub fn seeded_var_builder(varmap: &VarMap, seed: u64) -> VarBuilder<'static> {
+    seeded_var_builder_on(varmap, seed, &Device::Cpu)
+}
+
+/// [`seeded_var_builder`] creating its tensors on `device`: the values are
+/// drawn on the host, so every device starts from the same weights.
+pub fn seeded_var_builder_on(varmap: &VarMap, seed: u64, device: &Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(
         Box::new(SeededInit {
             varmap: varmap.clone(),
             seed,
         }),
         DType::F32,
-        Device::Cpu,
+        device.clone(),
     )
 }
 
@@ -168,8 +174,8 @@ impl SeededInit {
 
 impl SimpleBackend for SeededInit {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        if dtype != DType::F32 || !dev.is_cpu() {
-            bail!("seeded init of {name}: only f32 on the CPU, got {dtype:?} on {dev:?}")
+        if dtype != DType::F32 {
+            bail!("seeded init of {name}: only f32, got {dtype:?}")
         }
         let mut vars = self
             .varmap
@@ -221,6 +227,7 @@ pub struct StepOutput {
 /// A ResNet, its parameters and its optimizer, trained one batch at a time.
 pub struct ImageTrainer {
     model: ResNet,
+    device: Device,
     varmap: VarMap,
     opt: SgdMomentum,
     rng: ChaCha8Rng,
@@ -228,16 +235,19 @@ pub struct ImageTrainer {
 }
 
 impl ImageTrainer {
-    /// A freshly initialised network (weights from `seed`, see
-    /// [`seeded_var_builder`]) normalising with [`Normalize::CIFAR10`].
-    pub fn new(cfg: ResNetConfig, opt: SgdConfig, seed: u64) -> Result<Self> {
+    /// A freshly initialised network on `device` (weights from `seed`, see
+    /// [`seeded_var_builder`]; kernels from [`crate::device::conv_impl`])
+    /// normalising with [`Normalize::CIFAR10`].
+    pub fn new(cfg: ResNetConfig, opt: SgdConfig, seed: u64, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
-        let model = ResNet::new(&cfg, seeded_var_builder(&varmap, seed))?;
+        let model = ResNet::new(&cfg, seeded_var_builder_on(&varmap, seed, device))?
+            .with_conv_impl(crate::device::conv_impl(device));
         let opt = SgdMomentum::new(model.trainable_vars(), opt)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(AUGMENT_STREAM);
         Ok(Self {
             model,
+            device: device.clone(),
             varmap,
             opt,
             rng,
@@ -279,10 +289,10 @@ impl ImageTrainer {
             bail!("step: label {l} is not below num_classes {classes}")
         }
         let augment: Vec<Augment> = (0..n).map(|_| Augment::random(&mut self.rng)).collect();
-        let x = images_to_tensor(images, size, &self.norm, Some(&augment))?;
+        let x = images_to_tensor(images, size, &self.norm, Some(&augment))?.to_device(&self.device)?;
         let logits = self.model.forward_train(&x)?;
         let loss =
-            candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &Device::Cpu)?)?;
+            candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &self.device)?)?;
         self.opt.backward_step(&loss, lr)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let correct = logits
@@ -394,7 +404,7 @@ mod tests {
     #[test]
     fn training_is_deterministic_and_learns() -> Result<()> {
         let run = |seed: u64| -> Result<Vec<StepOutput>> {
-            let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), seed)?;
+            let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), seed, &Device::Cpu)?;
             (0..30)
                 .map(|i| {
                     let (x, y) = toy_batch(16, 8, i);
@@ -422,7 +432,7 @@ mod tests {
                 .build()
                 .map_err(candle_core::Error::wrap)?;
             pool.install(|| {
-                let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 4)?;
+                let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 4, &Device::Cpu)?;
                 (0..3)
                     .map(|i| {
                         let (x, y) = toy_batch(20, 8, i);
@@ -437,7 +447,7 @@ mod tests {
 
     #[test]
     fn saved_weights_load_into_the_same_folded_network() -> Result<()> {
-        let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 3)?;
+        let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 3, &Device::Cpu)?;
         let (x, y) = toy_batch(8, 8, 0);
         t.step(&x, &y, 0.1)?;
         let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
@@ -445,7 +455,7 @@ mod tests {
         t.save(&path)?;
         let input = images_to_tensor(&x, 8, t.normalize(), None)?;
         let (f1, l1) = t.folded()?.forward(&input)?;
-        let (f2, l2) = FoldedResNet::load(&path, &tiny())?.forward(&input)?;
+        let (f2, l2) = FoldedResNet::load(&path, &tiny(), &Device::Cpu)?.forward(&input)?;
         assert_eq!(
             f1.flatten_all()?.to_vec1::<f32>()?,
             f2.flatten_all()?.to_vec1::<f32>()?
@@ -459,7 +469,7 @@ mod tests {
 
     #[test]
     fn bad_batches_are_errors() -> Result<()> {
-        let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 0)?;
+        let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 0, &Device::Cpu)?;
         let (x, y) = toy_batch(4, 8, 0);
         assert!(t.step(&x[1..], &y, 0.1).is_err(), "short image buffer");
         assert!(

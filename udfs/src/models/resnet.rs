@@ -508,14 +508,47 @@ pub struct FoldedResNet {
 
 impl FoldedResNet {
     /// Loads a safetensors file written by `VarMap::save` (e.g.
-    /// [`crate::models::image_trainer::ImageTrainer::save`]) for `cfg`.
-    pub fn load(path: &Path, cfg: &ResNetConfig) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-        ResNet::new(
-            cfg,
-            VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-        )?
-        .fold()
+    /// [`crate::models::image_trainer::ImageTrainer::save`]) for `cfg` onto
+    /// `device`, with that device's kernels ([`crate::device::conv_impl`]).
+    pub fn load(path: &Path, cfg: &ResNetConfig, device: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, device)?;
+        ResNet::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, device))?
+            .with_conv_impl(crate::device::conv_impl(device))
+            .fold()
+    }
+
+    /// The same network computing in `dtype` (f16 or bf16 halve the memory
+    /// traffic of GPU inference); inputs are cast to it and outputs back to
+    /// f32. sieve's CPU kernels are f32 only, so half precision runs
+    /// candle's ops.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let cast = |u: &FoldedConv| -> Result<FoldedConv> {
+            Ok(FoldedConv {
+                weight: u.weight.to_dtype(dtype)?,
+                bias: u.bias.to_dtype(dtype)?,
+                stride: u.stride,
+                padding: u.padding,
+            })
+        };
+        let imp = match (self.imp, dtype) {
+            (ConvImpl::Fast, DType::F32) => ConvImpl::Fast,
+            (ConvImpl::Fast, _) => ConvImpl::Candle,
+            (imp, _) => imp,
+        };
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            body: self.body.map(cast)?,
+            head: Linear::new(
+                self.head.weight().to_dtype(dtype)?,
+                self.head.bias().map(|b| b.to_dtype(dtype)).transpose()?,
+            ),
+            imp,
+        })
+    }
+
+    /// The device its weights live on.
+    pub fn device(&self) -> &Device {
+        self.head.weight().device()
     }
 
     /// The same network run by other kernels (see [`ConvImpl`]).
@@ -533,7 +566,12 @@ impl FoldedResNet {
     /// images `[n, h, w, 3]`; the features feed k-center, prototypes and
     /// SemDeDup.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.body.features_and_logits(&self.head, x, self.imp)
+        let dtype = self.head.weight().dtype();
+        if dtype == DType::F32 {
+            return self.body.features_and_logits(&self.head, x, self.imp);
+        }
+        let (features, logits) = self.body.features_and_logits(&self.head, &x.to_dtype(dtype)?, self.imp)?;
+        Ok((features.to_dtype(DType::F32)?, logits.to_dtype(DType::F32)?))
     }
 }
 
@@ -683,11 +721,12 @@ mod tests {
         Ok(())
     }
 
-    /// The fast kernels and candle's own ops compute the same training
-    /// forward, gradients and running statistics (relative 1e-4: the
-    /// gradients pass through ten layers of f32 sums in different orders).
+    /// The fast kernels, candle's own ops and the portable (GPU) path
+    /// compute the same training forward, gradients and running statistics
+    /// (relative 1e-4: the gradients pass through ten layers of f32 sums in
+    /// different orders).
     #[test]
-    fn fast_and_candle_kernels_agree_in_training() -> Result<()> {
+    fn every_kernel_set_agrees_in_training() -> Result<()> {
         let run = |imp: ConvImpl| -> Result<(ResNet, Tensor, GradStore)> {
             let net =
                 ResNet::new(&tiny(), seeded_var_builder(&VarMap::new(), 5))?.with_conv_impl(imp);
@@ -700,24 +739,26 @@ mod tests {
             Ok((net, logits, grads))
         };
         let (fast, fast_logits, fast_grads) = run(ConvImpl::Fast)?;
-        let (slow, slow_logits, slow_grads) = run(ConvImpl::Candle)?;
-        assert_close(&fast_logits, &slow_logits, 1e-4, "logits")?;
-        for (i, (a, b)) in fast
-            .trainable_vars()
-            .iter()
-            .zip(slow.trainable_vars())
-            .enumerate()
-        {
-            assert_close(
-                fast_grads.get(a).unwrap(),
-                slow_grads.get(&b).unwrap(),
-                1e-4,
-                &format!("grad of var {i}"),
-            )?;
-        }
-        for (a, b) in fast.body.units().into_iter().zip(slow.body.units()) {
-            assert_close(&a.running_mean, &b.running_mean, 1e-4, "running mean")?;
-            assert_close(&a.running_var, &b.running_var, 1e-4, "running var")?;
+        for imp in [ConvImpl::Candle, ConvImpl::Portable] {
+            let (slow, slow_logits, slow_grads) = run(imp)?;
+            assert_close(&fast_logits, &slow_logits, 1e-4, &format!("{imp:?} logits"))?;
+            for (i, (a, b)) in fast
+                .trainable_vars()
+                .iter()
+                .zip(slow.trainable_vars())
+                .enumerate()
+            {
+                assert_close(
+                    fast_grads.get(a).unwrap(),
+                    slow_grads.get(&b).unwrap(),
+                    1e-4,
+                    &format!("{imp:?} grad of var {i}"),
+                )?;
+            }
+            for (a, b) in fast.body.units().into_iter().zip(slow.body.units()) {
+                assert_close(&a.running_mean, &b.running_mean, 1e-4, "running mean")?;
+                assert_close(&a.running_var, &b.running_var, 1e-4, "running var")?;
+            }
         }
         Ok(())
     }
@@ -741,12 +782,34 @@ mod tests {
         }
         let x = images(5, &tiny(), 10)?;
         let (features, logits) = net.forward_eval(&x)?;
-        for imp in [ConvImpl::Fast, ConvImpl::Candle] {
+        for imp in [ConvImpl::Fast, ConvImpl::Candle, ConvImpl::Portable] {
             let (f, l) = net.fold()?.with_conv_impl(imp).forward(&x)?;
             assert_close(&f, &features, 1e-4, &format!("features {imp:?}"))?;
             assert_close(&l, &logits, 1e-4, &format!("logits {imp:?}"))?;
         }
         assert_eq!(features.dims(), [5, tiny().feature_dim()]);
+        Ok(())
+    }
+
+    /// Half-precision inference stays within its rounding of f32: features
+    /// and logits within 2% of their scale. f16 only: candle's CPU matmul has
+    /// no bf16, so bf16 (the same code with another type) runs on GPUs only.
+    #[test]
+    fn half_precision_inference_follows_f32() -> Result<()> {
+        let net = ResNet::new(&tiny(), seeded_var_builder(&VarMap::new(), 3))?;
+        for seed in 0..3 {
+            net.forward_train(&images(8, &tiny(), seed)?)?;
+        }
+        let folded = net.fold()?;
+        let x = images(6, &tiny(), 11)?;
+        let (features, logits) = folded.forward(&x)?;
+        for (dtype, tol) in [(DType::F16, 0.02)] {
+            let half = folded.to_dtype(dtype)?;
+            let (f, l) = half.forward(&x)?;
+            assert_eq!((f.dtype(), l.dtype()), (DType::F32, DType::F32));
+            assert_close(&f, &features, tol, &format!("{dtype:?} features"))?;
+            assert_close(&l, &logits, tol, &format!("{dtype:?} logits"))?;
+        }
         Ok(())
     }
 

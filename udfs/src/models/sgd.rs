@@ -60,12 +60,22 @@ impl Default for SgdConfig {
     }
 }
 
+/// A variable's momentum buffer: on the host for CPU variables (updated in
+/// one pass over plain slices), on the device for the others (updated with
+/// tensor ops, so a GPU step copies nothing back).
+enum Buffer {
+    Host(Vec<f32>),
+    Device(Tensor),
+}
+
 /// SGD over a fixed list of variables, keeping one momentum buffer each.
 pub struct SgdMomentum {
     vars: Vec<Var>,
     /// Momentum buffers, None until a variable's first step.
-    buffers: Vec<Option<Vec<f32>>>,
+    buffers: Vec<Option<Buffer>>,
     cfg: SgdConfig,
+    /// Update every variable with tensor ops, wherever it lives.
+    tensor_ops: bool,
 }
 
 impl SgdMomentum {
@@ -77,8 +87,8 @@ impl SgdMomentum {
                 v.dtype()
             )
         }
-        let buffers = vec![None; vars.len()];
-        Ok(Self { vars, buffers, cfg })
+        let buffers = (0..vars.len()).map(|_| None).collect();
+        Ok(Self { vars, buffers, cfg, tensor_ops: false })
     }
 
     /// The hyperparameters.
@@ -89,35 +99,75 @@ impl SgdMomentum {
     /// One update at learning rate `lr`; variables without a gradient in
     /// `grads` (unused in this step) are left alone.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        let (mu, wd) = (self.cfg.momentum as f32, self.cfg.weight_decay as f32);
-        let lr = lr as f32;
         for (var, buf) in self.vars.iter().zip(&mut self.buffers) {
             let Some(grad) = grads.get(var) else { continue };
-            let mut p = var.flatten_all()?.to_vec1::<f32>()?;
-            let g = grad.flatten_all()?.to_vec1::<f32>()?;
-            let first = buf.is_none();
-            let buf = buf.get_or_insert_with(|| vec![0.0; g.len()]);
-            for ((p, &g), b) in p.iter_mut().zip(&g).zip(buf.iter_mut()) {
-                let g = match self.cfg.decay {
-                    WeightDecay::L2 => g + wd * *p,
-                    WeightDecay::Decoupled => g,
-                };
-                *b = if first { g } else { mu * *b + g };
-                let d = if self.cfg.nesterov { g + mu * *b } else { *b };
-                if self.cfg.decay == WeightDecay::Decoupled {
-                    *p *= 1.0 - lr * wd;
-                }
-                *p -= lr * d;
+            if var.device().is_cpu() && !self.tensor_ops {
+                self.cfg.update_host(var, grad, buf, lr as f32)?;
+            } else {
+                self.cfg.update_tensors(var, grad, buf, lr)?;
             }
-            var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
         }
         Ok(())
+    }
+
+    /// Updates CPU variables with tensor ops too, as on a GPU (for tests).
+    #[cfg(test)]
+    fn with_tensor_ops(mut self) -> Self {
+        self.tensor_ops = true;
+        self
     }
 
     /// Backpropagates `loss` and takes one step at `lr`.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
         let grads = loss.backward()?;
         self.step(&grads, lr)
+    }
+}
+
+impl SgdConfig {
+    /// The update of the module doc in one pass over host slices.
+    fn update_host(&self, var: &Var, grad: &Tensor, buf: &mut Option<Buffer>, lr: f32) -> Result<()> {
+        let (mu, wd) = (self.momentum as f32, self.weight_decay as f32);
+        let mut p = var.flatten_all()?.to_vec1::<f32>()?;
+        let g = grad.flatten_all()?.to_vec1::<f32>()?;
+        let first = buf.is_none();
+        let Buffer::Host(buf) = buf.get_or_insert_with(|| Buffer::Host(vec![0.0; g.len()])) else {
+            bail!("SgdMomentum: a variable moved between host and device")
+        };
+        for ((p, &g), b) in p.iter_mut().zip(&g).zip(buf.iter_mut()) {
+            let g = match self.decay {
+                WeightDecay::L2 => g + wd * *p,
+                WeightDecay::Decoupled => g,
+            };
+            *b = if first { g } else { mu * *b + g };
+            let d = if self.nesterov { g + mu * *b } else { *b };
+            if self.decay == WeightDecay::Decoupled {
+                *p *= 1.0 - lr * wd;
+            }
+            *p -= lr * d;
+        }
+        var.set(&Tensor::from_vec(p, var.shape(), var.device())?)
+    }
+
+    /// The same update with tensor ops, on the variable's device.
+    fn update_tensors(&self, var: &Var, grad: &Tensor, buf: &mut Option<Buffer>, lr: f64) -> Result<()> {
+        let p = var.as_tensor().detach();
+        let g = match self.decay {
+            WeightDecay::L2 => (grad + (&p * self.weight_decay)?)?,
+            WeightDecay::Decoupled => grad.clone(),
+        };
+        let b = match buf.take() {
+            None => g.clone(),
+            Some(Buffer::Device(b)) => ((b * self.momentum)? + &g)?,
+            Some(Buffer::Host(_)) => bail!("SgdMomentum: a variable moved between host and device"),
+        };
+        let d = if self.nesterov { (&g + (&b * self.momentum)?)? } else { b.clone() };
+        *buf = Some(Buffer::Device(b));
+        let p = match self.decay {
+            WeightDecay::L2 => p,
+            WeightDecay::Decoupled => (p * (1.0 - lr * self.weight_decay))?,
+        };
+        var.set(&(p - (d * lr)?)?)
     }
 }
 
@@ -158,18 +208,26 @@ mod tests {
                     decay,
                 };
                 let p0 = [1.5f32, -0.25, 3.0];
-                let var = Var::new(&p0[..], &Device::Cpu)?;
-                let mut opt = SgdMomentum::new(vec![var.clone()], cfg.clone())?;
-                for _ in 0..5 {
-                    opt.backward_step(&var.as_tensor().sqr()?.sum_all()?, 0.05)?;
-                }
-                let got = var.to_vec1::<f32>()?;
-                for (g, &p) in got.iter().zip(&p0) {
-                    let want = scalar_reference(&cfg, p, 0.05, 5);
-                    assert!(
-                        (g - want).abs() <= 1e-6 * want.abs().max(1.0),
-                        "{cfg:?}: {g} vs {want}"
-                    );
+                // The host path, and the tensor-op path a GPU takes.
+                for tensor_ops in [false, true] {
+                    let var = Var::new(&p0[..], &Device::Cpu)?;
+                    let mut opt = SgdMomentum::new(vec![var.clone()], cfg.clone())?;
+                    if tensor_ops {
+                        opt = opt.with_tensor_ops();
+                    }
+                    for _ in 0..5 {
+                        opt.backward_step(&var.as_tensor().sqr()?.sum_all()?, 0.05)?;
+                    }
+                    let got = var.to_vec1::<f32>()?;
+                    // The tensor ops scale in f64 and round once more.
+                    let tol = if tensor_ops { 1e-5 } else { 1e-6 };
+                    for (g, &p) in got.iter().zip(&p0) {
+                        let want = scalar_reference(&cfg, p, 0.05, 5);
+                        assert!(
+                            (g - want).abs() <= tol * want.abs().max(1.0),
+                            "{cfg:?}, tensor ops {tensor_ops}: {g} vs {want}"
+                        );
+                    }
                 }
             }
         }
