@@ -29,7 +29,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The network of benches/pytorch_resnet.py: beside this file in the directory
+# `make gpu-bench` prepares, in ../benches in the repository.
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "benches")]
 from pytorch_resnet import CROP_PADDING, MEAN, SGD, STD, ResNet  # noqa: E402
 
 BATCH = 128

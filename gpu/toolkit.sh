@@ -38,6 +38,8 @@ done
 
 # The driver API stub: every cu* entry point cudarc declares, soname
 # libcuda.so.1 like the driver's own, so the binary asks for the real one.
+# Each returns CUDA_ERROR_NO_DEVICE (100), so a binary run against the stub
+# behaves as on a machine with a driver and no GPU (the error strings say so).
 cudarc=$(cargo metadata --format-version 1 --features sieve/cuda 2>/dev/null |
     python3 -c 'import json,sys,os
 for p in json.load(sys.stdin)["packages"]:
@@ -46,9 +48,14 @@ if [[ -z "$cudarc" ]]; then
     echo "toolkit.sh: cudarc is not in the dependency graph (run from the workspace)" >&2
     exit 1
 fi
-grep -ho 'pub unsafe fn cu[A-Za-z0-9_]*' "$cudarc/src/driver/sys/mod.rs" |
-    awk '{print $4}' | sort -u |
-    awk '{print "void " $1 "(void) {}"}' >"$stubs/libcuda_stub.c"
+{
+    echo 'static const char *stub = "no CUDA driver (libcuda stub)";'
+    echo 'int cuGetErrorString(int e, const char **s) { *s = stub; return 0; }'
+    echo 'int cuGetErrorName(int e, const char **s) { *s = stub; return 0; }'
+    grep -ho 'pub unsafe fn cu[A-Za-z0-9_]*' "$cudarc/src/driver/sys/mod.rs" |
+        awk '{print $4}' | sort -u | grep -v -x -e cuGetErrorString -e cuGetErrorName |
+        awk '{print "int " $1 "(void) { return 100; }"}'
+} >"$stubs/libcuda_stub.c"
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$stubs/libcuda_stub.c"
 
 echo "$root"

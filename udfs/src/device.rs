@@ -79,6 +79,7 @@ impl DeviceChoice {
             Self::Cuda(n) => Ok(Resolved { device: open_cuda(n)?, fallback: None }),
             Self::Auto => Ok(match open_cuda(0) {
                 Ok(device) => Resolved { device, fallback: None },
+                Err(UdfError::Device(why)) => Resolved { device: Device::Cpu, fallback: Some(why) },
                 Err(e) => Resolved { device: Device::Cpu, fallback: Some(e.to_string()) },
             }),
         }
