@@ -103,5 +103,6 @@ print(f"|{'-' * 50}|{'-' * 12}|{'-' * 15}|")
 for name, s, t in rows:
     t = "-" if t is None else f"{t:,.3f}"
     print(f"| {name:48} | {s:>10,.3f} | {t:>13} |")
-print(f"bf16 vs f32: same prediction on {float(same_pred):.2%} of rows, el2n within {float(el2n_err):.4f}")
+if bf16 != "nan":
+    print(f"bf16 vs f32: same prediction on {float(same_pred):.2%} of rows, el2n within {float(el2n_err):.4f}")
 EOF
