@@ -88,14 +88,8 @@ impl DeviceChoice {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    // cudarc panics (rather than erring) when libcuda.so cannot be loaded in
-    // some builds; a panic here must become an error like any other.
-    let opened = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
-    match opened {
-        Ok(Ok(device)) => Ok(device),
-        Ok(Err(e)) => Err(no_gpu(ordinal, &e.to_string())),
-        Err(_) => Err(no_gpu(ordinal, "the CUDA driver library could not be loaded")),
-    }
+    // The first line: with RUST_BACKTRACE set, candle appends a backtrace.
+    Device::new_cuda(ordinal).map_err(|e| no_gpu(ordinal, e.to_string().lines().next().unwrap_or_default()))
 }
 
 #[cfg(not(feature = "cuda"))]
