@@ -74,8 +74,6 @@ pub struct SgdMomentum {
     /// Momentum buffers, None until a variable's first step.
     buffers: Vec<Option<Buffer>>,
     cfg: SgdConfig,
-    /// Update every variable with tensor ops, wherever it lives.
-    tensor_ops: bool,
 }
 
 impl SgdMomentum {
@@ -88,7 +86,7 @@ impl SgdMomentum {
             )
         }
         let buffers = (0..vars.len()).map(|_| None).collect();
-        Ok(Self { vars, buffers, cfg, tensor_ops: false })
+        Ok(Self { vars, buffers, cfg })
     }
 
     /// The hyperparameters.
@@ -101,20 +99,13 @@ impl SgdMomentum {
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for (var, buf) in self.vars.iter().zip(&mut self.buffers) {
             let Some(grad) = grads.get(var) else { continue };
-            if var.device().is_cpu() && !self.tensor_ops {
+            if var.device().is_cpu() {
                 self.cfg.update_host(var, grad, buf, lr as f32)?;
             } else {
                 self.cfg.update_tensors(var, grad, buf, lr)?;
             }
         }
         Ok(())
-    }
-
-    /// Updates CPU variables with tensor ops too, as on a GPU (for tests).
-    #[cfg(test)]
-    fn with_tensor_ops(mut self) -> Self {
-        self.tensor_ops = true;
-        self
     }
 
     /// Backpropagates `loss` and takes one step at `lr`.
@@ -208,15 +199,20 @@ mod tests {
                     decay,
                 };
                 let p0 = [1.5f32, -0.25, 3.0];
-                // The host path, and the tensor-op path a GPU takes.
+                // The host path (the optimizer on CPU variables), and the
+                // tensor-op path a GPU variable takes, called directly.
                 for tensor_ops in [false, true] {
                     let var = Var::new(&p0[..], &Device::Cpu)?;
                     let mut opt = SgdMomentum::new(vec![var.clone()], cfg.clone())?;
-                    if tensor_ops {
-                        opt = opt.with_tensor_ops();
-                    }
+                    let mut buf = None;
                     for _ in 0..5 {
-                        opt.backward_step(&var.as_tensor().sqr()?.sum_all()?, 0.05)?;
+                        let loss = var.as_tensor().sqr()?.sum_all()?;
+                        if tensor_ops {
+                            let grads = loss.backward()?;
+                            cfg.update_tensors(&var, grads.get(&var).unwrap(), &mut buf, 0.05)?;
+                        } else {
+                            opt.backward_step(&loss, 0.05)?;
+                        }
                     }
                     let got = var.to_vec1::<f32>()?;
                     // The tensor ops scale in f64 and round once more.
