@@ -129,10 +129,10 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     let batch = plan.batch_size.unwrap_or(IMAGE_BATCH);
     let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
     let sgd = SgdConfig::default();
+    let device = sieve_udfs::device::current().device;
     let config = serde_json::json!({"epochs": epochs, "batch_size": batch, "peak_lr": peak, "warmup": WARMUP,
         "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed,
-        "device": sieve_udfs::device::describe(&sieve_udfs::device::current().device)});
-    let device = sieve_udfs::device::current().device;
+        "device": sieve_udfs::device::describe(&device)});
     let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed, &device)?;
     let normalize = Some(trainer.normalize().clone());
     let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
