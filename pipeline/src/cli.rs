@@ -233,6 +233,16 @@ pub enum Order {
     Auto,
 }
 
+/// How long a target trains on a subset, against the full data's epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetBudget {
+    /// The same epochs: a subset of 70% trains 70% of the steps.
+    Epochs,
+    /// The same SGD steps: epochs ÷ kept fraction, rounded to the nearest.
+    Steps,
+}
+
 /// Per-class quotas or one global ranking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -422,9 +432,12 @@ pub struct EvalArgs {
     /// Target width (ResNet channels or fastText dim; default: the preset's, 64 for fastText).
     #[arg(long)]
     pub target_width: Option<usize>,
-    /// Target epochs (default: the preset's).
+    /// Target epochs on the full data (default: the preset's).
     #[arg(long)]
     pub target_epochs: Option<usize>,
+    /// What a subset's target gets: the same epochs as on the full data (SVP's setting: fewer steps, the speed-up), or the same SGD steps (epochs ÷ kept fraction: data quality at equal compute).
+    #[arg(long, value_enum, default_value_t = TargetBudget::Epochs)]
+    pub target_budget: TargetBudget,
     /// Also train proxies with the next seed and half the width and report Spearman rank agreement with the first.
     #[arg(long)]
     pub agreement: bool,

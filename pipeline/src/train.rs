@@ -122,10 +122,15 @@ fn new_meta(
     ProxyMeta::new(&plan.preset, architecture, dataset.classes.clone(), normalize, files, config)
 }
 
+/// The epochs `plan` trains: its own, else its model's default.
+pub fn epochs(plan: &TrainPlan) -> usize {
+    plan.epochs.unwrap_or(if plan.preset == "fasttext" { FastTextTrainConfig::default().epochs } else { IMAGE_EPOCHS })
+}
+
 fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
     let classes = dataset.classes.len();
     let cfg = resnet_config(&plan.preset, plan.width, classes)?;
-    let epochs = plan.epochs.unwrap_or(IMAGE_EPOCHS);
+    let epochs = epochs(plan);
     let batch = plan.batch_size.unwrap_or(IMAGE_BATCH);
     let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
     let sgd = SgdConfig::default();
@@ -204,7 +209,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     let defaults = FastTextTrainConfig::default();
     let schedule = FastTextTrainConfig {
         lr: plan.lr.map_or(defaults.lr, |lr| lr as f32),
-        epochs: plan.epochs.unwrap_or(defaults.epochs),
+        epochs: epochs(plan),
     };
     let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": "shuffled per epoch"});
     let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);

@@ -58,3 +58,24 @@ fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
     let png = std::fs::read(out.join("eval.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// `--target-budget steps`: a target on half the rows trains twice the
+/// epochs (the same SGD steps as on the full data), and says so.
+#[test]
+fn a_steps_budget_trains_a_subset_for_as_many_steps_as_the_full_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("eval");
+    let fixture = root().join("fixtures/reviews");
+    sieve_ok(&[
+        "eval", "--input", fixture.join("train.parquet").to_str().unwrap(), "--text-column", "sentence", "--heldout",
+        fixture.join("validation.parquet").to_str().unwrap(), "--fractions", "0.5", "--strategies", "random", "--seeds", "1",
+        "--target-epochs", "3", "--target-budget", "steps", "--quiet", "--out", out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let epochs = |full: bool| runs.iter().find(|r| r["method"].is_null() == full).unwrap()["epochs"].as_u64().unwrap();
+    assert_eq!((epochs(true), epochs(false)), (3, 6), "{runs:?}");
+    assert_eq!(report["target_budget"], "steps");
+    let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
+    assert!(md.contains("3 epochs on the full data; a subset trains epochs ÷ kept fraction, so as many steps"), "{md}");
+}

@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use crate::cli::{EvalArgs, Order, Strategy};
+use crate::cli::{EvalArgs, Order, Strategy, TargetBudget};
 use crate::error::{io_err, PipelineError, Result};
 use crate::jobs::{init_run, session, PROXY_DIR, SCORES_FILE};
 use crate::manifest::Manifest;
@@ -75,6 +75,8 @@ pub struct TargetRun {
     pub seed: u64,
     /// Rows the target trained on.
     pub rows: u64,
+    /// Epochs the target trained.
+    pub epochs: usize,
     /// Held-out accuracy.
     pub accuracy: f64,
     /// Seconds to train (and evaluate) the target.
@@ -112,8 +114,10 @@ pub struct EvalReport {
     pub proxy: String,
     /// The proxy's held-out accuracy, when known.
     pub proxy_accuracy: Option<f64>,
-    /// The target model's settings.
+    /// The target model's settings (its epochs are the full data's).
     pub target: TrainPlan,
+    /// Whether a subset's target trains the same epochs or the same steps.
+    pub target_budget: TargetBudget,
     /// Seconds to train the proxy and to score every row (from the scores'
     /// manifest with `--scores`).
     pub proxy_seconds: f64,
@@ -144,6 +148,18 @@ fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<Trai
     let mut common = args.common.clone();
     common.seed = seed;
     TrainPlan::resolve(&opts, &common, dataset)
+}
+
+/// The target's plan on a subset of `kept` of `total` rows: the full data's
+/// epochs, or with `--target-budget steps` as many epochs as give the same
+/// SGD steps (rounded to the nearest, so never more than half an epoch off).
+fn subset_target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64, kept: u64) -> Result<TrainPlan> {
+    let mut plan = target_plan(args, dataset, seed)?;
+    if args.target_budget == TargetBudget::Steps {
+        let epochs = train::epochs(&plan) as f64 * dataset.train.total_rows() as f64 / kept.max(1) as f64;
+        plan.epochs = Some((epochs.round() as usize).max(1));
+    }
+    Ok(plan)
 }
 
 /// The methods of the sweep: every score strategy in each order, then
@@ -266,15 +282,21 @@ async fn kept_rows(ctx: &SessionContext, scored: &Scored, plan: &SelectPlan, glo
     Ok(rows)
 }
 
-/// Trains the target on `rows` (all rows when `None`); returns its held-out
-/// accuracy and seconds.
-fn train_target(dataset: &DatasetPlan, rows: Option<&RowSet>, plan: &TrainPlan, run: &RunPlan, work: &Path) -> Result<(f64, f64)> {
+/// What one target training gave.
+struct Trained {
+    accuracy: f64,
+    seconds: f64,
+    epochs: usize,
+}
+
+/// Trains the target on `rows` (all rows when `None`).
+fn train_target(dataset: &DatasetPlan, rows: Option<&RowSet>, plan: &TrainPlan, run: &RunPlan, work: &Path) -> Result<Trained> {
     let dir = work.join("target");
     let started = Instant::now();
     let meta = train::run(&dataset.with_subset(rows), plan, run, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-    Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), seconds))
+    Ok(Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs })
 }
 
 /// Mean and sample standard deviation.
@@ -336,8 +358,9 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let (accuracy, train_seconds) = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, work.path())?;
-        let r = TargetRun { method: None, fraction: 1.0, seed, rows: dataset.train.total_rows(), accuracy, train_seconds, select_seconds: 0.0 };
+        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, work.path())?;
+        let rows = dataset.train.total_rows();
+        let r = TargetRun { method: None, fraction: 1.0, seed, rows, epochs: t.epochs, accuracy: t.accuracy, train_seconds: t.seconds, select_seconds: 0.0 };
         log_run(&r);
         runs.push(r);
     }
@@ -377,15 +400,16 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                     rows = Some((kept, global_seconds + started.elapsed().as_secs_f64()));
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
-                let plan = target_plan(&args, &dataset, seed)?;
-                let (accuracy, train_seconds) = train_target(&dataset, Some(kept), &plan, &run, work.path())?;
+                let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
+                let t = train_target(&dataset, Some(kept), &plan, &run, work.path())?;
                 let r = TargetRun {
                     method: Some(method.clone()),
                     fraction,
                     seed,
                     rows: kept.len(),
-                    accuracy,
-                    train_seconds,
+                    epochs: t.epochs,
+                    accuracy: t.accuracy,
+                    train_seconds: t.seconds,
                     select_seconds: *select_seconds,
                 };
                 log_run(&r);
@@ -404,6 +428,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
         proxy: scored.proxy.clone(),
         proxy_accuracy: scored.proxy_accuracy,
         target: target_plan(&args, &dataset, args.common.seed)?,
+        target_budget: args.target_budget,
         proxy_seconds: scored.train_seconds,
         score_seconds: scored.score_seconds,
         embed_seconds: scored.embed_seconds,

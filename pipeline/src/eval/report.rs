@@ -9,6 +9,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{Cell, EvalReport};
+use crate::cli::TargetBudget;
 use crate::error::{io_err, Result};
 use crate::plot::{self, PALETTE};
 
@@ -74,10 +75,14 @@ pub fn markdown(report: &EvalReport) -> String {
     let _ = writeln!(md, "# sieve eval: {}\n", report.dataset);
     let _ = writeln!(
         md,
-        "Target: {} (width {}, epochs {}), {seeds} seed(s) per cell; proxy: {} (held-out accuracy {}), {:.1} s to train, {:.1} s to score {} rows{}.\n",
+        "Target: {} (width {}, {} epochs on the full data; {}), {seeds} seed(s) per cell; proxy: {} (held-out accuracy {}), {:.1} s to train, {:.1} s to score {} rows{}.\n",
         t.preset,
         t.width.map_or("default".to_string(), |w| w.to_string()),
-        t.epochs.map_or("default".to_string(), |e| e.to_string()),
+        crate::train::epochs(t),
+        match report.target_budget {
+            TargetBudget::Epochs => "a subset trains as many epochs, so fewer steps",
+            TargetBudget::Steps => "a subset trains epochs ÷ kept fraction, so as many steps",
+        },
         report.proxy,
         report.proxy_accuracy.map_or("n/a".to_string(), |a| format!("{}%", percent(a))),
         report.proxy_seconds,
