@@ -7,7 +7,7 @@
 //! label, error, the ranking's columns), written to a narrow file first;
 //! the quotas are counted with a GROUP BY and inlined, so the query is a
 //! sort and a streaming window, and its sort spills to disk past
-//! [`DECISION_MEMORY`]. The decision is one bit per row. The wide rows
+//! [`DECISION_MEMORY`] (or the job's `--memory-limit`, if smaller). The decision is one bit per row. The wide rows
 //! (every score and the embedding) are then streamed from the raw scores in
 //! input order, with the extra columns (training dynamics, embedding
 //! methods) looked up by position.
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::cli::{Balance, Order, Strategy};
@@ -54,6 +55,15 @@ pub struct SelectOutcome {
 
 /// Memory the decision query may hold before its sorts spill to disk.
 const DECISION_MEMORY: usize = 256 << 20;
+
+/// The decision's memory: [`DECISION_MEMORY`], or the job's session's pool
+/// when that is smaller.
+fn decision_memory(ctx: &SessionContext) -> usize {
+    match ctx.runtime_env().memory_pool.memory_limit() {
+        MemoryLimit::Finite(bytes) => bytes.min(DECISION_MEMORY),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => DECISION_MEMORY,
+    }
+}
 
 /// The condition for a row to count and be kept: no error, and not a
 /// duplicate when de-duplicating.
@@ -134,7 +144,7 @@ pub async fn run(
     let narrow = dest.with_extension("decision.parquet");
     let columns = [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, &plan.score, global::KCENTER_RANK, global::DUP_OF];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
-    let decision = crate::jobs::session(Some(DECISION_MEMORY))?;
+    let decision = crate::jobs::session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
@@ -183,4 +193,17 @@ pub async fn class_counts(ctx: &SessionContext, scores: &Path, classes: &[String
     }
     outcome.per_class.sort_by_key(|c| (c.label.is_none(), c.label));
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_never_takes_more_memory_than_the_job_allows() {
+        let with = |limit| decision_memory(&crate::jobs::session(limit).unwrap());
+        assert_eq!(with(None), DECISION_MEMORY);
+        assert_eq!(with(Some(64 << 20)), 64 << 20);
+        assert_eq!(with(Some(1 << 30)), DECISION_MEMORY);
+    }
 }
