@@ -307,8 +307,9 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Groups the runs into cells with their speed-ups; a subset's cost adds
-/// the proxy's (and the encoder's, for methods that read embeddings).
+/// Groups the runs into cells with their speed-ups; a ranked subset's cost
+/// adds the proxy's (and the encoder's, for methods that read embeddings);
+/// a random one's is its selection and target alone.
 fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
     let full: Vec<&TargetRun> = runs.iter().filter(|r| r.method.is_none()).collect();
     let full_seconds = full.iter().map(|r| r.train_seconds).sum::<f64>() / full.len().max(1) as f64;
@@ -321,7 +322,9 @@ fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
         let (mean, std) = mean_std(&group.iter().map(|r| r.accuracy).collect::<Vec<_>>());
         let cost = group.iter().map(|r| r.train_seconds + r.select_seconds).sum::<f64>() / group.len() as f64;
         let cost = match &run.method {
+            // A random subset needs no proxy.
             None => cost,
+            Some(m) if m.is_random() => cost,
             Some(m) => cost + scored.train_seconds + scored.score_seconds + if m.embeds() { scored.embed_seconds } else { 0.0 },
         };
         out.push(Cell { method: run.method.clone(), fraction: run.fraction, runs: group.len(), mean, std, speedup: full_seconds / cost });
@@ -475,4 +478,36 @@ async fn proxy_agreement(
         out.extend(rank::agreement(ctx, base, &raw, between).await?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ranked_subset_pays_for_its_proxy_and_a_random_one_does_not() {
+        let run = |strategy: Option<&str>, train_seconds: f64, select_seconds: f64| TargetRun {
+            method: strategy.map(|s| Method { strategy: s.to_string(), order: (s != RANDOM).then_some(Order::Hard) }),
+            fraction: if strategy.is_some() { 0.5 } else { 1.0 },
+            seed: 0,
+            rows: 10,
+            epochs: 1,
+            accuracy: 0.5,
+            train_seconds,
+            select_seconds,
+        };
+        let scored = Scored {
+            raw: PathBuf::new(),
+            extras: Vec::new(),
+            proxy: "resnet8".into(),
+            proxy_accuracy: None,
+            proxy_plan: None,
+            train_seconds: 20.0,
+            score_seconds: 5.0,
+            embed_seconds: 100.0,
+        };
+        let runs = [run(None, 100.0, 0.0), run(Some("el2n"), 50.0, 1.0), run(Some(RANDOM), 50.0, 0.5)];
+        let speedups: Vec<f64> = cells(&runs, &scored).iter().map(|c| c.speedup).collect();
+        assert_eq!(speedups, [1.0, 100.0 / (50.0 + 1.0 + 20.0 + 5.0), 100.0 / 50.5]);
+    }
 }
