@@ -79,3 +79,31 @@ fn a_steps_budget_trains_a_subset_for_as_many_steps_as_the_full_data() {
     let md = std::fs::read_to_string(out.join("eval.md")).unwrap();
     assert!(md.contains("3 epochs on the full data; a subset trains epochs ÷ kept fraction, so as many steps"), "{md}");
 }
+
+/// `--scores DIR`: eval reuses a `sieve prune` run's scores and reports that
+/// run's proxy (name, held-out accuracy, seconds) instead of training one.
+#[test]
+fn eval_reports_the_proxy_of_the_scores_it_reuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = root().join("fixtures/reviews");
+    let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
+    let input = ["--input", train.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap()];
+    let pruned = tmp.path().join("pruned");
+    sieve_ok(&[&["prune"][..], &input, &["--keep", "0.5", "--quiet", "--out", pruned.to_str().unwrap()]].concat());
+    let out = tmp.path().join("eval");
+    sieve_ok(
+        &[
+            &["eval"][..],
+            &input,
+            &["--scores", pruned.to_str().unwrap(), "--fractions", "0.5", "--strategies", "el2n", "--orders", "hard"],
+            &["--seeds", "1", "--quiet", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pruned.join("manifest.json")).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["proxy"], "fasttext");
+    assert!(report["proxy_accuracy"].as_f64().is_some(), "{report}");
+    assert_eq!(report["proxy_accuracy"], manifest["proxy"]["heldout_accuracy"]);
+    assert_eq!(report["proxy_seconds"], manifest["seconds"]["train"]);
+}

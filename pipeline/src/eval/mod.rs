@@ -223,8 +223,8 @@ async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPl
         return Ok(Scored {
             raw,
             extras: Vec::new(),
-            proxy: manifest["proxy"]["meta"]["preset"].as_str().unwrap_or("proxy").to_string(),
-            proxy_accuracy: manifest["proxy"]["meta"]["heldout_accuracy"].as_f64(),
+            proxy: manifest["proxy"]["preset"].as_str().unwrap_or("proxy").to_string(),
+            proxy_accuracy: manifest["proxy"]["heldout_accuracy"].as_f64(),
             proxy_plan: None,
             train_seconds: seconds("train"),
             score_seconds: seconds("score"),
