@@ -150,9 +150,9 @@ fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<Trai
     TrainPlan::resolve(&opts, &common, dataset)
 }
 
-/// The target's plan on a subset of `kept` of `total` rows: the full data's
-/// epochs, or with `--target-budget steps` as many epochs as give the same
-/// SGD steps (rounded to the nearest, so never more than half an epoch off).
+/// The target's plan on a subset of `kept` rows: the full data's epochs, or
+/// with `--target-budget steps` as many epochs as give the full data's SGD
+/// steps (rounded to the nearest, so never more than half an epoch off).
 fn subset_target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64, kept: u64) -> Result<TrainPlan> {
     let mut plan = target_plan(args, dataset, seed)?;
     if args.target_budget == TargetBudget::Steps {
@@ -322,8 +322,8 @@ fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
         let (mean, std) = mean_std(&group.iter().map(|r| r.accuracy).collect::<Vec<_>>());
         let cost = group.iter().map(|r| r.train_seconds + r.select_seconds).sum::<f64>() / group.len() as f64;
         let cost = match &run.method {
-            // A random subset needs no proxy.
             None => cost,
+            // A random subset needs no proxy.
             Some(m) if m.is_random() => cost,
             Some(m) => cost + scored.train_seconds + scored.score_seconds + if m.embeds() { scored.embed_seconds } else { 0.0 },
         };
