@@ -234,6 +234,9 @@ pub struct TrainPlan {
     pub seed: u64,
 }
 
+/// The text model's preset name (every other preset is a ResNet).
+pub const FASTTEXT: &str = "fasttext";
+
 impl TrainPlan {
     /// Fills in the dataset's defaults, then the kind's default preset.
     pub fn resolve(opts: &TrainOpts, common: &CommonOpts, dataset: &DatasetPlan) -> Result<Self> {
@@ -241,11 +244,11 @@ impl TrainPlan {
         let preset = opts.proxy.clone().or_else(|| d.proxy.clone()).unwrap_or_else(|| {
             match dataset.kind {
                 InputKind::Image => "resnet8",
-                InputKind::Text => "fasttext",
+                InputKind::Text => FASTTEXT,
             }
             .to_string()
         });
-        let is_text = preset == "fasttext";
+        let is_text = preset == FASTTEXT;
         if is_text != (dataset.kind == InputKind::Text) {
             return Err(PipelineError::Usage(format!("proxy '{preset}' cannot read {:?} input", dataset.kind)));
         }

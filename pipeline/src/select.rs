@@ -7,10 +7,11 @@
 //! label, error, the ranking's columns), written to a narrow file first;
 //! the quotas are counted with a GROUP BY and inlined, so the query is a
 //! sort and a streaming window, and its sort spills to disk past
-//! [`DECISION_MEMORY`] (or the job's `--memory-limit`, if smaller). The decision is one bit per row. The wide rows
-//! (every score and the embedding) are then streamed from the raw scores in
-//! input order, with the extra columns (training dynamics, embedding
-//! methods) looked up by position.
+//! [`DECISION_MEMORY`] (or the job's `--memory-limit`, if smaller). The
+//! decision is one bit per row. The wide rows (every score and the
+//! embedding) are then streamed from the raw scores in input order, with
+//! the extra columns (training dynamics, embedding methods) looked up by
+//! position.
 
 use std::path::{Path, PathBuf};
 

@@ -124,7 +124,7 @@ fn new_meta(
 
 /// The epochs `plan` trains: its own, else its model's default.
 pub fn epochs(plan: &TrainPlan) -> usize {
-    plan.epochs.unwrap_or(if plan.preset == "fasttext" { FastTextTrainConfig::default().epochs } else { IMAGE_EPOCHS })
+    plan.epochs.unwrap_or(if plan.preset == crate::plan::FASTTEXT { FastTextTrainConfig::default().epochs } else { IMAGE_EPOCHS })
 }
 
 fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {

@@ -139,7 +139,7 @@ pub struct EvalReport {
 fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<TrainPlan> {
     let image = dataset.kind == sieve_schemas::InputKind::Image;
     let opts = crate::cli::TrainOpts {
-        proxy: Some(args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { "fasttext" }.to_string())),
+        proxy: Some(args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { crate::plan::FASTTEXT }.to_string())),
         width: args.target_width.or(if image { None } else { Some(64) }),
         epochs: args.target_epochs,
         batch_size: None,
