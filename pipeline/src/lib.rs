@@ -13,6 +13,7 @@ pub mod dynamics;
 pub mod error;
 pub mod eval;
 pub mod examples;
+pub mod fault;
 pub mod global;
 pub mod import;
 pub mod input;
