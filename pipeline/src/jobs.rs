@@ -72,6 +72,10 @@ pub fn session(memory_limit: Option<usize>) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(crate::store::registry());
     if let Some(bytes) = memory_limit {
         runtime = runtime.with_memory_limit(bytes, 1.0);
+        // A sort holds this much back for merging its spills (10 MiB by
+        // default); a quarter of a small pool leaves room to sort at all.
+        let reserve = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *reserve = (*reserve).min(bytes / 4);
     }
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     sieve_udfs::register_all(&ctx);

@@ -14,10 +14,12 @@
 //! position.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::cli::{Balance, Order, Strategy};
@@ -52,6 +54,10 @@ pub struct SelectOutcome {
     pub kept: u64,
     /// Per class, by label (rows without a label last).
     pub per_class: Vec<ClassCount>,
+    /// Times the decision's sort spilled to disk (past its memory).
+    pub spill_count: usize,
+    /// Bytes the decision's sort spilled to disk.
+    pub spilled_bytes: usize,
 }
 
 /// Memory the decision query may hold before its sorts spill to disk.
@@ -149,7 +155,8 @@ pub async fn run(
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
-    let mut stream = decision.sql(&selection_sql(plan, &quota)).await?.execute_stream().await?;
+    let physical = decision.sql(&selection_sql(plan, &quota)).await?.create_physical_plan().await?;
+    let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), decision.task_ctx())?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let (pos, keep) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_boolean());
@@ -160,7 +167,15 @@ pub async fn run(
     drop(stream);
     std::fs::remove_file(&narrow).map_err(io_err(&narrow))?;
     merge::write(&raw_files, extras, merge::Output::Decided(&kept), dest)?;
-    class_counts(ctx, dest, classes).await
+    let (spill_count, spilled_bytes) = spills(&physical);
+    Ok(SelectOutcome { spill_count, spilled_bytes, ..class_counts(ctx, dest, classes).await? })
+}
+
+/// How often and how much a finished plan's operators spilled to disk, from
+/// DataFusion's metrics.
+fn spills(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
+    let own = plan.metrics().map_or((0, 0), |m| (m.spill_count().unwrap_or(0), m.spilled_bytes().unwrap_or(0)));
+    plan.children().into_iter().map(spills).fold(own, |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 /// Counts rows and kept rows per label in a scores.parquet.

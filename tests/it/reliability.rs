@@ -93,17 +93,36 @@ fn a_killed_run_leaves_the_previous_output_intact_and_nothing_that_looks_complet
 }
 
 #[test]
-fn a_memory_limit_bounds_datafusion_and_changes_nothing() {
+fn a_memory_limit_makes_the_decision_spill_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("o");
-    let scored = pruned("shapes");
+    // 200,000 text rows: the decision's sort holds about 10 MB of them.
+    let reviews = read_parquet(&root().join("fixtures/reviews/train.parquet"));
+    let big = datafusion::arrow::compute::concat_batches(&reviews.schema(), &vec![reviews.clone(); 100]).unwrap();
+    let input = tmp.path().join("big.parquet");
+    write_batch(&input, &big);
+    let input = input.to_str().unwrap();
+    let proxy = pruned("reviews").join("proxy");
+    let scored = tmp.path().join("scored");
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--keep", "0.5", "--memory-limit", "64M",
-        "--quiet", "--out", out.to_str().unwrap(),
+        "score", "--input", input, "--text-column", "sentence", "--proxy-dir", proxy.to_str().unwrap(), "--quiet",
+        "--out", scored.to_str().unwrap(),
     ]);
-    let a = read_parquet(&out.join("scores.parquet"));
-    let b = read_parquet(&scored.join("scores.parquet"));
-    assert_eq!(a.column_by_name("keep").unwrap().to_data(), b.column_by_name("keep").unwrap().to_data());
+    let select = |name: &str, limit: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec![
+            "select", "--input", input, "--text-column", "sentence", "--scores", scored.to_str().unwrap(), "--keep",
+            "0.5", "--no-report", "--quiet", "--out", out.to_str().unwrap(),
+        ];
+        args.extend(limit);
+        sieve_ok(&args);
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        (content(&out), m["selection"]["spill_count"].as_u64().unwrap())
+    };
+    let (unlimited, spills_unlimited) = select("unlimited", &[]);
+    let (limited, spills_limited) = select("limited", &["--memory-limit", "4M"]);
+    assert_eq!(spills_unlimited, 0);
+    assert!(spills_limited > 0, "the decision did not spill within 4 MiB");
+    assert_eq!(limited, unlimited, "spilling changed the output");
 }
 
 #[test]
@@ -126,7 +145,7 @@ fn an_empty_dataset_is_a_clear_error() {
     write_batch(&path, &empty);
     let out = sieve(&["prune", "--input", path.to_str().unwrap(), "--image-column", "img", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(1), "a data error, not a usage error: {err}");
     assert!(err.contains("no rows"), "{err}");
 }
 
@@ -215,4 +234,113 @@ fn an_interrupted_run_resumes_with_its_proxy_and_finished_shards() {
     let names: Vec<String> =
         std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().all(|n| !n.ends_with(".work")), "work directories are removed: {names:?}");
+}
+
+/// The files that decide an output's content, with their hashes: the
+/// manifest and report also carry timings, so they differ between runs.
+fn content(dir: &Path) -> Vec<(String, u64)> {
+    let mut files = vec![("scores.parquet".to_string(), hash_file(&dir.join("scores.parquet")))];
+    for entry in std::fs::read_dir(dir.join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((format!("data/{}", path.file_name().unwrap().to_string_lossy()), hash_file(&path)));
+    }
+    files.sort();
+    files
+}
+
+/// The entries of a directory, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_commit_stopped_at_any_step_leaves_a_complete_output_and_the_next_run_recovers() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let select = |keep: &str, out: &Path| -> Vec<String> {
+        ["select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--keep", keep, "--quiet", "--out",
+         out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: &[String]| sieve_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let new_reference = tmp.path().join("new");
+    run(&select("0.3", &new_reference));
+    let new = content(&new_reference);
+    let parent = tmp.path().join("jobs");
+    let out = parent.join("out");
+    run(&select("0.5", &out));
+    let old = content(&out);
+    assert_ne!(old, new);
+    // Where each step leaves the output: before the swap the old one, after it the new one.
+    for (step, expected) in [("commit:staged", &old), ("commit:swapped", &new), ("commit:done", &new)] {
+        let status = Command::new(env!("CARGO_BIN_EXE_sieve"))
+            .args(select("0.3", &out))
+            .env("SIEVE_FAULT_POINT", step)
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), None, "the job was killed at {step}");
+        assert_eq!(&content(&out), expected, "the output after a kill at {step}");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let keep = if expected == &old { 0.5 } else { 0.3 };
+        assert_eq!(manifest["config"]["select"]["keep"], keep, "the manifest belongs to the same output ({step})");
+        // The next run commits and clears what the killed one left.
+        run(&select("0.5", &out));
+        assert_eq!(content(&out), old);
+        assert_eq!(entries(&parent), ["out"], "leftovers after a kill at {step}");
+    }
+}
+
+#[test]
+fn a_run_killed_while_scoring_resumes_and_gives_the_bytes_of_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Many small files, so that scoring publishes shards one by one over a while.
+    let input = read_parquet(&root().join("fixtures/shapes/train.parquet"));
+    std::fs::create_dir_all(&data).unwrap();
+    let files = 24;
+    let per_file = input.num_rows() / files;
+    for part in 0..files {
+        write_batch(&data.join(format!("part-{part:02}.parquet")), &input.slice(part * per_file, per_file));
+    }
+    let glob = format!("{}/*.parquet", data.display());
+    let args = |out: &Path| -> Vec<String> {
+        ["prune", "--input", &glob, "--image-column", "img", "--id-column", "id", "--epochs", "2", "--quiet",
+         "--keep", "0.5", "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let resumed = tmp.path().join("resumed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sieve")).args(args(&resumed)).current_dir(root()).spawn().unwrap();
+    // Kill it as soon as the work directory holds a published shard.
+    let shards = tmp.path().join(".resumed.work/scores");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let published = loop {
+        let count = std::fs::read_dir(&shards)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("part-")).count())
+            .unwrap_or(0);
+        if count > 0 || std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break count;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(published > 0, "no shard was published within the deadline");
+    assert!(!resumed.exists(), "the job was killed before it committed");
+    sieve_ok(&args(&resumed).iter().map(String::as_str).collect::<Vec<_>>());
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
+    let reused = m["scoring"]["reused_shards"].as_u64().unwrap();
+    assert!(reused >= 1 && reused < files as u64, "reused {reused} shards of {files}");
+    let fresh = tmp.path().join("fresh");
+    sieve_ok(&args(&fresh).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(content(&resumed), content(&fresh), "scores.parquet and data/ equal an uninterrupted run's");
 }
