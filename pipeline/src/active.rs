@@ -64,12 +64,12 @@ fn pick(pool: &Valid, labeled: &RowSet, centers: &[f32], budget: usize, acquisit
     }
     let mut values = pool.embeddings.clone();
     values.extend_from_slice(centers);
-    let emb = Embeddings::new(&values, pool.dim).map_err(|e| PipelineError::Usage(e.to_string()))?;
+    let emb = Embeddings::new(&values, pool.dim).map_err(|e| PipelineError::Internal(e.to_string()))?;
     let extra = centers.len() / pool.dim.max(1);
     let mut initial: Vec<usize> = (0..pool.rows.len()).filter(|&i| labeled.contains(pool.rows[i] as u64)).collect();
     initial.extend(pool.rows.len()..pool.rows.len() + extra);
     let budget = budget.min(candidates.len());
-    let picks = k_center_greedy(&emb, budget, &initial, seed).map_err(|e| PipelineError::Usage(e.to_string()))?;
+    let picks = k_center_greedy(&emb, budget, &initial, seed).map_err(|e| PipelineError::Internal(e.to_string()))?;
     Ok(picks.into_iter().filter(|&i| i < pool.rows.len()).map(|i| pool.rows[i]).collect())
 }
 
@@ -85,7 +85,7 @@ async fn score_pool(
 ) -> Result<Valid> {
     let pool = DatasetPlan { hide_labels: true, subset: None, ..dataset.clone() };
     score::run(ctx, &pool, proxy_dir, run, dest).await?;
-    read_valid(dest, score_column(acquisition))
+    read_valid(dest, Some(score_column(acquisition)))
 }
 
 /// What one active-learning pick did, for the manifest.

@@ -6,7 +6,7 @@
 //! linear in rows: `rows x dim` floats, no `n x n` matrix) and write their
 //! columns, keyed by `row`, for the select stage to join.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Int64Array, RecordBatch};
@@ -72,8 +72,8 @@ pub(crate) struct Valid {
 }
 
 /// Reads the valid rows of the raw scores (a file, or a directory of
-/// shards), sorted by `row`.
-pub(crate) fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
+/// shards), sorted by `row`, with the column `score` when given.
+pub(crate) fn read_valid(raw: &Path, score: Option<&str>) -> Result<Valid> {
     let mut valid = Valid { rows: Vec::new(), labels: Vec::new(), embeddings: Vec::new(), dim: 0, score: Vec::new() };
     for file in sieve_schemas::paths::resolve_files(&raw.to_string_lossy())? {
         read_valid_file(&file, score, &mut valid)?;
@@ -81,21 +81,22 @@ pub(crate) fn read_valid(raw: &Path, score: &str) -> Result<Valid> {
     let mut order: Vec<usize> = (0..valid.rows.len()).collect();
     order.sort_by_key(|&i| valid.rows[i]);
     let dim = valid.dim;
+    let score = if score.is_some() { order.iter().map(|&i| valid.score[i]).collect() } else { Vec::new() };
     Ok(Valid {
         rows: order.iter().map(|&i| valid.rows[i]).collect(),
         labels: order.iter().map(|&i| valid.labels[i]).collect(),
         embeddings: order.iter().flat_map(|&i| valid.embeddings[i * dim..(i + 1) * dim].iter().copied()).collect(),
         dim,
-        score: order.iter().map(|&i| valid.score[i]).collect(),
+        score,
     })
 }
 
-fn read_valid_file(raw: &Path, score: &str, valid: &mut Valid) -> Result<()> {
+fn read_valid_file(raw: &Path, score: Option<&str>, valid: &mut Valid) -> Result<()> {
     let file = std::fs::File::open(raw).map_err(io_err(raw))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(raw))?;
     let schema = builder.schema().clone();
-    let score = if schema.index_of(score).is_ok() { score } else { OutputColumns::EL2N };
-    let names = [ROW, "label", OutputColumns::ERROR, OutputColumns::EMBEDDING, score];
+    let mut names = vec![ROW, "label", OutputColumns::ERROR, OutputColumns::EMBEDDING];
+    names.extend(score);
     let idx = names.iter().map(|c| schema.index_of(c)).collect::<Result<Vec<_>, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
     let reader = builder.with_projection(mask).build().map_err(parquet_err(raw))?;
@@ -106,17 +107,76 @@ fn read_valid_file(raw: &Path, score: &str, valid: &mut Valid) -> Result<()> {
         let labels = col("label").as_primitive::<Int64Type>();
         let errors = col(OutputColumns::ERROR);
         let emb = col(OutputColumns::EMBEDDING).as_fixed_size_list();
-        let scores = col(score).as_primitive::<Float32Type>();
+        let scores = score.map(|s| col(s).as_primitive::<Float32Type>());
         valid.dim = emb.value_length() as usize;
         let values = emb.values().as_primitive::<Float32Type>().values();
         for i in (0..batch.num_rows()).filter(|&i| errors.is_null(i)) {
             valid.rows.push(rows.value(i));
             valid.labels.push(if labels.is_valid(i) { labels.value(i) as u32 } else { 0 });
             valid.embeddings.extend_from_slice(&values[i * valid.dim..(i + 1) * valid.dim]);
-            valid.score.push(scores.value(i));
+            valid.score.extend(scores.map(|s| s.value(i)));
         }
     }
     Ok(())
+}
+
+/// The column names of the first Parquet file of `path` (a file, or a
+/// directory of shards with one schema).
+pub(crate) fn columns_of(path: &Path) -> Result<Vec<String>> {
+    let files = sieve_schemas::paths::resolve_files(&path.to_string_lossy())?;
+    let Some(first) = files.first() else { return Ok(Vec::new()) };
+    let file = std::fs::File::open(first).map_err(io_err(first))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(first))?;
+    Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+}
+
+/// The Float32 column `name` of the file `path`, indexed by its `row`
+/// column (input positions); `None` where the file has no value.
+fn read_by_row(path: &Path, name: &str) -> Result<Vec<Option<f32>>> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
+    let idx = [ROW, name].iter().map(|c| builder.schema().index_of(c)).collect::<Result<Vec<_>, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    let mut values = Vec::new();
+    for batch in builder.with_projection(mask).build().map_err(parquet_err(path))? {
+        let batch = batch?;
+        let rows = batch.column_by_name(ROW).expect("projected").as_primitive::<Int64Type>();
+        let column = batch.column_by_name(name).expect("projected").as_primitive::<Float32Type>();
+        for i in 0..batch.num_rows() {
+            let row = usize::try_from(rows.value(i)).unwrap_or(usize::MAX);
+            if row >= values.len() && row != usize::MAX {
+                values.resize(row + 1, None);
+            }
+            if let Some(slot) = values.get_mut(row) {
+                *slot = column.is_valid(i).then(|| column.value(i));
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// The score a data schedule's easy-first order ranks `valid` by: the
+/// column `plan.score` of the raw scores, of a file joined on `row`
+/// (`extras`: the training dynamics), or the prototype score computed in
+/// this step. A score the job does not have is a usage error, never a
+/// silent substitute.
+fn schedule_score(plan: &SelectPlan, raw: &Path, valid: &Valid, extras: &[PathBuf], prototype: Option<&[f32]>) -> Result<Vec<f32>> {
+    if plan.score == PROTOTYPE {
+        return prototype.map(<[f32]>::to_vec).ok_or_else(|| PipelineError::Internal("the schedule ranks by a prototype score that was not computed".into()));
+    }
+    if columns_of(raw)?.contains(&plan.score) {
+        return Ok(read_valid(raw, Some(&plan.score))?.score);
+    }
+    for extra in extras {
+        if columns_of(extra)?.contains(&plan.score) {
+            let by_row = read_by_row(extra, &plan.score)?;
+            return Ok(valid.rows.iter().map(|&r| by_row.get(r as usize).copied().flatten().unwrap_or(f32::NAN)).collect());
+        }
+    }
+    Err(PipelineError::Usage(format!(
+        "--schedule-order easy orders by --score {}, which these scores do not have (training dynamics exist only for a proxy trained on these files)",
+        plan.score
+    )))
 }
 
 fn timed<T>(outcome: &mut GlobalOutcome, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -127,19 +187,21 @@ fn timed<T>(outcome: &mut GlobalOutcome, name: &str, f: impl FnOnce() -> Result<
 }
 
 fn embedding_err(e: sieve_udfs::embedding::EmbeddingError) -> PipelineError {
-    PipelineError::Usage(e.to_string())
+    PipelineError::Internal(e.to_string())
 }
 
 /// Runs the methods `plan` asks for over the raw scores and writes their
-/// columns to `dest`.
-pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result<GlobalOutcome> {
+/// columns to `dest`. `extras` are the files the select stage joins on
+/// `row` (the training dynamics), read for a schedule's score.
+pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, dest: &Path) -> Result<GlobalOutcome> {
     let mut outcome = GlobalOutcome::default();
-    let valid = read_valid(raw, &plan.score)?;
+    let valid = read_valid(raw, None)?;
     let n = valid.rows.len();
     let mut fields = vec![Field::new(ROW, DataType::Int64, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(valid.rows.clone()))];
     if n > 0 {
         let emb = Embeddings::new(&valid.embeddings, valid.dim).map_err(embedding_err)?;
+        let mut prototype = None;
         if plan.score == PROTOTYPE {
             let p = timed(&mut outcome, PROTOTYPE, || {
                 match plan.prototypes {
@@ -155,7 +217,8 @@ pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result
                 .map_err(embedding_err)
             })?;
             fields.push(Field::new(PROTOTYPE, DataType::Float32, true));
-            columns.push(Arc::new(Float32Array::from(p.prototype)));
+            columns.push(Arc::new(Float32Array::from(p.prototype.clone())));
+            prototype = Some(p.prototype);
         }
         if plan.strategy == Strategy::Kcenter {
             let picks = timed(&mut outcome, "kcenter", || {
@@ -189,8 +252,12 @@ pub fn run(raw: &Path, plan: &SelectPlan, classes: usize, dest: &Path) -> Result
         }
         if let Some(spec) = &plan.schedule {
             let schedule: Schedule = spec.parse().map_err(embedding_err)?;
+            let score = match plan.schedule_order {
+                ScheduleOrder::Easy => schedule_score(plan, raw, &valid, extras, prototype.as_deref())?,
+                ScheduleOrder::Random => Vec::new(),
+            };
             let order = match plan.schedule_order {
-                ScheduleOrder::Easy => StageOrder::EasyFirst(&valid.score),
+                ScheduleOrder::Easy => StageOrder::EasyFirst(&score),
                 ScheduleOrder::Random => StageOrder::Random { n, seed: plan.seed },
             };
             let stages = timed(&mut outcome, "schedule", || Ok(assign_stages(order, &schedule)))?;

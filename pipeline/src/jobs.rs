@@ -143,7 +143,7 @@ async fn score_select_write(
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, "embedding_methods", || {
-            global::run(&scores_in, select_plan, dataset.classes.len(), &dest)
+            global::run(&scores_in, &extras, select_plan, dataset.classes.len(), &dest)
         })?);
         extras.push(dest);
     }
@@ -187,7 +187,17 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     identity.push(format!("{:?}", dataset.embedding));
     let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
     let proxy_dir = match &args.proxy_dir {
-        Some(dir) => crate::store::localize(dir)?,
+        Some(dir) => {
+            let local = crate::store::localize(dir)?;
+            if crate::dynamics::COLUMNS.contains(&select_plan.score.as_str()) && dynamics_of(&local, &dataset).is_none() {
+                return Err(PipelineError::Usage(format!(
+                    "--score {} is a training-dynamics score, and the proxy in {} recorded none for these files: drop --proxy-dir to train one here, or choose another --score",
+                    select_plan.score,
+                    dir.display()
+                )));
+            }
+            local
+        }
         None => {
             let dir = work.proxy_dir();
             if dir.join(sieve_udfs::proxy::META_FILE).is_file() {
@@ -292,6 +302,9 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     // Read the scores before staging: the output may replace their directory.
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
+    if select_plan.score != global::PROTOTYPE && !global::columns_of(copy.path())?.contains(&select_plan.score) {
+        return Err(PipelineError::Usage(format!("--score {}: {} has no such column", select_plan.score, scores.display())));
+    }
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;

@@ -42,7 +42,14 @@ fn sql_queries_the_output_tables() {
     let scores = read_parquet(&out.join("scores.parquet"));
     let kept_in_scores = scores.column_by_name("keep").unwrap().as_boolean().true_count();
     assert_eq!(kept.parse::<usize>().unwrap(), kept_in_scores);
-    let _ = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    // The kept table holds exactly the rows scores.parquet keeps, by id.
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let mut expected: Vec<String> = (0..ids.len()).filter(|&i| keep.value(i)).map(|i| ids.value(i).to_string()).collect();
+    expected.sort_by_key(|id| id.parse::<i64>().unwrap());
+    let listed = sieve_ok(&["sql", "--out", out.to_str().unwrap(), "--format", "csv", "SELECT id FROM kept ORDER BY id"]);
+    let listed: Vec<String> = String::from_utf8(listed.stdout).unwrap().lines().skip(1).map(str::to_string).collect();
+    assert_eq!(listed, expected);
 }
 
 #[test]
@@ -125,8 +132,12 @@ fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
     assert!(scores.column_by_name("prototype").is_some());
 }
 
+/// `--strategy kcenter` keeps exactly the greedy k-center kernel's picks
+/// (per class, over the valid rows' embeddings) in the kernel's pick order,
+/// the requested fraction of every class.
 #[test]
-fn kcenter_keeps_the_requested_fraction_of_every_class() {
+fn kcenter_keeps_the_kernels_picks_and_the_requested_fraction_of_every_class() {
+    use sieve_udfs::embedding::{kcenter::k_center_greedy_per_class, Embeddings};
     let scored = pruned("shapes");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("k");
@@ -139,6 +150,25 @@ fn kcenter_keeps_the_requested_fraction_of_every_class() {
         let (rows, kept) = (class["rows"].as_f64().unwrap(), class["kept"].as_u64().unwrap());
         assert_eq!(kept, (rows * 0.3).round() as u64, "{class}");
     }
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let error = scores.column_by_name("error").unwrap();
+    let valid: Vec<usize> = (0..scores.num_rows()).filter(|&i| error.is_null(i)).collect();
+    let labels = scores.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+    let labels: Vec<u32> = valid.iter().map(|&i| labels.value(i) as u32).collect();
+    let list = scores.column_by_name("embedding").unwrap().as_fixed_size_list();
+    let dim = list.value_length() as usize;
+    let all = list.values().as_primitive::<datafusion::arrow::datatypes::Float32Type>().values();
+    let values: Vec<f32> = valid.iter().flat_map(|&i| all[i * dim..(i + 1) * dim].iter().copied()).collect();
+    let picks = k_center_greedy_per_class(&Embeddings::new(&values, dim).unwrap(), &labels, 0.3, &[], 0).unwrap();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let mut kept: Vec<usize> = (0..scores.num_rows()).filter(|&i| keep.value(i)).collect();
+    let mut expected: Vec<usize> = picks.iter().map(|&p| valid[p]).collect();
+    let rank = scores.column_by_name("kcenter_rank").unwrap().as_primitive::<Int64Type>();
+    let ranks: Vec<i64> = expected.iter().map(|&i| rank.value(i)).collect();
+    assert_eq!(ranks, (0..picks.len() as i64).collect::<Vec<_>>(), "kcenter_rank is the kernel's pick order");
+    kept.sort();
+    expected.sort();
+    assert_eq!(kept, expected, "the kept rows are the kernel's picks");
 }
 
 #[test]
@@ -220,4 +250,77 @@ fn proxy_embedding_gives_the_features_the_scores_hold() {
     for (a, b) in queried.iter().zip(stored.values()) {
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
     }
+}
+
+/// Whether the rows of each schedule stage score at most the rows of every
+/// later stage by `column` (ties may straddle a boundary).
+fn stages_follow(scores: &RecordBatch, column: &str) -> bool {
+    let stage = scores.column_by_name("stage").unwrap().as_primitive::<Int64Type>();
+    let score = scores.column_by_name(column).unwrap().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+    let mut ranges = std::collections::BTreeMap::<i64, (f32, f32)>::new();
+    for i in (0..stage.len()).filter(|&i| stage.is_valid(i) && score.is_valid(i)) {
+        let r = ranges.entry(stage.value(i)).or_insert((f32::INFINITY, f32::NEG_INFINITY));
+        *r = (r.0.min(score.value(i)), r.1.max(score.value(i)));
+    }
+    let ranges: Vec<(f32, f32)> = ranges.into_values().collect();
+    ranges.len() > 1 && ranges.windows(2).all(|w| w[0].1 <= w[1].0)
+}
+
+#[test]
+fn an_easy_first_schedule_orders_its_stages_by_the_requested_score() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    // Scores of the raw scoring, training dynamics, and one computed in the schedule's own step.
+    for score in ["el2n", "entropy", "aum", "forgetting", "learned_epoch", "el2n_early", "prototype"] {
+        let out = tmp.path().join(score);
+        sieve_ok(&[
+            "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--schedule", "step:0.25,0.5,1",
+            "--score", score, "--keep", "0.5", "--quiet", "--out", out.to_str().unwrap(),
+        ]);
+        let scores = read_parquet(&out.join("scores.parquet"));
+        assert!(stages_follow(&scores, score), "the stages do not follow {score}");
+        if score != "el2n" {
+            assert!(!stages_follow(&scores, "el2n"), "the stages of --score {score} follow el2n");
+        }
+    }
+    // In `prune` the training dynamics are joined after the schedule's step.
+    let out = tmp.path().join("prune");
+    sieve_ok(&[
+        "prune", "--dataset", "shapes", "--schedule", "step:0.5,1", "--score", "forgetting", "--keep", "0.5", "--quiet",
+        "--out", out.to_str().unwrap(),
+    ]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    assert!(stages_follow(&scores, "forgetting") && !stages_follow(&scores, "el2n"));
+}
+
+#[test]
+fn sql_has_the_array_functions_for_the_embedding_column() {
+    let out = pruned("shapes");
+    let result = sieve_ok(&[
+        "sql", "--out", out.to_str().unwrap(), "--format", "csv",
+        "SELECT cardinality(embedding) AS dim, array_element(embedding, 1) = embedding[1] AS same FROM scores LIMIT 1",
+    ]);
+    let text = String::from_utf8(result.stdout).unwrap();
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let dim = scores.column_by_name("embedding").unwrap().as_fixed_size_list().value_length();
+    assert_eq!(text.lines().nth(1), Some(format!("{dim},true").as_str()), "{text}");
+}
+
+#[test]
+fn a_reader_that_stops_reading_ends_sql_with_success() {
+    use std::io::{BufRead, BufReader};
+    let out = pruned("shapes");
+    // 1,440,000 rows, far more than a pipe holds.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(["sql", "--out", out.to_str().unwrap(), "--format", "csv", "SELECT a.row, b.row FROM scores a, scores b"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then closed, as `head -1` does
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(first.trim(), "row,row");
+    assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(done.stderr.is_empty(), "{}", String::from_utf8_lossy(&done.stderr));
 }

@@ -218,7 +218,7 @@ async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPl
         let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| PipelineError::Usage(format!("--scores: no readable manifest.json beside {}", raw.display())))?;
+            .ok_or_else(|| PipelineError::Data(format!("--scores: no readable manifest.json beside {}", raw.display())))?;
         let seconds = |stage: &str| manifest["seconds"][stage].as_f64().unwrap_or(0.0);
         return Ok(Scored {
             raw,
@@ -389,7 +389,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                                 let dest = work.path().join(format!("global-{m}-{seed}.parquet"));
                                 let started = Instant::now();
                                 let widest = select_plan(&args, &dataset, method, largest, seed)?;
-                                global::run(&scored.raw, &widest, dataset.classes.len(), &dest)?;
+                                global::run(&scored.raw, &scored.extras, &widest, dataset.classes.len(), &dest)?;
                                 e.insert((dest, started.elapsed().as_secs_f64()))
                             }
                         };
