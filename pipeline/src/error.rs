@@ -61,9 +61,33 @@ pub enum PipelineError {
     /// The consumer of an input stream stopped reading (a query ended early).
     #[error("the consumer of the input stream stopped")]
     ReaderStopped,
-    /// The options do not make a valid job.
+    /// The options do not make a valid job: a flag's value, or a
+    /// combination of flags (exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// The data cannot make this job: scores made from other data, shards
+    /// out of order, a file without a column the job reads.
+    #[error("{0}")]
+    Data(String),
+    /// The machine cannot run the job: a runtime that does not start, a
+    /// font that cannot be loaded.
+    #[error("{0}")]
+    Environment(String),
+    /// A fault inside sieve: something that should always hold did not.
+    #[error("internal error (a bug in sieve, please report it): {0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    /// Whether this is a usage error: the job's options are wrong, not its
+    /// data or the machine (the binary exits with 2 for these).
+    pub fn is_usage(&self) -> bool {
+        use sieve_schemas::SchemaError;
+        matches!(
+            self,
+            Self::Usage(_) | Self::Schema(SchemaError::UnknownDataset { .. } | SchemaError::BadGlob { .. })
+        )
+    }
 }
 
 /// Result alias of the pipeline.

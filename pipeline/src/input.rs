@@ -152,7 +152,7 @@ impl InputFiles {
             None => self.schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             Some(cols) => cols
                 .iter()
-                .map(|c| Ok(self.schema.field_with_name(c).map_err(|e| PipelineError::Usage(e.to_string()))?.clone()))
+                .map(|c| Ok(self.schema.field_with_name(c).map_err(|e| PipelineError::Data(e.to_string()))?.clone()))
                 .collect::<Result<_>>()?,
         };
         fields.push(Field::new(POS, DataType::Int64, false));

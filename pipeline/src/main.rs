@@ -1,10 +1,13 @@
 //! The `sieve` binary: parses the command line, runs the job, and maps the
 //! outcome to an exit code.
 //!
-//! Exit codes: 0 success; 1 the job failed (bad input with `--on-error
-//! fail`, unreadable files, a model error); 2 usage error (bad flags, as clap
-//! reports them, or an invalid combination of values). Errors are written as
-//! log lines (`--log-format json` makes them JSON).
+//! Exit codes: 0 success, or a reader of the output that stopped reading
+//! (`sieve sql ... | head`: a broken pipe ends the job quietly); 1 the job
+//! failed: bad data (a bad row with `--on-error fail`, unreadable files,
+//! scores made from other data), the machine (a runtime, a font), or a fault
+//! inside sieve, each with its own message; 2 usage error (bad flags, as
+//! clap reports them, or an invalid value or combination of values). Errors
+//! are written as log lines (`--log-format json` makes them JSON).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,12 +38,19 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             log::error(&format!("{e:#}"));
-            let usage = e.downcast_ref::<PipelineError>().is_some_and(|e| matches!(e, PipelineError::Usage(_)));
+            let usage = e.downcast_ref::<PipelineError>().is_some_and(PipelineError::is_usage);
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// Whether the job ended because the reader of its standard output went
+/// away (`| head`): not a failure of the job.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

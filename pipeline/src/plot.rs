@@ -56,7 +56,7 @@ pub(crate) type Canvas<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// it encoded as PNG. `name` says what is drawn, in errors.
 pub(crate) fn png(name: &str, (w, h): (u32, u32), draw: impl FnOnce(&Canvas<'_>) -> Drawn) -> Result<Vec<u8>> {
     font()?;
-    let draw_err = |e: &dyn std::fmt::Display| PipelineError::Usage(format!("drawing {name}: {e}"));
+    let draw_err = |e: &dyn std::fmt::Display| PipelineError::Environment(format!("drawing {name}: {e}"));
     let mut pixels = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();

@@ -50,7 +50,19 @@ pub async fn register_tables(ctx: &SessionContext, args: &SqlArgs) -> Result<()>
 }
 
 /// Runs `query` and writes its rows to `out` in `format`, batch by batch.
+/// A reader that stops reading (`| head`) ends it with an I/O error of kind
+/// `BrokenPipe`, whichever writer met it (the CSV writer keeps only the
+/// message of the errors it meets).
 pub async fn run(ctx: &SessionContext, query: &str, format: Format, out: &mut dyn Write) -> Result<()> {
+    let mut out = PipeWatch { inner: out, broken: false };
+    let result = write_rows(ctx, query, format, &mut out).await;
+    match result {
+        Err(_) if out.broken => Err(io_err("<stdout>")(std::io::ErrorKind::BrokenPipe.into())),
+        other => other,
+    }
+}
+
+async fn write_rows(ctx: &SessionContext, query: &str, format: Format, out: &mut dyn Write) -> Result<()> {
     let df = ctx.sql(query).await?;
     let mut stream = df.execute_stream().await?;
     let stdout = std::path::PathBuf::from("<stdout>");
@@ -65,18 +77,45 @@ pub async fn run(ctx: &SessionContext, query: &str, format: Format, out: &mut dy
             writeln!(out, "{table}").map_err(io_err(&stdout))?;
         }
         Format::Csv => {
-            let mut writer = datafusion::arrow::csv::Writer::new(out);
+            let mut writer = datafusion::arrow::csv::Writer::new(&mut *out);
             while let Some(b) = stream.next().await {
                 writer.write(&b?)?;
             }
         }
         Format::Json => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(out);
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
             while let Some(b) = stream.next().await {
                 writer.write(&b?)?;
             }
             writer.finish()?;
         }
     }
-    Ok(())
+    out.flush().map_err(io_err(&stdout))
+}
+
+/// A writer that remembers whether a write met a closed pipe.
+struct PipeWatch<'a> {
+    inner: &'a mut dyn Write,
+    broken: bool,
+}
+
+impl PipeWatch<'_> {
+    fn watch<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if result.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            self.broken = true;
+        }
+        result
+    }
+}
+
+impl Write for PipeWatch<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.watch(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.watch(result)
+    }
 }

@@ -143,7 +143,7 @@ fn block_on<T: Send + 'static>(
     let runtime = IO
         .get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("sieve-io").enable_all().build())
         .as_ref()
-        .map_err(|e| PipelineError::Usage(format!("cannot start the object store runtime: {e}")))?;
+        .map_err(|e| PipelineError::Environment(format!("cannot start the object store runtime: {e}")))?;
     let fail = |source: object_store::Error| PipelineError::Store { url: what.to_string(), source };
     match futures::executor::block_on(runtime.spawn(request)) {
         Ok(result) => result.map_err(fail),
@@ -417,7 +417,7 @@ pub fn download(location: &Path, dest: &Path) -> Result<()> {
             .collect()
     };
     if objects.is_empty() {
-        return Err(PipelineError::Usage(format!("{url}: no such object or prefix")));
+        return Err(PipelineError::Data(format!("{url}: no such object or prefix")));
     }
     for (location, path) in objects {
         if let Some(parent) = path.parent() {

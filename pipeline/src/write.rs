@@ -64,7 +64,7 @@ impl ScoreCursor {
                 None => match self.reader.next() {
                     Some(b) => b?,
                     None => {
-                        return Err(PipelineError::Usage(format!(
+                        return Err(PipelineError::Data(format!(
                             "{} has fewer rows than the input: it was made from other data",
                             self.path.display()
                         )))
@@ -86,7 +86,7 @@ impl ScoreCursor {
     fn finish(mut self) -> Result<()> {
         let rest = self.pending.map_or(0, |b| b.num_rows()) + self.reader.by_ref().map(|b| b.map_or(0, |b| b.num_rows())).sum::<usize>();
         if rest > 0 {
-            return Err(PipelineError::Usage(format!(
+            return Err(PipelineError::Data(format!(
                 "{} has {rest} more rows than the input: it was made from other data",
                 self.path.display()
             )));

@@ -27,7 +27,7 @@ fn a_missing_column_error_lists_the_columns_that_exist() {
 #[test]
 fn an_unknown_dataset_names_the_known_ones() {
     let (code, err) = stderr_of(&["prune", "--dataset", "nope", "--quiet"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "a flag's value: {err}");
     assert!(err.contains("shapes") && err.contains("cifar10"), "{err}");
 }
 
@@ -59,4 +59,19 @@ fn devices_that_cannot_be_had_are_errors_and_auto_falls_back_to_the_cpu() {
     let log: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(log["device"], "cpu", "{line}");
     assert!(log["fallback"].as_str().unwrap().contains("cuda:0 is not available"), "{line}");
+}
+
+/// Exit code 2 is for usage errors only: scores made from other data are a
+/// data error (1), with a message that says so.
+#[test]
+fn scores_of_other_data_are_a_data_error_not_a_usage_error() {
+    let scored = crate::util::pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let input = root().join("fixtures/shapes/test.parquet");
+    let (code, err) = stderr_of(&[
+        "select", "--input", input.to_str().unwrap(), "--image-column", "img", "--scores", scored.to_str().unwrap(),
+        "--quiet", "--out", tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("other data"), "{err}");
 }
