@@ -59,15 +59,15 @@ impl Command {
 /// Where the rows come from: a named dataset or explicit files and columns.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// A dataset descriptor name from `schemas/datasets/` (cifar10, sst2, shapes, reviews).
+    /// A dataset descriptor's name: built in (cifar10, sst2, shapes, reviews) or in --datasets-dir.
     #[arg(long, conflicts_with = "input")]
     pub dataset: Option<String>,
     /// Directory the descriptor's files are relative to.
     #[arg(long, env = "DATA_DIR", default_value = "../shared/datasets")]
     pub data_dir: PathBuf,
-    /// Directory holding the dataset descriptors.
-    #[arg(long, env = "SIEVE_DATASETS", default_value = "schemas/datasets")]
-    pub datasets_dir: PathBuf,
+    /// A directory of your own dataset descriptors (`NAME.toml`), looked up before the built-in ones.
+    #[arg(long, env = "SIEVE_DATASETS")]
+    pub datasets_dir: Option<PathBuf>,
     /// Training rows without a descriptor: a Parquet file, a directory or a glob.
     #[arg(long)]
     pub input: Option<String>,

@@ -92,7 +92,7 @@ impl DatasetPlan {
         let (name, kind, input_column, label_column, id_column, train, heldout, defaults) =
             match (&args.dataset, &args.input) {
                 (Some(name), _) => {
-                    let d = DatasetDescriptor::find(&args.datasets_dir, name)?;
+                    let d = DatasetDescriptor::find(args.datasets_dir.as_deref(), name)?;
                     let train = d.split_pattern(Split::Train, &args.data_dir).expect("train is required");
                     let heldout = d.split_pattern(Split::Heldout, &args.data_dir);
                     let id = args.id_column.clone().or(d.id);
@@ -116,7 +116,7 @@ impl DatasetPlan {
             };
         let train = Arc::new(InputFiles::open(&train)?);
         if train.total_rows() == 0 {
-            return Err(PipelineError::Usage(format!("the training split '{}' has no rows", train.files[0].path.display())));
+            return Err(PipelineError::Data(format!("the training split '{}' has no rows", train.files[0].path.display())));
         }
         let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
         for files in std::iter::once(&train).chain(heldout.as_ref()) {

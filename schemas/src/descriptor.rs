@@ -24,6 +24,19 @@ use crate::columns::InputKind;
 use crate::error::{Result, SchemaError};
 
 /// Which files a split's path is relative to.
+/// The descriptors built into the binary, so `--dataset NAME` works from
+/// any directory: name and TOML text of each file of `schemas/datasets/`.
+pub const BUILTIN: [(&str, &str); 4] = [
+    ("cifar10", include_str!("../datasets/cifar10.toml")),
+    ("reviews", include_str!("../datasets/reviews.toml")),
+    ("shapes", include_str!("../datasets/shapes.toml")),
+    ("sst2", include_str!("../datasets/sst2.toml")),
+];
+
+/// Where the built-in descriptors live in the source tree: the fixtures'
+/// descriptors name their files relative to it.
+const BUILTIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets");
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Root {
@@ -93,35 +106,54 @@ impl DatasetDescriptor {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut d: Self = toml::from_str(&text).map_err(|e| SchemaError::InvalidDescriptor {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut d = Self::parse(&text, path)?;
         d.source_dir = path.parent().map(Path::to_path_buf);
         Ok(d)
     }
 
-    /// Finds `<dir>/<name>.toml`, listing the known names when it is absent.
-    pub fn find(dir: &Path, name: &str) -> Result<Self> {
-        let path = dir.join(format!("{name}.toml"));
-        if path.is_file() {
-            return Self::from_file(&path);
+    /// Parses a descriptor's TOML text; `path` names it in errors.
+    fn parse(text: &str, path: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| SchemaError::InvalidDescriptor { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// The built-in descriptor `name`, if sieve ships one. Its files resolve
+    /// against `--data-dir`, or (the fixtures) against the descriptor
+    /// directory of the source tree this binary was built from.
+    pub fn builtin(name: &str) -> Option<Result<Self>> {
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+        let dir = Path::new(BUILTIN_DIR);
+        Some(Self::parse(text, &dir.join(format!("{name}.toml"))).map(|mut d| {
+            d.source_dir = Some(dir.to_path_buf());
+            d
+        }))
+    }
+
+    /// Finds the descriptor `name`: `<user_dir>/<name>.toml` when the user
+    /// gave a directory of their own and it holds one, else the built-in
+    /// one; lists every known name when neither exists.
+    pub fn find(user_dir: Option<&Path>, name: &str) -> Result<Self> {
+        if let Some(dir) = user_dir {
+            let path = dir.join(format!("{name}.toml"));
+            if path.is_file() {
+                return Self::from_file(&path);
+            }
         }
-        let mut known: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let p = e.path();
-                (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
-            })
-            .collect();
+        if let Some(d) = Self::builtin(name) {
+            return d;
+        }
+        let mut known: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+        let listed = user_dir.and_then(|dir| std::fs::read_dir(dir).ok()).into_iter().flatten().flatten();
+        known.extend(listed.filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_string))?
+        }));
         known.sort();
-        Err(SchemaError::UnknownDataset {
-            name: name.to_string(),
-            dir: dir.display().to_string(),
-            known: known.join(", "),
-        })
+        known.dedup();
+        let searched = match user_dir {
+            Some(dir) => format!("not built in, and no {}/{name}.toml", dir.display()),
+            None => "not built in (--datasets-dir adds a directory of your own)".to_string(),
+        };
+        Err(SchemaError::UnknownDataset { name: name.to_string(), searched, known: known.join(", ") })
     }
 
     /// The path, directory or glob of a split, made absolute against
@@ -153,7 +185,7 @@ mod tests {
              train = \"toy/train.parquet\"\nroot = \"descriptor\"\n[defaults]\nepochs = 3\n",
         )
         .unwrap();
-        let d = DatasetDescriptor::find(tmp.path(), "toy").unwrap();
+        let d = DatasetDescriptor::find(Some(tmp.path()), "toy").unwrap();
         assert_eq!(d.kind, InputKind::Text);
         assert_eq!(d.defaults.epochs, Some(3));
         let train = d.split_pattern(Split::Train, Path::new("/data")).unwrap();
@@ -165,17 +197,36 @@ mod tests {
     fn unknown_dataset_lists_the_known_ones() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("a.toml"), "").unwrap();
-        let err = DatasetDescriptor::find(tmp.path(), "b").unwrap_err().to_string();
-        assert!(err.contains("known: a"), "{err}");
+        let err = DatasetDescriptor::find(Some(tmp.path()), "b").unwrap_err().to_string();
+        assert!(err.contains("known: a, cifar10, reviews, shapes, sst2"), "{err}");
     }
 
     #[test]
-    fn the_shipped_descriptors_parse() {
+    fn a_users_descriptor_comes_before_the_built_in_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("sst2.toml"),
+            "name = \"sst2\"\nkind = \"text\"\ninput = \"text\"\nlabel = \"y\"\ntrain = \"mine.parquet\"\n",
+        )
+        .unwrap();
+        assert_eq!(DatasetDescriptor::find(Some(tmp.path()), "sst2").unwrap().input, "text");
+        assert_eq!(DatasetDescriptor::find(None, "sst2").unwrap().input, "sentence");
+        assert_eq!(DatasetDescriptor::find(Some(tmp.path()), "cifar10").unwrap().input, "img");
+    }
+
+    #[test]
+    fn every_shipped_descriptor_is_built_in() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let d = DatasetDescriptor::from_file(&path).unwrap();
             assert_eq!(Some(d.name.as_str()), path.file_stem().and_then(|s| s.to_str()));
+            let builtin = DatasetDescriptor::builtin(&d.name).expect("built in").unwrap();
+            assert_eq!(builtin, d, "the built-in {} equals its file", d.name);
+            names.push(d.name);
         }
+        names.sort();
+        assert_eq!(names, BUILTIN.map(|(n, _)| n.to_string()));
     }
 }

@@ -22,13 +22,13 @@ pub enum SchemaError {
         /// What is wrong, as the TOML parser says it.
         message: String,
     },
-    /// No descriptor of that name exists in the descriptor directory.
-    #[error("unknown dataset '{name}': no {dir}/{name}.toml (known: {known})")]
+    /// No descriptor of that name is built in or in the user's directory.
+    #[error("unknown dataset '{name}': {searched} (known: {known})")]
     UnknownDataset {
         /// The requested name.
         name: String,
-        /// The directory searched.
-        dir: String,
+        /// Where it was looked for.
+        searched: String,
         /// The names that do exist, comma-separated.
         known: String,
     },

@@ -144,3 +144,16 @@ print(ds.num_rows)
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn built_in_datasets_work_from_any_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(["train", "--dataset", "shapes", "--epochs", "1", "--quiet", "--out", "proxy"])
+        .current_dir(tmp.path())
+        .env_remove("SIEVE_DATASETS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tmp.path().join("proxy/proxy.json").is_file());
+}
