@@ -17,42 +17,89 @@ fn manifest(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
 }
 
-/// The next batch is the `budget` most uncertain pool rows, in rank order,
-/// copied unchanged from the pool (which has no label column).
-#[test]
-fn the_next_batch_is_the_most_uncertain_pool_rows_copied_unchanged() {
+/// The reviews fixture split into a labeled part (300 rows) and an
+/// unlabeled pool (the rest, label column removed), in `dir`.
+fn labeled_and_pool(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, RecordBatch) {
     let all = read_parquet(&root().join("fixtures/reviews/train.parquet"));
-    let tmp = tempfile::tempdir().unwrap();
-    let (labeled, pool) = (tmp.path().join("labeled.parquet"), tmp.path().join("pool.parquet"));
+    let (labeled, pool) = (dir.join("labeled.parquet"), dir.join("pool.parquet"));
     write(&all.slice(0, 300), &labeled);
     let mut unlabeled = all.slice(300, all.num_rows() - 300);
     unlabeled.remove_column(unlabeled.schema().index_of("label").unwrap());
     write(&unlabeled, &pool);
-    let out = tmp.path().join("next");
+    (labeled, pool, unlabeled)
+}
+
+/// `sieve select --labeled --unlabeled --budget 50 --acquisition A` into
+/// `dir/A`: the pool's scores and the picked rows in rank order.
+fn next_batch(dir: &Path, acquisition: &str) -> (RecordBatch, Vec<usize>) {
+    let (labeled, pool, unlabeled) = labeled_and_pool(dir);
+    let out = dir.join(acquisition);
     sieve_ok(&[
         "select", "--dataset", "reviews", "--labeled", labeled.to_str().unwrap(), "--unlabeled", pool.to_str().unwrap(),
-        "--budget", "50", "--quiet", "--out", out.to_str().unwrap(),
+        "--budget", "50", "--acquisition", acquisition, "--quiet", "--out", out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_eq!(scores.num_rows(), unlabeled.num_rows());
-    let lc = scores.column_by_name("least_confidence").unwrap().as_primitive::<Float32Type>();
     let rank = scores.column_by_name("acquisition_rank").unwrap().as_primitive::<Int64Type>();
     let mut picked: Vec<usize> = (0..scores.num_rows()).filter(|&i| rank.is_valid(i)).collect();
-    assert_eq!(picked.len(), 50);
-    let threshold = picked.iter().map(|&i| lc.value(i)).fold(f32::INFINITY, f32::min);
-    let above = (0..scores.num_rows()).filter(|&i| !rank.is_valid(i) && lc.value(i) > threshold).count();
-    assert_eq!(above, 0, "an unpicked row is more uncertain than a picked one");
     picked.sort_by_key(|&i| rank.value(i));
-    assert!(picked.windows(2).all(|w| lc.value(w[0]) >= lc.value(w[1])), "rank 0 is the most uncertain");
+    assert_eq!(picked.len(), 50);
+    assert_eq!(manifest(&out)["active"]["picked"], 50);
     // The written rows are the picked pool rows, their input values unchanged.
     let data = read_parquet(&out.join("data"));
     let sentences = unlabeled.column_by_name("sentence").unwrap().as_string::<i32>();
     let written = data.column_by_name("sentence").unwrap().as_string::<i32>();
     let expected: HashSet<&str> = picked.iter().map(|&i| sentences.value(i)).collect();
     let got: HashSet<&str> = (0..data.num_rows()).map(|i| written.value(i)).collect();
-    assert_eq!(got, expected);
+    assert_eq!(got, expected, "{acquisition}");
     assert!(data.column_by_name("el2n").is_none(), "scores that need a label are left out");
-    assert_eq!(manifest(&out)["active"]["picked"], 50);
+    (scores, picked)
+}
+
+/// With a score acquisition the next batch is the `budget` pool rows with
+/// the highest score, in rank order, copied unchanged from the pool (which
+/// has no label column).
+#[test]
+fn the_next_batch_is_the_most_uncertain_pool_rows_copied_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (acquisition, column) in [("least-confidence", "least_confidence"), ("entropy", "entropy"), ("margin", "margin")] {
+        let (scores, picked) = next_batch(tmp.path(), acquisition);
+        let score = scores.column_by_name(column).unwrap().as_primitive::<Float32Type>();
+        let threshold = picked.iter().map(|&i| score.value(i)).fold(f32::INFINITY, f32::min);
+        let is_picked: HashSet<usize> = picked.iter().copied().collect();
+        let above = (0..scores.num_rows()).filter(|&i| !is_picked.contains(&i) && score.value(i) > threshold).count();
+        assert_eq!(above, 0, "{acquisition}: an unpicked row scores higher than a picked one");
+        assert!(picked.windows(2).all(|w| score.value(w[0]) >= score.value(w[1])), "{acquisition}: rank 0 scores highest");
+    }
+}
+
+/// With `kcenter` the next batch is the greedy k-center kernel's picks over
+/// the pool's embeddings, with the labeled rows' embeddings (scored by the
+/// same proxy) as the initial centers, in pick order.
+#[test]
+fn the_kcenter_batch_is_the_kernels_picks_from_the_labeled_centers() {
+    use sieve_udfs::embedding::{kcenter::k_center_greedy, Embeddings};
+    let tmp = tempfile::tempdir().unwrap();
+    let (scores, picked) = next_batch(tmp.path(), "kcenter");
+    let lab = tmp.path().join("labeled-scores");
+    let proxy = tmp.path().join("kcenter/proxy");
+    sieve_ok(&[
+        "score", "--input", tmp.path().join("labeled.parquet").to_str().unwrap(), "--text-column", "sentence",
+        "--proxy-dir", proxy.to_str().unwrap(), "--quiet", "--out", lab.to_str().unwrap(),
+    ]);
+    let embedding = |batch: &RecordBatch| {
+        let list = batch.column_by_name("embedding").unwrap().as_fixed_size_list();
+        (list.values().as_primitive::<Float32Type>().values().to_vec(), list.value_length() as usize)
+    };
+    let (mut values, dim) = embedding(&scores);
+    let pool_rows = scores.num_rows();
+    let (centers, _) = embedding(&read_parquet(&lab.join("scores.parquet")));
+    values.extend(centers);
+    let initial: Vec<usize> = (pool_rows..values.len() / dim).collect();
+    let emb = Embeddings::new(&values, dim).unwrap();
+    let expected = k_center_greedy(&emb, 50, &initial, 0).unwrap();
+    let expected: Vec<usize> = expected.into_iter().filter(|&i| i < pool_rows).collect();
+    assert_eq!(picked, expected);
 }
 
 /// Simulated rounds grow the labeled set by the budget each round; on the

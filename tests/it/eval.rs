@@ -12,6 +12,9 @@ use crate::util::{read_parquet, root, sieve_ok, truth};
 /// better target than dropping a random 30%.
 #[test]
 fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
+    if !crate::util::have_font("removing_the_hardest_rows_beats_removing_random_ones_under_label_noise") {
+        return;
+    }
     let train = read_parquet(&root().join("fixtures/reviews/train.parquet"));
     let n = train.num_rows();
     let ids = train.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -106,4 +109,32 @@ fn eval_reports_the_proxy_of_the_scores_it_reuses() {
     assert!(report["proxy_accuracy"].as_f64().is_some(), "{report}");
     assert_eq!(report["proxy_accuracy"], manifest["proxy"]["heldout_accuracy"]);
     assert_eq!(report["proxy_seconds"], manifest["seconds"]["train"]);
+}
+
+/// `--agreement` trains a proxy with the next seed and one of half the
+/// width, and reports Spearman's rho of every score between each and the
+/// job's proxy over every valid row: SVP's premise, that proxies rank alike.
+#[test]
+fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = root().join("fixtures/reviews");
+    let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
+    let out = tmp.path().join("eval");
+    sieve_ok(&[
+        "eval", "--input", train.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap(),
+        "--fractions", "0.5", "--strategies", "el2n", "--orders", "hard", "--seeds", "1", "--agreement", "--quiet",
+        "--out", out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let agreement = report["agreement"].as_array().unwrap();
+    for between in ["seed", "width"] {
+        let of = |score: &str| {
+            agreement.iter().find(|a| a["between"] == between && a["score"] == score).unwrap_or_else(|| panic!("no {between} {score}"))
+        };
+        for score in ["el2n", "entropy", "least_confidence", "margin", "loss"] {
+            assert_eq!(of(score)["rows"], 2000, "{between} {score}: every row of the fixture");
+        }
+        let rho = of("el2n")["spearman"].as_f64().unwrap();
+        assert!(rho > 0.5 && rho <= 1.0, "{between}: el2n rho {rho}");
+    }
 }

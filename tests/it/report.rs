@@ -53,6 +53,9 @@ fn fixture_train(fixture: &str) -> RecordBatch {
 /// holds only pruned rows; every image is the input's own PNG bytes.
 #[test]
 fn shapes_report_shows_hard_easy_and_pruned_images() {
+    if !crate::util::have_font("shapes_report_shows_hard_easy_and_pruned_images") {
+        return;
+    }
     let dir = pruned("shapes");
     let html = report(dir);
     let scores = read_parquet(&dir.join("scores.parquet"));
@@ -61,7 +64,8 @@ fn shapes_report_shows_hard_easy_and_pruned_images() {
     assert_eq!(rows_of(section(&html, "easiest")), ranked(&scores, "el2n", false)[..GRID].to_vec());
     let flipped: HashSet<i64> = truth("shapes").flipped.into_iter().collect();
     let found = hardest.iter().filter(|r| flipped.contains(r)).count();
-    assert!(found * 4 >= GRID * 3, "hardest grid holds {found}/{GRID} flipped labels");
+    // The README: the hardest 24 are all flipped labels; one may differ on another CPU's kernels.
+    assert!(found + 1 >= GRID, "hardest grid holds {found}/{GRID} flipped labels");
     let keep = scores.column_by_name("keep").unwrap().as_boolean();
     let sample = rows_of(section(&html, "pruned"));
     assert_eq!(sample.len(), GRID);
@@ -119,6 +123,9 @@ fn reviews_report_tables_hold_escaped_review_text() {
 /// of drawing one. `--no-report` writes no page and records the choice.
 #[test]
 fn select_reports_without_a_curve_and_no_report_skips_the_page() {
+    if !crate::util::have_font("select_reports_without_a_curve_and_no_report_skips_the_page") {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let scores = pruned("shapes").to_str().unwrap().to_string();
     let select = |name: &str, extra: &[&str]| {
@@ -171,21 +178,41 @@ fn a_report_without_a_font_has_notes_instead_of_plots() {
 /// `/usr/bin/chromium` (Debian's `chromium`; `.ci/run` installs it).
 #[test]
 fn report_renders_in_chromium_with_its_plots() {
+    if !crate::util::have_font("report_renders_in_chromium_with_its_plots") {
+        return;
+    }
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.exists() {
-        eprintln!("skipped: no /usr/bin/chromium to render report.html (apt-get install chromium)");
-        return;
+        return crate::util::skip(
+            "report_renders_in_chromium_with_its_plots",
+            "no /usr/bin/chromium to render report.html (apt-get install chromium)",
+        );
     }
     let tmp = tempfile::tempdir().unwrap();
     let png = tmp.path().join("report.png");
     let page = pruned("shapes").join(FILE);
-    let out = std::process::Command::new(chromium)
+    // The flags of a machine without network (no update checks, no first-run
+    // page, a fresh profile), and a bounded wait: Chromium can never hang the tests.
+    let mut child = std::process::Command::new(chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400"])
+        .args(["--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", tmp.path().join("profile").display()))
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("file://{}", page.display()))
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .expect("chromium runs");
-    assert!(png.is_file(), "chromium wrote no screenshot:\n{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(png.is_file(), "chromium wrote no screenshot");
     let shot = image::open(&png).unwrap().to_rgb8();
     let count = |colour: [u8; 3]| shot.pixels().filter(|p| p.0 == colour).count();
     let (kept, pruned) = (count(KEPT), count(PRUNED));

@@ -103,10 +103,7 @@ fn prune_args<'a>(train: &'a str, heldout: &'a str, out: &'a str) -> Vec<&'a str
 fn prune_reads_from_and_writes_to_s3_like_local_files() {
     let moto = match start_moto() {
         Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED prune_reads_from_and_writes_to_s3_like_local_files: {why}");
-            return;
-        }
+        Err(why) => return crate::util::skip("prune_reads_from_and_writes_to_s3_like_local_files", &why),
     };
     let fixtures = root().join("fixtures/reviews");
     moto.boto3(&format!(

@@ -94,3 +94,24 @@ pub fn pruned(fixture: &'static str) -> &'static Path {
         })
         .1
 }
+
+/// A test's dependency outside Rust (moto, Chromium, a font) is missing.
+/// Under CI (`CI=true`, which `.ci/run` sets, as most CI services do) that
+/// fails the test, since CI installs them; elsewhere the test says on stderr
+/// that it skips, and why. Returns so that the caller can `return`.
+pub fn skip(test: &str, why: &str) {
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: {why} (CI=true: a missing dependency fails the test)");
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The font the plots are drawn with, as the report and eval look for it.
+pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Whether the plots can be drawn here: else [`skip`]s `test`.
+pub fn have_font(test: &str) -> bool {
+    let found = std::env::var_os("SIEVE_FONT").is_some() || Path::new(FONT).is_file();
+    if !found {
+        skip(test, &format!("no {FONT} to draw plots with (apt-get install fonts-dejavu-core)"));
+    }
+    found
+}

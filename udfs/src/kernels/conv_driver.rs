@@ -296,32 +296,58 @@ mod tests {
         (9, 4, 4, 3, 16, 3, 1, 1),
     ];
 
-    /// The AVX-512 tiles against the portable im2col + gemm path on every
-    /// shape above (a no-op on CPUs without AVX-512).
-    #[test]
-    fn avx512_kernels_match_the_portable_path() {
-        for (i, &(n, h, w, ci, co, k, s, p)) in SHAPES.iter().enumerate() {
-            if Conv2dKernel::best(co) != Conv2dKernel::Avx512 {
-                continue;
+    /// The convolution by its definition (NHWC input, HWIO weights), and
+    /// the gradients of `sum(y * dy)` before bias and ReLU: `(y, dx, dw)`.
+    fn direct(g: &ConvGeom, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (mut y, mut dx, mut dw) = (vec![0f32; g.n * g.out_len()], vec![0f32; x.len()], vec![0f32; w.len()]);
+        for n in 0..g.n {
+            for (oh, ow) in (0..g.h_out).flat_map(|oh| (0..g.w_out).map(move |ow| (oh, ow))) {
+                let out = ((n * g.h_out + oh) * g.w_out + ow) * g.c_out;
+                for co in 0..g.c_out {
+                    let mut acc = b[co] as f64;
+                    for (kh, kw) in (0..g.ksize).flat_map(|kh| (0..g.ksize).map(move |kw| (kh, kw))) {
+                        let (ih, iw) = ((oh * g.stride + kh) as isize - g.padding as isize, (ow * g.stride + kw) as isize - g.padding as isize);
+                        if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                            continue;
+                        }
+                        let input = ((n * g.h + ih as usize) * g.w + iw as usize) * g.c_in;
+                        for ci in 0..g.c_in {
+                            let wi = ((kh * g.ksize + kw) * g.c_in + ci) * g.c_out + co;
+                            acc += (x[input + ci] * w[wi]) as f64;
+                            dw[wi] += x[input + ci] * dy[out + co];
+                            dx[input + ci] += w[wi] * dy[out + co];
+                        }
+                    }
+                    y[out + co] = (acc as f32).max(0.0);
+                }
             }
+        }
+        (y, dx, dw)
+    }
+
+    /// The kernels this CPU runs ([`Conv2dKernel::best`], and the backward
+    /// pass as it picks them: the AVX-512 tiles where the CPU has them, else
+    /// im2col + gemm) and the portable path, both against the convolution by
+    /// its definition on every shape above.
+    #[test]
+    fn the_kernels_this_cpu_runs_match_the_definition() {
+        for (i, &(n, h, w, ci, co, k, s, p)) in SHAPES.iter().enumerate() {
             let g = ConvGeom::new(&[n, h, w, ci], &[k, k, ci, co], s, p).unwrap();
             let seed = 4 * i as u64;
-            let (x, wt) = (
-                random(g.n * g.in_len(), seed),
-                random(g.patch_len() * co, seed + 1),
-            );
+            let (x, wt) = (random(g.n * g.in_len(), seed), random(g.patch_len() * co, seed + 1));
             let (b, dy) = (random(co, seed + 2), random(g.n * g.out_len(), seed + 3));
-            let what = |part: &str| format!("{part} {:?}", SHAPES[i]);
-            let fast = ConvForward::new(&g, &wt, Conv2dKernel::Avx512).batch(&x, Some(&b), true);
-            let slow =
-                ConvForward::new(&g, &wt, Conv2dKernel::Im2colGemm).batch(&x, Some(&b), true);
-            assert_close(&fast, &slow, &what("forward"));
-            let (dx_fast, dw_fast) = ConvBackward::new(&g, &wt, true).run(&x, OutGrad::Given(&dy));
-            let (dx_slow, dw_slow) = ConvBackward::new(&g, &wt, true)
-                .portable()
-                .run(&x, OutGrad::Given(&dy));
-            assert_close(&dw_fast, &dw_slow, &what("dw"));
-            assert_close(&dx_fast.unwrap(), &dx_slow.unwrap(), &what("dx"));
+            let (y, dx, dw) = direct(&g, &x, &wt, &b, &dy);
+            let kernel = Conv2dKernel::best(co);
+            eprintln!("{:?}: forward with {kernel:?}", SHAPES[i]);
+            let what = |part: &str| format!("{part} {:?} {kernel:?}", SHAPES[i]);
+            assert_close(&ConvForward::new(&g, &wt, kernel).batch(&x, Some(&b), true), &y, &what("forward"));
+            let portable = ConvForward::new(&g, &wt, Conv2dKernel::Im2colGemm).batch(&x, Some(&b), true);
+            assert_close(&portable, &y, &what("portable forward"));
+            for backward in [ConvBackward::new(&g, &wt, true), ConvBackward::new(&g, &wt, true).portable()] {
+                let (dx_k, dw_k) = backward.run(&x, OutGrad::Given(&dy));
+                assert_close(&dw_k, &dw, &what("dw"));
+                assert_close(&dx_k.unwrap(), &dx, &what("dx"));
+            }
         }
     }
 
