@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::Instant;
 
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use sieve_schemas::InputKind;
 use sieve_udfs::decode::decode_image;
@@ -24,7 +26,7 @@ use sieve_udfs::proxy::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FIL
 
 use crate::error::{io_err, PipelineError, Result};
 use crate::dynamics::{self, Dynamics};
-use crate::examples::{for_each_shuffled, Example};
+use crate::examples::{self, for_each_shuffled, Example};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
 
@@ -36,10 +38,6 @@ const IMAGE_PEAK_LR: f64 = 0.2;
 const IMAGE_EPOCHS: usize = 4;
 /// Fraction of steps spent warming the learning rate up.
 const WARMUP: f64 = 0.2;
-/// fastText embedding rows. On SST-2 (3 seeds, validation accuracy):
-/// 2^18 79.9%, 2^19 80.4%, 2^20 80.4%, 2^21 81.2% with a 256 MiB weights file
-/// written by every run; 2^19 (64 MiB at dim 32) is the compromise.
-const TEXT_BUCKETS: usize = 1 << 19;
 
 /// The ResNet of a preset name such as `resnet20`.
 pub fn resnet_config(preset: &str, width: Option<usize>, classes: usize) -> Result<ResNetConfig> {
@@ -205,18 +203,25 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     let classes = dataset.classes.len();
     let base = FastTextConfig::new(classes);
     // `--width` is the fastText embedding width.
-    let cfg = FastTextConfig { buckets: TEXT_BUCKETS, dim: plan.width.unwrap_or(base.dim), ..base };
+    let cfg = FastTextConfig { dim: plan.width.unwrap_or(base.dim), ..base };
     let defaults = FastTextTrainConfig::default();
     let schedule = FastTextTrainConfig {
         lr: plan.lr.map_or(defaults.lr, |lr| lr as f32),
         epochs: epochs(plan),
     };
-    let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": "shuffled per epoch"});
+    // Held in memory when it fits (hashed once, in parallel, shuffled whole
+    // each epoch), else streamed through the shuffle buffer every epoch.
+    let cached = examples::cached(dataset, examples::CACHE_BYTES)?;
+    let order = if cached.is_some() { "whole split shuffled per epoch" } else { "streamed, shuffle buffer" };
+    let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": order});
     let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);
     let mut model = FastText::new(cfg, plan.seed).map_err(sieve_udfs::UdfError::from)?;
+    let cached: Option<Vec<TextRow>> =
+        cached.map(|rows| rows.par_iter().map(|ex| TextRow::new(&model, ex, classes)).collect());
     let rows = dataset.train.total_rows();
     let total_steps = schedule.epochs as u64 * dataset.train_rows();
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0x5eed);
+    let mut order: Vec<usize> = (0..cached.as_ref().map_or(0, Vec::len)).collect();
     let mut scratch = Default::default();
     let bar = crate::progress::bar("train", total_steps, "rows", run.quiet);
     let mut step = 0u64;
@@ -224,27 +229,36 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     for epoch in 1..=schedule.epochs {
         let started = Instant::now();
         let mut stats = EpochStats::default();
-        for_each_shuffled(dataset, &mut rng, |ex| {
-            let text = ex.payload.as_deref().and_then(|b| std::str::from_utf8(b).ok()).filter(|t| !t.trim().is_empty());
-            match (text, class_of(ex.label, classes)) {
-                (Some(text), Some(y)) => {
+        let mut visit = |model: &mut FastText, row: &TextRow| -> Result<()> {
+            match &row.example {
+                Some((features, y)) => {
                     let out = model
-                        .train_example(text, y, schedule.lr_at(step, total_steps), &mut scratch)
+                        .train_features(features, *y, schedule.lr_at(step, total_steps), &mut scratch)
                         .map_err(sieve_udfs::UdfError::from)?;
                     let pred = sieve_udfs::scores::argmax(out.logits);
-                    dynamics.record(ex.pos, epoch, out.logits, y);
+                    dynamics.record(row.pos, epoch, out.logits, *y);
                     stats.loss_sum += out.loss as f64;
-                    stats.correct += u64::from(pred == y);
+                    stats.correct += u64::from(pred == *y);
                     stats.seen += 1;
                 }
-                _ => stats.skipped += 1,
+                None => stats.skipped += 1,
             }
             step += 1;
             if step % 4096 == 0 {
                 bar.set_position(step);
             }
             Ok(())
-        })?;
+        };
+        match &cached {
+            Some(rows) => {
+                order.shuffle(&mut rng);
+                order.iter().try_for_each(|&i| visit(&mut model, &rows[i]))?;
+            }
+            None => for_each_shuffled(dataset, &mut rng, |ex| {
+                let row = TextRow::new(&model, &ex, classes);
+                visit(&mut model, &row)
+            })?,
+        }
         meta.train_rows = stats.seen;
         meta.train_rows_skipped = stats.skipped;
         meta.history.push(stats.record(epoch, schedule.lr_at(step, total_steps) as f64, started));
@@ -254,6 +268,25 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     model.save(&dir.join(WEIGHTS_FILE)).map_err(sieve_udfs::UdfError::from)?;
     dynamics.write(&dir.join(dynamics::FILE))?;
     Ok(meta)
+}
+
+/// One training row of the text proxy: its position and, when it can train
+/// (UTF-8, not blank, a label in range), its feature ids and class.
+struct TextRow {
+    pos: u64,
+    example: Option<(Vec<u32>, usize)>,
+}
+
+impl TextRow {
+    fn new(model: &FastText, ex: &Example, classes: usize) -> Self {
+        let text = ex.payload.as_deref().and_then(|b| std::str::from_utf8(b).ok()).filter(|t| !t.trim().is_empty());
+        let example = text.zip(class_of(ex.label, classes)).map(|(text, y)| {
+            let mut features = Vec::new();
+            model.features(text, &mut features);
+            (features, y)
+        });
+        Self { pos: ex.pos, example }
+    }
 }
 
 /// The proxy's accuracy over `files` (rows it cannot score do not count).

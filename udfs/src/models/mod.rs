@@ -6,4 +6,5 @@ pub mod resnet;
 pub mod image_trainer;
 pub mod sgd;
 pub mod fasttext;
+pub mod hashed_table;
 pub mod text_encoder;
