@@ -1,12 +1,15 @@
 //! The hashed embedding table of the fastText classifier: `rows x dim`
-//! floats, of which training touches a small part (SST-2 touches about 95k
-//! of the default 2^21 rows), so it is made, initialised and saved for the
-//! rows used only.
+//! floats, of which training uses a small part (SST-2 uses about 95k of the
+//! default 2^21 rows), so only the rows used are held, initialised and saved.
 //!
-//! * **Made zeroed, lazily.** The table is one `alloc_zeroed` block, whose
-//!   pages the kernel maps on first write: a 256 MiB table costs nothing
-//!   until rows are written, where filling it with random values took
-//!   longer than an epoch of SST-2.
+//! * **Held compactly.** An index of one `u32` per row (8 MiB at 2^21) says
+//!   where a used row's values are in a packed block; slot 0 is a row of
+//!   zeros that every unused row points at. SST-2's model is then 8 + 12 MB,
+//!   which the CPU's caches mostly hold, where a dense 256 MiB table made
+//!   nearly every row read a cache and TLB miss: an epoch took 0.11 s dense
+//!   (0.087 s on 2 MiB pages, whose first faults stalled 0.1-0.4 s when the
+//!   kernel had to compact memory for them) and takes 0.075 s packed; the
+//!   whole `sieve train` on SST-2 peaks at 100 MB, not 342.
 //! * **Initialised on first use.** A row takes its initial value (uniform in
 //!   `(-1/dim, 1/dim)`, as fastText's) the first time a training step uses
 //!   it, from a SplitMix64 stream seeded by the table's seed and the row, so
@@ -21,13 +24,12 @@
 /// A `rows x dim` table of f32 whose rows are initialised on first use.
 #[derive(Clone, Debug)]
 pub struct HashedTable {
-    rows: usize,
     dim: usize,
     seed: u64,
-    /// `rows x dim`, row-major; zero where a row was never used.
+    /// Per row, its slot in `values`; 0 (the zero row) while unused.
+    slot: Vec<u32>,
+    /// `slots x dim`, row-major; slot 0 is all zeros.
     values: Vec<f32>,
-    /// One bit per row: set once the row is initialised.
-    used: Vec<u64>,
 }
 
 /// Why a table cannot be made.
@@ -35,49 +37,6 @@ pub struct HashedTable {
 pub struct AllocError {
     /// Bytes asked for.
     pub bytes: usize,
-}
-
-/// A zeroed `len`-float vector from the allocator's zeroed memory (pages
-/// mapped on first write), or `None` when it cannot be had.
-fn zeroed(len: usize) -> Option<Vec<f32>> {
-    let layout = std::alloc::Layout::array::<f32>(len).ok()?;
-    if layout.size() == 0 {
-        return Some(Vec::new());
-    }
-    // SAFETY: the layout has a non-zero size; a non-null result is `len`
-    // zeroed (so valid) f32s allocated by the global allocator with the
-    // layout `Vec<f32>` uses for capacity `len`, so the Vec may own it.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout).cast::<f32>();
-        if ptr.is_null() {
-            return None;
-        }
-        huge_pages(ptr.cast(), layout.size());
-        Some(Vec::from_raw_parts(ptr, len, len))
-    }
-}
-
-/// Asks Linux to back `len` bytes at `ptr` with 2 MiB pages (transparent
-/// huge pages, where the kernel offers them on request). Training reads
-/// rows scattered over the whole table, and with 4 KiB pages nearly every
-/// row is a TLB miss: an SST-2 epoch at 2^21 rows took 0.11 s with them and
-/// 0.087 s with huge pages (RSS 284 MB against 342 MB: a touched 2 MiB page
-/// is all resident). Advice only: nothing changes where it is refused.
-fn huge_pages(ptr: *mut libc::c_void, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        // madvise wants a page-aligned start: advise the whole 2 MiB pages inside.
-        const HUGE: usize = 2 << 20;
-        let start = (ptr as usize).next_multiple_of(HUGE);
-        let end = (ptr as usize + len) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: [start, end) lies inside the allocation; MADV_HUGEPAGE
-            // changes how it is backed, never its contents.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 /// SplitMix64 (Steele, Lea and Flood 2014), the generator of row values.
@@ -93,25 +52,30 @@ impl HashedTable {
     /// A table of `rows` rows of width `dim`, none used yet; `seed` decides
     /// every row's initial value.
     pub fn new(rows: usize, dim: usize, seed: u64) -> Result<Self, AllocError> {
-        let len = rows.checked_mul(dim).ok_or(AllocError { bytes: usize::MAX })?;
-        let values = zeroed(len).ok_or(AllocError { bytes: len.saturating_mul(4) })?;
-        Ok(Self { rows, dim, seed, values, used: vec![0; rows.div_ceil(64)] })
+        let mut slot = Vec::new();
+        slot.try_reserve_exact(rows).map_err(|_| AllocError { bytes: rows.saturating_mul(4) })?;
+        slot.resize(rows, 0);
+        Ok(Self { dim, seed, slot, values: vec![0.0; dim] })
     }
 
     /// A table of `rows` rows holding `values` (`ids.len() x dim`) at the
     /// rows `ids`, every other row zero, as [`HashedTable::used`] lists them.
-    /// `None` when an id is out of range or the lengths disagree.
+    /// `None` when an id is out of range or repeated, or the lengths disagree.
     pub fn from_rows(rows: usize, dim: usize, ids: &[u32], values: &[f32]) -> Option<Result<Self, AllocError>> {
         if values.len() != ids.len() * dim || ids.iter().any(|&id| id as usize >= rows) {
             return None;
         }
-        Some(Self::new(rows, dim, 0).map(|mut table| {
-            for (&id, row) in ids.iter().zip(values.chunks_exact(dim.max(1))) {
-                table.mark(id);
-                table.values[id as usize * dim..][..dim].copy_from_slice(row);
+        let mut table = match Self::new(rows, dim, 0) {
+            Ok(table) => table,
+            Err(e) => return Some(Err(e)),
+        };
+        for (&id, row) in ids.iter().zip(values.chunks_exact(dim.max(1))) {
+            if table.slot[id as usize] != 0 {
+                return None;
             }
-            table
-        }))
+            table.push(id).copy_from_slice(row);
+        }
+        Some(Ok(table))
     }
 
     /// Row width.
@@ -121,38 +85,40 @@ impl HashedTable {
 
     /// Number of rows.
     pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn is_used(&self, id: u32) -> bool {
-        self.used[id as usize / 64] >> (id % 64) & 1 == 1
-    }
-
-    fn mark(&mut self, id: u32) {
-        self.used[id as usize / 64] |= 1 << (id % 64);
+        self.slot.len()
     }
 
     /// Row `id` as it is now (zero when never used).
     pub fn row(&self, id: u32) -> &[f32] {
-        &self.values[id as usize * self.dim..][..self.dim]
+        let slot = self.slot[id as usize] as usize;
+        &self.values[slot * self.dim..][..self.dim]
     }
 
     /// Row `id`, given its initial value first if it has never been used.
     pub fn row_mut(&mut self, id: u32) -> &mut [f32] {
         self.init(id);
-        &mut self.values[id as usize * self.dim..][..self.dim]
+        let slot = self.slot[id as usize] as usize;
+        &mut self.values[slot * self.dim..][..self.dim]
+    }
+
+    /// A new slot for the unused row `id`, zeroed.
+    fn push(&mut self, id: u32) -> &mut [f32] {
+        let slot = self.values.len() / self.dim;
+        // A slot past u32 would need 2^32 rows of `dim` floats in memory.
+        self.slot[id as usize] = u32::try_from(slot).unwrap_or(u32::MAX);
+        self.values.resize(self.values.len() + self.dim, 0.0);
+        &mut self.values[slot * self.dim..][..self.dim]
     }
 
     /// Gives row `id` its initial value if it has never been used: uniform
     /// in `(-1/dim, 1/dim)` from the SplitMix64 stream of (seed, row).
     pub fn init(&mut self, id: u32) {
-        if self.is_used(id) {
+        if self.slot[id as usize] != 0 {
             return;
         }
-        self.mark(id);
         let scale = 1.0 / self.dim as f32;
         let mut state = self.seed ^ u64::from(id).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        for v in &mut self.values[id as usize * self.dim..][..self.dim] {
+        for v in self.push(id) {
             // The top 24 bits as a float in [0, 1), then onto (-scale, scale).
             let unit = (splitmix(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
             *v = (2.0 * unit - 1.0) * scale;
@@ -161,7 +127,7 @@ impl HashedTable {
 
     /// The rows used so far, ascending, and their values (`ids x dim`).
     pub fn used(&self) -> (Vec<u32>, Vec<f32>) {
-        let ids: Vec<u32> = (0..self.rows() as u32).filter(|&id| self.is_used(id)).collect();
+        let ids: Vec<u32> = (0..self.slot.len() as u32).filter(|&id| self.slot[id as usize] != 0).collect();
         let values = ids.iter().flat_map(|&id| self.row(id).iter().copied()).collect();
         (ids, values)
     }
@@ -183,15 +149,14 @@ mod tests {
         assert_eq!(a.row(3), b.row(3));
         assert_eq!(a.row(50), b.row(50));
         assert!(a.row(3).iter().all(|&v| v.abs() < 0.25) && a.row(3) != a.row(50));
+        assert!(a.row(4).iter().all(|&v| v == 0.0), "other rows stay zero");
         let first = a.row(3).to_vec();
         a.row_mut(3)[0] += 1.0;
         a.init(3);
         assert_eq!(a.row(3)[0], first[0] + 1.0, "a used row is never initialised again");
-        let c = {
-            let mut c = HashedTable::new(100, 4, 8).unwrap();
-            c.init(3);
-            c
-        };
+        assert!(a.row(4).iter().all(|&v| v == 0.0), "writing a row leaves the zero row zero");
+        let mut c = HashedTable::new(100, 4, 8).unwrap();
+        c.init(3);
         assert_ne!(c.row(3), b.row(3), "another seed, other values");
     }
 
@@ -210,6 +175,7 @@ mod tests {
         assert_eq!(back.used(), (ids.clone(), values.clone()));
         assert!(HashedTable::from_rows(10, 3, &ids, &values).is_none(), "an id past the end");
         assert!(HashedTable::from_rows(1000, 3, &ids, &values[1..]).is_none(), "a short value list");
+        assert!(HashedTable::from_rows(1000, 3, &[5, 5], &[0.0; 6]).is_none(), "a repeated id");
     }
 
     #[test]
