@@ -28,15 +28,22 @@ fn select_reuses_scores_and_random_baseline_is_seeded() {
     assert_eq!(original.column_by_name("el2n").unwrap().to_data(), a.column_by_name("el2n").unwrap().to_data());
 }
 
+/// The CSV lines `sieve sql` prints for `query` over the output `out`,
+/// header first.
+fn sql_csv(out: &std::path::Path, query: &str) -> Vec<String> {
+    let result = sieve_ok(&["sql", "--out", out.to_str().unwrap(), "--format", "csv", query]);
+    String::from_utf8(result.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
 #[test]
 fn sql_queries_the_output_tables() {
     let out = pruned("shapes");
-    let result = sieve_ok(&[
-        "sql", "--out", out.to_str().unwrap(), "--format", "csv",
+    let lines = sql_csv(
+        out,
         "SELECT (SELECT COUNT(*) FROM kept) AS kept, (SELECT SUM(CAST(keep AS BIGINT)) FROM scores) AS decided",
-    ]);
-    let text = String::from_utf8(result.stdout).unwrap();
-    let row = text.lines().nth(1).expect("a header and a row");
+    );
+    let text = lines.join("\n");
+    let row = lines.get(1).expect("a header and a row");
     let (kept, decided) = row.split_once(',').unwrap();
     assert_eq!(kept, decided, "{text}");
     let scores = read_parquet(&out.join("scores.parquet"));
@@ -47,9 +54,7 @@ fn sql_queries_the_output_tables() {
     let keep = scores.column_by_name("keep").unwrap().as_boolean();
     let mut expected: Vec<String> = (0..ids.len()).filter(|&i| keep.value(i)).map(|i| ids.value(i).to_string()).collect();
     expected.sort_by_key(|id| id.parse::<i64>().unwrap());
-    let listed = sieve_ok(&["sql", "--out", out.to_str().unwrap(), "--format", "csv", "SELECT id FROM kept ORDER BY id"]);
-    let listed: Vec<String> = String::from_utf8(listed.stdout).unwrap().lines().skip(1).map(str::to_string).collect();
-    assert_eq!(listed, expected);
+    assert_eq!(sql_csv(out, "SELECT id FROM kept ORDER BY id")[1..], expected);
 }
 
 #[test]
@@ -296,14 +301,13 @@ fn an_easy_first_schedule_orders_its_stages_by_the_requested_score() {
 #[test]
 fn sql_has_the_array_functions_for_the_embedding_column() {
     let out = pruned("shapes");
-    let result = sieve_ok(&[
-        "sql", "--out", out.to_str().unwrap(), "--format", "csv",
+    let lines = sql_csv(
+        out,
         "SELECT cardinality(embedding) AS dim, array_element(embedding, 1) = embedding[1] AS same FROM scores LIMIT 1",
-    ]);
-    let text = String::from_utf8(result.stdout).unwrap();
+    );
     let scores = read_parquet(&out.join("scores.parquet"));
     let dim = scores.column_by_name("embedding").unwrap().as_fixed_size_list().value_length();
-    assert_eq!(text.lines().nth(1), Some(format!("{dim},true").as_str()), "{text}");
+    assert_eq!(lines.get(1), Some(&format!("{dim},true")), "{lines:?}");
 }
 
 #[test]
