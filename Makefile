@@ -95,13 +95,13 @@ fixtures:
 # PyPI; peak RSS needs GNU time, Debian's `time`; not part of `make test`). The
 # scripts build nothing: they run the binaries built here.
 BENCH_ENV := CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))
-bench: build
-	python3 -m pip install --quiet --root-user-action=ignore -r benches/requirements.txt
+bench: build $(VENV)/.installed
+	$(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 	$(CARGO) build --release -p sieve-udfs --example bench_conv --example forward_only
-	$(BENCH_ENV) python3 benches/compare.py --threads 2
-	$(BENCH_ENV) python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
-	$(BENCH_ENV) python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
-	$(BENCH_ENV) python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/compare.py --threads 2
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-udfs --example bench_conv

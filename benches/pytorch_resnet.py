@@ -1,12 +1,20 @@
 """PyTorch CPU baseline for sieve's proxy throughput (`udfs/examples/bench_conv.rs`).
 
-Same network, batches, synthetic data and timing as bench_conv, in PyTorch eager on
-the CPU, so `benches/compare.py` can put the two side by side in one run. On the
-2-core Zen 5 development machine (AVX-512), torch 2.15.0 (PyPI wheel), 2 threads,
-best of 3 runs: ResNet-8 about 2,200 / 5,500 images/s (train / infer) in NCHW and
-3,150 / 8,000 with --channels-last; ResNet-20 950 / 2,700 and 1,260 / 4,150.
-channels_last (oneDNN's NHWC kernels) is the faster layout for every cell, so
-compare.py runs both and keeps the better.
+Same network, batches, synthetic data and timing as bench_conv, in PyTorch on
+the CPU, so `benches/compare.py` can put the two side by side in one run. One
+run measures one variant, for ResNet-8 and ResNet-20; compare.py runs every
+variant and keeps the fastest per cell, so the baseline is the fastest PyTorch
+a performance-minded user would run:
+
+  eager          NCHW, training as written; inference with batch norm folded
+                 into the convolutions (torch.fx.experimental.optimization.fuse),
+                 as sieve folds it
+  eager-cl       the same with channels_last activations and weights
+                 (`--channels-last`: oneDNN's NHWC kernels)
+  compile        torch.compile (inductor) of the training step's model and, for
+  compile-cl     inference, of the folded model with inductor's freezing on
+                 (constant weights: folds and prepacks them for oneDNN);
+                 `--compile [--channels-last]`
 
 The network is the CIFAR ResNet of He et al. 2016, "Deep Residual Learning for
 Image Recognition" (arXiv:1512.03385), section 4.2, as sieve builds it
@@ -19,16 +27,16 @@ What is timed, as in bench_conv:
          padding) + flip -> normalise -> forward -> cross-entropy -> backward ->
          SGD (momentum 0.9, nesterov, weight decay 5e-4), then the loss and
          logits are read back, as sieve's `ImageTrainer::step` returns them.
+         Batch norm uses batch statistics here, so it cannot be folded.
   infer  256 images: u8 HWC -> normalise -> forward, in eval mode under
-         torch.no_grad(). Batch norm is NOT folded (sieve folds it): eager
-         PyTorch is what a user would run. `--fuse` folds it with
-         torch.fx.experimental.optimization.fuse, for reference.
-Each figure is the fastest of 20 timed calls after one untimed warm-up.
+         torch.no_grad(), batch norm folded.
+Each figure is the fastest of 20 timed calls after one untimed warm-up (which,
+compiled, is where inductor compiles: its seconds are reported as compile_s).
 
 Usage:
-  python3 benches/pytorch_resnet.py --threads 2 [--channels-last] [--fuse]
+  python3 benches/pytorch_resnet.py --threads 2 [--channels-last] [--compile]
 prints one JSON object a line: {"torch": ...}, then {"model", "mode", "impl",
-"threads", "batch", "images_per_s"} for each model and mode.
+"threads", "batch", "images_per_s"[, "compile_s"]} for each model and mode.
 """
 
 import argparse
@@ -38,6 +46,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse
 
 # =============================================================================
 # Setup (the constants of bench_conv.rs)
@@ -46,7 +55,6 @@ import torch.nn.functional as F
 TRAIN_BATCH = 128  # images per training step, the usual CIFAR batch
 INFER_BATCH = 256  # images per inference call
 REPEATS = 20  # timed calls per figure, fastest kept (bench_conv's REPEATS.1)
-WARMUP = 1  # untimed calls first (bench_conv's best_of)
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
 CROP_PADDING = 4  # pixels of black padding each side before the random crop
@@ -146,28 +154,36 @@ class ResNet(nn.Module):
 
 
 def best_of(repeats, f):
-    """Fastest of `repeats` calls of `f` after WARMUP untimed ones, in seconds."""
-    for _ in range(WARMUP):
-        f()
+    """(fastest of `repeats` calls of `f`, seconds of the first, untimed call)."""
+    t = time.perf_counter()
+    f()
+    first = time.perf_counter() - t
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
         f()
         best = min(best, time.perf_counter() - t)
-    return best
+    return best, first
 
 
-def throughput(depth, memory_format, fuse):
-    """(training images/s, inference images/s) of ResNet-`depth`."""
+def fold_batch_norm(model, memory_format):
+    """An inference copy of `model` (in eval mode) with every batch norm folded
+    into the convolution before it, weights in `memory_format`."""
+    return fuse(model).to(memory_format=memory_format)
+
+
+def throughput(depth, memory_format, compile_):
+    """{mode: (batch, images/s, seconds of the compiling first call or None)} of ResNet-`depth`."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = ResNet(depth).to(memory_format=memory_format)
     opt = torch.optim.SGD(model.parameters(), **SGD)
+    net = torch.compile(model) if compile_ else model
     images, labels = synthetic(TRAIN_BATCH, gen)
 
     def train_step():
         x = to_input(random_crop_flip(images, gen), memory_format)
-        logits = model(x)
+        logits = net(x)
         loss = F.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,38 +192,43 @@ def throughput(depth, memory_format, fuse):
         loss.item(), (logits.argmax(1) == labels).sum().item(), logits.detach().numpy()
 
     model.train()
-    train = best_of(REPEATS, train_step)
+    train_s, train_first = best_of(REPEATS, train_step)
 
     model.eval()
-    net = model
-    if fuse:
-        from torch.fx.experimental.optimization import fuse as fx_fuse
+    net = fold_batch_norm(model, memory_format)
+    if compile_:
+        from torch._inductor import config as inductor
 
-        net = fx_fuse(model)
+        inductor.freezing = True  # inference graphs only: weights become constants
+        net = torch.compile(net)
     images, _ = synthetic(INFER_BATCH, gen)
 
     def infer():
         with torch.no_grad():
             net(to_input(images, memory_format))
 
-    infer_s = best_of(REPEATS, infer)
-    return TRAIN_BATCH / train, INFER_BATCH / infer_s
+    infer_s, infer_first = best_of(REPEATS, infer)
+    return {
+        "train": (TRAIN_BATCH, TRAIN_BATCH / train_s, train_first if compile_ else None),
+        "infer": (INFER_BATCH, INFER_BATCH / infer_s, infer_first if compile_ else None),
+    }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--channels-last", action="store_true", help="NHWC activations and weights instead of NCHW")
-    ap.add_argument("--fuse", action="store_true", help="fold batch norm into the convs for inference (torch.fx)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile (inductor) instead of eager")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    impl = "torch" + ("-nhwc" if args.channels_last else "") + ("-fused" if args.fuse else "")
+    impl = ("compile" if args.compile else "eager") + ("-cl" if args.channels_last else "")
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
     for name, depth in (("ResNet-8", 8), ("ResNet-20", 20)):
-        train, infer = throughput(depth, fmt, args.fuse)
-        for mode, batch, ips in (("train", TRAIN_BATCH, train), ("infer", INFER_BATCH, infer)):
+        for mode, (batch, ips, compile_s) in throughput(depth, fmt, args.compile).items():
             row = dict(model=name, mode=mode, impl=impl, threads=args.threads, batch=batch, images_per_s=round(ips, 1))
+            if compile_s is not None:
+                row["compile_s"] = round(compile_s, 1)
             print(json.dumps(row), flush=True)
 
 
