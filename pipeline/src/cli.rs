@@ -103,7 +103,7 @@ pub struct TrainOpts {
     /// Training mini-batch size (images).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Peak learning rate (default: 0.4 for ResNets with batch 128, scaled linearly; 0.5 for fastText).
+    /// Peak learning rate (default: 0.2 for ResNets at batch 128, scaled linearly with the batch; 0.5 for fastText).
     #[arg(long)]
     pub lr: Option<f64>,
 }
