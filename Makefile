@@ -57,6 +57,7 @@ report-screenshot: build
 # `make test` makes and puts first on PATH: the system Python is never touched.
 VENV := .venv
 test: models $(VENV)/.installed
+	$(CARGO) fmt --all --check
 	PATH=$(abspath $(VENV))/bin:$$PATH DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
 
 $(VENV)/.installed: tests/requirements.txt

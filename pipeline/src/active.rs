@@ -39,7 +39,8 @@ use crate::{parquet_io, score, train};
 pub const ACQUISITION_RANK: &str = "acquisition_rank";
 
 /// Scores that need a label, null for an unlabeled pool and so left out.
-const LABEL_SCORES: [&str; 4] = [OutputColumns::EL2N, OutputColumns::LOSS, OutputColumns::GRAND, OutputColumns::CORRECT];
+const LABEL_SCORES: [&str; 4] =
+    [OutputColumns::EL2N, OutputColumns::LOSS, OutputColumns::GRAND, OutputColumns::CORRECT];
 
 /// The score column an acquisition ranks by (higher = more uncertain).
 fn score_column(acquisition: Acquisition) -> &'static str {
@@ -54,7 +55,14 @@ fn score_column(acquisition: Acquisition) -> &'static str {
 /// hidden) that are not in `labeled`, in pick order, as input positions.
 /// `centers` are extra embeddings (`dim` wide) that count as labeled for
 /// k-center: the labeled rows when they live in other files.
-fn pick(pool: &Valid, labeled: &RowSet, centers: &[f32], budget: usize, acquisition: Acquisition, seed: u64) -> Result<Vec<i64>> {
+fn pick(
+    pool: &Valid,
+    labeled: &RowSet,
+    centers: &[f32],
+    budget: usize,
+    acquisition: Acquisition,
+    seed: u64,
+) -> Result<Vec<i64>> {
     let candidates: Vec<usize> = (0..pool.rows.len()).filter(|&i| !labeled.contains(pool.rows[i] as u64)).collect();
     if acquisition != Acquisition::Kcenter {
         let mut order = candidates;
@@ -188,7 +196,14 @@ async fn write_picks(ctx: &SessionContext, raw: &Path, picks: &[i64], dest: &Pat
 
 /// Trains a proxy on the rows of `labeled` into a fresh directory under
 /// `work`; returns its held-out accuracy and the directory.
-fn train_on(dataset: &DatasetPlan, labeled: &RowSet, plan: &TrainPlan, run: &RunPlan, work: &Path, name: &str) -> Result<(f64, PathBuf)> {
+fn train_on(
+    dataset: &DatasetPlan,
+    labeled: &RowSet,
+    plan: &TrainPlan,
+    run: &RunPlan,
+    work: &Path,
+    name: &str,
+) -> Result<(f64, PathBuf)> {
     let dir = work.join(name);
     let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, &dir)?;
     Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), dir))
@@ -209,11 +224,16 @@ pub async fn simulate(
     work: &Path,
 ) -> Result<ActiveOutcome> {
     if dataset.heldout.is_none() {
-        return Err(PipelineError::Usage("--rounds reports held-out accuracy: the dataset needs a held-out split".into()));
+        return Err(PipelineError::Usage(
+            "--rounds reports held-out accuracy: the dataset needs a held-out split".into(),
+        ));
     }
     let n = dataset.train.total_rows();
     if (budget as u64) * (rounds as u64 + 1) > n {
-        return Err(PipelineError::Usage(format!("{} rounds of {budget} rows need more than the {n} training rows", rounds + 1)));
+        return Err(PipelineError::Usage(format!(
+            "{} rounds of {budget} rows need more than the {n} training rows",
+            rounds + 1
+        )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0xac71);
     let mut order: Vec<u64> = (0..n).collect();

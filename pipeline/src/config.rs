@@ -66,9 +66,12 @@ mod tests {
     fn the_file_becomes_flags_before_the_command_lines_own() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("job.toml");
-        std::fs::write(&path, "dataset = \"shapes\"\nkeep = 0.3\nquiet = true\nthreads = 2\nseed_free = false\n").unwrap();
-        let args: Vec<OsString> =
-            ["sieve", "prune", "--config", path.to_str().unwrap(), "--keep", "0.5"].iter().map(OsString::from).collect();
+        std::fs::write(&path, "dataset = \"shapes\"\nkeep = 0.3\nquiet = true\nthreads = 2\nseed_free = false\n")
+            .unwrap();
+        let args: Vec<OsString> = ["sieve", "prune", "--config", path.to_str().unwrap(), "--keep", "0.5"]
+            .iter()
+            .map(OsString::from)
+            .collect();
         let out: Vec<String> = expand(args).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             out,
@@ -81,7 +84,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("job.toml");
         std::fs::write(&path, "keep = [0.5]\n").unwrap();
-        let args = vec![OsString::from("sieve"), OsString::from("prune"), OsString::from(format!("--config={}", path.display()))];
+        let args = vec![
+            OsString::from("sieve"),
+            OsString::from("prune"),
+            OsString::from(format!("--config={}", path.display())),
+        ];
         let err = expand(args).unwrap_err().to_string();
         assert!(err.contains("'keep'"), "{err}");
     }

@@ -77,7 +77,8 @@ impl Dynamics {
         let Some(d) = self.rows.get_mut(row as usize) else { return };
         let s = row_scores(logits, Some(label), &mut self.probs);
         let correct = s.pred == label;
-        let best_other = logits.iter().enumerate().filter(|&(k, _)| k != label).map(|(_, &l)| l).fold(f32::NEG_INFINITY, f32::max);
+        let best_other =
+            logits.iter().enumerate().filter(|&(k, _)| k != label).map(|(_, &l)| l).fold(f32::NEG_INFINITY, f32::max);
         if d.presentations > 0 && d.last_correct && !correct {
             d.forgets += 1;
         }

@@ -83,10 +83,7 @@ impl PipelineError {
     /// data or the machine (the binary exits with 2 for these).
     pub fn is_usage(&self) -> bool {
         use sieve_schemas::SchemaError;
-        matches!(
-            self,
-            Self::Usage(_) | Self::Schema(SchemaError::UnknownDataset { .. } | SchemaError::BadGlob { .. })
-        )
+        matches!(self, Self::Usage(_) | Self::Schema(SchemaError::UnknownDataset { .. } | SchemaError::BadGlob { .. }))
     }
 }
 
@@ -100,7 +97,9 @@ pub fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Pipeli
 }
 
 /// Attaches a path to a Parquet error.
-pub fn parquet_err(path: impl Into<PathBuf>) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> PipelineError {
+pub fn parquet_err(
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> PipelineError {
     let path = path.into();
     move |source| PipelineError::Parquet { path, source }
 }

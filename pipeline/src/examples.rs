@@ -114,7 +114,11 @@ fn for_each_row(dataset: &DatasetPlan, chunks: &[Chunk], mut f: impl FnMut(Examp
 
 /// Calls `f` once on every training row of `dataset` (those of its
 /// `subset`, when it has one), in an order drawn from `rng`.
-pub fn for_each_shuffled(dataset: &DatasetPlan, rng: &mut ChaCha8Rng, mut f: impl FnMut(Example) -> Result<()>) -> Result<()> {
+pub fn for_each_shuffled(
+    dataset: &DatasetPlan,
+    rng: &mut ChaCha8Rng,
+    mut f: impl FnMut(Example) -> Result<()>,
+) -> Result<()> {
     let mut chunks = dataset.train.chunks();
     chunks.shuffle(rng);
     let mut buffer: Vec<Example> = Vec::with_capacity(SHUFFLE_BUFFER.min(dataset.train_rows() as usize));

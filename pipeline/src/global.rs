@@ -160,9 +160,17 @@ fn read_by_row(path: &Path, name: &str) -> Result<Vec<Option<f32>>> {
 /// (`extras`: the training dynamics), or the prototype score computed in
 /// this step. A score the job does not have is a usage error, never a
 /// silent substitute.
-fn schedule_score(plan: &SelectPlan, raw: &Path, valid: &Valid, extras: &[PathBuf], prototype: Option<&[f32]>) -> Result<Vec<f32>> {
+fn schedule_score(
+    plan: &SelectPlan,
+    raw: &Path,
+    valid: &Valid,
+    extras: &[PathBuf],
+    prototype: Option<&[f32]>,
+) -> Result<Vec<f32>> {
     if plan.score == PROTOTYPE {
-        return prototype.map(<[f32]>::to_vec).ok_or_else(|| PipelineError::Internal("the schedule ranks by a prototype score that was not computed".into()));
+        return prototype.map(<[f32]>::to_vec).ok_or_else(|| {
+            PipelineError::Internal("the schedule ranks by a prototype score that was not computed".into())
+        });
     }
     if columns_of(raw)?.contains(&plan.score) {
         return Ok(read_valid(raw, Some(&plan.score))?.score);
@@ -170,7 +178,11 @@ fn schedule_score(plan: &SelectPlan, raw: &Path, valid: &Valid, extras: &[PathBu
     for extra in extras {
         if columns_of(extra)?.contains(&plan.score) {
             let by_row = read_by_row(extra, &plan.score)?;
-            return Ok(valid.rows.iter().map(|&r| by_row.get(r as usize).copied().flatten().unwrap_or(f32::NAN)).collect());
+            return Ok(valid
+                .rows
+                .iter()
+                .map(|&r| by_row.get(r as usize).copied().flatten().unwrap_or(f32::NAN))
+                .collect());
         }
     }
     Err(PipelineError::Usage(format!(

@@ -53,15 +53,23 @@ pub fn images(root: &Path, out: &Path, shard_rows: usize) -> Result<usize> {
             .map_err(io_err(&dir))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
             .collect();
         found.sort();
         files.extend(found.into_iter().map(|p| (p, label as i64)));
     }
-    let struct_fields = Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
+    let struct_fields =
+        Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
     let features = json!({"img": {"_type": "Image"}, "label": {"names": classes, "_type": "ClassLabel"}});
     let schema = Arc::new(Schema::new_with_metadata(
-        vec![Field::new("img", DataType::Struct(struct_fields.clone()), true), Field::new("label", DataType::Int64, true)],
+        vec![
+            Field::new("img", DataType::Struct(struct_fields.clone()), true),
+            Field::new("label", DataType::Int64, true),
+        ],
         hf_metadata(features),
     ));
     let staging = Staging::new(out)?;
@@ -73,7 +81,11 @@ pub fn images(root: &Path, out: &Path, shard_rows: usize) -> Result<usize> {
             bytes.append_value(std::fs::read(path).map_err(io_err(path))?);
             paths.append_value(path.strip_prefix(root).unwrap_or(path).to_string_lossy());
         }
-        let img = StructArray::new(struct_fields.clone(), vec![Arc::new(bytes.finish()) as ArrayRef, Arc::new(paths.finish())], None);
+        let img = StructArray::new(
+            struct_fields.clone(),
+            vec![Arc::new(bytes.finish()) as ArrayRef, Arc::new(paths.finish())],
+            None,
+        );
         let labels = Int64Array::from_iter_values(chunk.iter().map(|(_, l)| *l));
         shards.write(RecordBatch::try_new(schema.clone(), vec![Arc::new(img), Arc::new(labels)])?)?;
     }
@@ -106,7 +118,9 @@ pub async fn text(file: &Path, text_column: &str, label_column: &str, out: &Path
     let names: Vec<String> = if label_type.is_integer() {
         Vec::new()
     } else {
-        let df = ctx.sql(&format!("SELECT DISTINCT CAST({label} AS VARCHAR) FROM raw WHERE {label} IS NOT NULL ORDER BY 1")).await?;
+        let df = ctx
+            .sql(&format!("SELECT DISTINCT CAST({label} AS VARCHAR) FROM raw WHERE {label} IS NOT NULL ORDER BY 1"))
+            .await?;
         let mut names = Vec::new();
         for batch in df.collect().await? {
             let column = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
@@ -121,8 +135,11 @@ pub async fn text(file: &Path, text_column: &str, label_column: &str, out: &Path
         .map(|f| {
             let c = ident(f.name());
             if f.name() == label_column && !names.is_empty() {
-                let cases: Vec<String> =
-                    names.iter().enumerate().map(|(i, n)| format!("WHEN {c} = {} THEN {i}", crate::sqlgen::literal(n))).collect();
+                let cases: Vec<String> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| format!("WHEN {c} = {} THEN {i}", crate::sqlgen::literal(n)))
+                    .collect();
                 format!("CAST(CASE {} END AS BIGINT) AS {c}", cases.join(" "))
             } else {
                 c
@@ -139,7 +156,8 @@ pub async fn text(file: &Path, text_column: &str, label_column: &str, out: &Path
         };
         features.insert(f.name().clone(), feature);
     }
-    let schema = Arc::new(Schema::new_with_metadata(df.schema().as_arrow().fields().clone(), hf_metadata(features.into())));
+    let schema =
+        Arc::new(Schema::new_with_metadata(df.schema().as_arrow().fields().clone(), hf_metadata(features.into())));
     let staging = Staging::new(out)?;
     let mut shards = Parts::new(staging.path(), schema.clone(), shard_rows);
     let mut stream = df.execute_stream().await?;

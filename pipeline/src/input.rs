@@ -13,7 +13,9 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::TaskContext;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::file::reader::ChunkReader;
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
@@ -73,7 +75,8 @@ fn local_file(path: &Path) -> Result<(ArrowReaderMetadata, String)> {
     let file = File::open(path).map_err(io_err(path))?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(parquet_err(path))?;
     let stat = file.metadata().ok();
-    let modified = stat.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let modified =
+        stat.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     Ok((meta, format!("{:?}|{:?}", stat.map(|m| m.len()), modified)))
 }
 

@@ -15,8 +15,8 @@ use crate::error::{io_err, PipelineError, Result};
 use crate::input::InputFiles;
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
-use crate::staging::Staging;
 use crate::resume::{self, WorkDir};
+use crate::staging::Staging;
 use crate::{active, global, report, score, select, train, write};
 
 /// Name of the proxy directory inside a `prune` output.
@@ -159,11 +159,18 @@ async fn score_select_write(
 
 /// The write stage: the rows `staging`'s scores.parquet keeps, copied from
 /// `input` into `data/`, recorded in the manifest.
-fn write_kept(manifest: &mut Manifest, input: &InputFiles, staging: &Staging, rows_per_file: usize, quiet: bool) -> Result<()> {
+fn write_kept(
+    manifest: &mut Manifest,
+    input: &InputFiles,
+    staging: &Staging,
+    rows_per_file: usize,
+    quiet: bool,
+) -> Result<()> {
     let scores = staging.path().join(SCORES_FILE);
     let data = staging.path().join(DATA_DIR);
     let (files, _) = timed(manifest, "write", || write::run(input, &scores, &data, rows_per_file, quiet))?;
-    manifest.data_files = files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
+    manifest.data_files =
+        files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
     Ok(())
 }
 
@@ -189,7 +196,8 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     let proxy_dir = match &args.proxy_dir {
         Some(dir) => {
             let local = crate::store::localize(dir)?;
-            if crate::dynamics::COLUMNS.contains(&select_plan.score.as_str()) && dynamics_of(&local, &dataset).is_none() {
+            if crate::dynamics::COLUMNS.contains(&select_plan.score.as_str()) && dynamics_of(&local, &dataset).is_none()
+            {
                 return Err(PipelineError::Usage(format!(
                     "--score {} is a training-dynamics score, and the proxy in {} recorded none for these files: drop --proxy-dir to train one here, or choose another --score",
                     select_plan.score,
@@ -211,8 +219,15 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
             dir
         }
     };
-    score_select_write(&dataset, Source::Proxy { dir: &proxy_dir, work: &work }, &select_plan, &run, &staging, &mut manifest)
-        .await?;
+    score_select_write(
+        &dataset,
+        Source::Proxy { dir: &proxy_dir, work: &work },
+        &select_plan,
+        &run,
+        &staging,
+        &mut manifest,
+    )
+    .await?;
     let final_proxy_dir = match &args.proxy_dir {
         Some(dir) => dir.clone(),
         None => {
@@ -303,7 +318,11 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
     if select_plan.score != global::PROTOTYPE && !global::columns_of(copy.path())?.contains(&select_plan.score) {
-        return Err(PipelineError::Usage(format!("--score {}: {} has no such column", select_plan.score, scores.display())));
+        return Err(PipelineError::Usage(format!(
+            "--score {}: {} has no such column",
+            select_plan.score,
+            scores.display()
+        )));
     }
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
@@ -340,7 +359,9 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
     manifest.active = Some(match (&opts.unlabeled, opts.rounds) {
         (Some(unlabeled), _) => {
             let pool = active::pool_plan(&dataset, unlabeled)?;
-            let outcome = active::next_batch(&ctx, &dataset, &pool, &plan, &run, opts.acquisition, budget, staging.path()).await?;
+            let outcome =
+                active::next_batch(&ctx, &dataset, &pool, &plan, &run, opts.acquisition, budget, staging.path())
+                    .await?;
             record(&mut manifest, "active", started);
             write_kept(&mut manifest, &pool.train, &staging, usize::MAX, run.quiet)?;
             let proxy_dir = staging.path().join(PROXY_DIR);
@@ -349,7 +370,8 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
         }
         (None, Some(rounds)) => {
             let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
-            let outcome = active::simulate(&ctx, &dataset, &plan, &run, opts.acquisition, budget, rounds, work.path()).await?;
+            let outcome =
+                active::simulate(&ctx, &dataset, &plan, &run, opts.acquisition, budget, rounds, work.path()).await?;
             record(&mut manifest, "active", started);
             outcome
         }

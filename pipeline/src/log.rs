@@ -30,7 +30,8 @@ fn write(level: &str, stage: &str, message: &str, fields: Value) {
     let (format, _) = SETTINGS.get().copied().unwrap_or_default();
     let line = match format {
         LogFormat::Json => {
-            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let ts =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
             let mut event = json!({"ts": ts, "level": level, "stage": stage, "message": message});
             if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
                 event.extend(fields);

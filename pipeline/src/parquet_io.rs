@@ -8,10 +8,10 @@ use std::path::Path;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
-use futures::StreamExt;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use futures::StreamExt;
 
 use crate::error::{io_err, parquet_err, Result};
 
@@ -91,9 +91,18 @@ mod tests {
         let mut state = 1u64;
         for _ in 0..24 {
             let rows: Vec<Vec<u8>> = (0..64)
-                .map(|_| (0..65_536).map(|_| { state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (state >> 56) as u8 }).collect())
+                .map(|_| {
+                    (0..65_536)
+                        .map(|_| {
+                            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            (state >> 56) as u8
+                        })
+                        .collect()
+                })
                 .collect();
-            let batch = RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(BinaryArray::from_iter_values(rows))]).unwrap();
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(BinaryArray::from_iter_values(rows))])
+                    .unwrap();
             write(&mut writer, &batch, &path).unwrap();
         }
         close(writer, &path).unwrap();

@@ -110,13 +110,25 @@ impl DatasetPlan {
                         .unwrap_or("dataset")
                         .to_string();
                     let defaults = Defaults::default();
-                    (name, kind, column, args.label_column.clone(), args.id_column.clone(), input.clone(), args.heldout.clone(), defaults)
+                    (
+                        name,
+                        kind,
+                        column,
+                        args.label_column.clone(),
+                        args.id_column.clone(),
+                        input.clone(),
+                        args.heldout.clone(),
+                        defaults,
+                    )
                 }
                 (None, None) => return Err(PipelineError::Usage("give --dataset NAME or --input PATH".into())),
             };
         let train = Arc::new(InputFiles::open(&train)?);
         if train.total_rows() == 0 {
-            return Err(PipelineError::Data(format!("the training split '{}' has no rows", train.files[0].path.display())));
+            return Err(PipelineError::Data(format!(
+                "the training split '{}' has no rows",
+                train.files[0].path.display()
+            )));
         }
         let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
         for files in std::iter::once(&train).chain(heldout.as_ref()) {
@@ -129,7 +141,20 @@ impl DatasetPlan {
             Some(names) => names,
             None => (0..max_label(&train, &label_column)? + 1).map(|k| k.to_string()).collect(),
         };
-        Ok(Self { name, kind, input_column, label_column, id_column, train, heldout, classes, defaults, embedding: Embedding::Proxy, subset: None, hide_labels: false })
+        Ok(Self {
+            name,
+            kind,
+            input_column,
+            label_column,
+            id_column,
+            train,
+            heldout,
+            classes,
+            defaults,
+            embedding: Embedding::Proxy,
+            subset: None,
+            hide_labels: false,
+        })
     }
 }
 
@@ -329,7 +354,8 @@ impl SelectPlan {
             return Err(PipelineError::Usage("--clusters must be at least 1".into()));
         }
         if let Some(spec) = &opts.schedule {
-            spec.parse::<sieve_udfs::embedding::schedule::Schedule>().map_err(|e| PipelineError::Usage(e.to_string()))?;
+            spec.parse::<sieve_udfs::embedding::schedule::Schedule>()
+                .map_err(|e| PipelineError::Usage(e.to_string()))?;
         }
         if opts.rows_per_file == 0 {
             return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));

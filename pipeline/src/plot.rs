@@ -22,11 +22,14 @@ pub(crate) fn font() -> Result<()> {
     static LOADED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let candidates: Vec<String> = std::env::var("SIEVE_FONT").into_iter().chain(FONTS.iter().map(|s| s.to_string())).collect();
-            let bytes = candidates
-                .iter()
-                .find_map(|p| std::fs::read(p).ok())
-                .ok_or_else(|| format!("no TrueType font (tried {}; set SIEVE_FONT or install fonts-dejavu-core)", candidates.join(", ")))?;
+            let candidates: Vec<String> =
+                std::env::var("SIEVE_FONT").into_iter().chain(FONTS.iter().map(|s| s.to_string())).collect();
+            let bytes = candidates.iter().find_map(|p| std::fs::read(p).ok()).ok_or_else(|| {
+                format!(
+                    "no TrueType font (tried {}; set SIEVE_FONT or install fonts-dejavu-core)",
+                    candidates.join(", ")
+                )
+            })?;
             plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
                 .map_err(|_| "the font file is not a TrueType font".to_string())
         })

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::prelude::SessionContext;
 use sieve_schemas::OutputColumns;
 
@@ -61,8 +61,9 @@ impl ScoreOutcome {
     /// Counts a finished shard's rows, errors and correct predictions.
     fn of_shard(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
-        let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
-            .map_err(crate::error::parquet_err(path))?;
+        let reader =
+            datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
+                .map_err(crate::error::parquet_err(path))?;
         let mut outcome = Self::default();
         for batch in reader {
             let batch = batch?;
@@ -125,7 +126,8 @@ fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
     fields.splice(idx..=idx, scores.fields().iter().cloned());
     columns.splice(idx..=idx, scores.columns().iter().cloned());
     if let Some(encoded) = fields.iter().position(|f| f.name() == ENCODED) {
-        let embedding = fields.iter().position(|f| f.name() == OutputColumns::EMBEDDING).expect("scores have embedding");
+        let embedding =
+            fields.iter().position(|f| f.name() == OutputColumns::EMBEDDING).expect("scores have embedding");
         let column = columns.remove(encoded);
         fields.remove(encoded);
         fields[embedding] = Arc::new(Field::new(OutputColumns::EMBEDDING, column.data_type().clone(), true));

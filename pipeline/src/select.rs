@@ -104,7 +104,9 @@ async fn quota_sql(ctx: &SessionContext, plan: &SelectPlan) -> Result<String> {
     }
     Ok(match per_class {
         true if arms.is_empty() => "0".to_string(),
-        true => format!("CASE {} ELSE 0 END", arms.iter().map(|(t, q)| format!("WHEN {t} THEN {q} ")).collect::<String>()),
+        true => {
+            format!("CASE {} ELSE 0 END", arms.iter().map(|(t, q)| format!("WHEN {t} THEN {q} ")).collect::<String>())
+        }
         false => arms.first().map_or(0, |(_, q)| *q).to_string(),
     })
 }
@@ -149,7 +151,8 @@ pub async fn run(
     // A directory (the shards of a resumable run) is read whole.
     let raw_files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
     let narrow = dest.with_extension("decision.parquet");
-    let columns = [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, &plan.score, global::KCENTER_RANK, global::DUP_OF];
+    let columns =
+        [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, &plan.score, global::KCENTER_RANK, global::DUP_OF];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     let decision = crate::jobs::session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
@@ -180,20 +183,17 @@ fn spills(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
 
 /// Counts rows and kept rows per label in a scores.parquet.
 pub async fn class_counts(ctx: &SessionContext, scores: &Path, classes: &[String]) -> Result<SelectOutcome> {
-    let df = ctx
-        .read_parquet(scores.to_string_lossy().as_ref(), ParquetReadOptions::default())
-        .await?
-        .aggregate(
-            vec![datafusion::prelude::col("label")],
-            vec![
-                datafusion::functions_aggregate::count::count(datafusion::prelude::lit(1)).alias("rows"),
-                datafusion::functions_aggregate::sum::sum(datafusion::prelude::cast(
-                    datafusion::prelude::col("keep"),
-                    datafusion::arrow::datatypes::DataType::Int64,
-                ))
-                .alias("kept"),
-            ],
-        )?;
+    let df = ctx.read_parquet(scores.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?.aggregate(
+        vec![datafusion::prelude::col("label")],
+        vec![
+            datafusion::functions_aggregate::count::count(datafusion::prelude::lit(1)).alias("rows"),
+            datafusion::functions_aggregate::sum::sum(datafusion::prelude::cast(
+                datafusion::prelude::col("keep"),
+                datafusion::arrow::datatypes::DataType::Int64,
+            ))
+            .alias("kept"),
+        ],
+    )?;
     let mut outcome = SelectOutcome::default();
     for batch in df.collect().await? {
         let labels = batch.column(0).as_primitive::<Int64Type>();

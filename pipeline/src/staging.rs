@@ -113,9 +113,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     let (a, b) = (c(a)?, c(b)?);
     // SAFETY: both pointers are NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
-    };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
     if rc == 0 {
         Ok(())
     } else {
@@ -184,7 +182,11 @@ fn recover(parent: &Path, name: &str) -> Result<()> {
     if !target.exists() {
         if let Some(previous) = set_aside.pop() {
             std::fs::rename(&previous, &target).map_err(io_err(&target))?;
-            crate::log::info("staging", "restored the output an interrupted commit had set aside", serde_json::json!({"from": previous}));
+            crate::log::info(
+                "staging",
+                "restored the output an interrupted commit had set aside",
+                serde_json::json!({"from": previous}),
+            );
         }
     }
     for dir in abandoned.into_iter().chain(set_aside) {

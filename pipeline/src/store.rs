@@ -61,12 +61,14 @@ impl Remote {
     /// Parses `s3://bucket/key`.
     pub fn parse(location: impl AsRef<Path>) -> Result<Self> {
         let text = location.as_ref().to_string_lossy();
-        let rest = text.strip_prefix(S3_PREFIX).ok_or_else(|| PipelineError::Usage(format!("{text}: not an s3:// URL")))?;
+        let rest =
+            text.strip_prefix(S3_PREFIX).ok_or_else(|| PipelineError::Usage(format!("{text}: not an s3:// URL")))?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(PipelineError::Usage(format!("{text}: the URL names no bucket")));
         }
-        let bucket_url = Url::parse(&format!("{S3_PREFIX}{bucket}")).map_err(|e| PipelineError::Usage(format!("{text}: {e}")))?;
+        let bucket_url =
+            Url::parse(&format!("{S3_PREFIX}{bucket}")).map_err(|e| PipelineError::Usage(format!("{text}: {e}")))?;
         Ok(Self { bucket_url, bucket: bucket.to_string(), key: key.trim_matches('/').to_string() })
     }
 
@@ -118,7 +120,8 @@ impl ObjectStoreRegistry for Registry {
 /// An S3 client for `bucket` from the AWS environment variables; plain HTTP
 /// is allowed when the endpoint says `http://` (local S3-compatible servers).
 fn s3_from_env(bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
-    let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"].iter().find_map(|k| std::env::var(k).ok());
+    let endpoint =
+        ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"].iter().find_map(|k| std::env::var(k).ok());
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if endpoint.is_some_and(|e| e.starts_with("http://")) {
         builder = builder.with_allow_http(true);
@@ -141,7 +144,9 @@ fn block_on<T: Send + 'static>(
 ) -> Result<T> {
     static IO: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
     let runtime = IO
-        .get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("sieve-io").enable_all().build())
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("sieve-io").enable_all().build()
+        })
         .as_ref()
         .map_err(|e| PipelineError::Environment(format!("cannot start the object store runtime: {e}")))?;
     let fail = |source: object_store::Error| PipelineError::Store { url: what.to_string(), source };
@@ -220,7 +225,8 @@ impl RemoteFile {
     /// metadata when it is larger.
     pub fn metadata(&self) -> Result<ArrowReaderMetadata> {
         let path = PathBuf::from(self.url());
-        let corrupt = |m: &str| PipelineError::Parquet { path: path.clone(), source: ParquetError::General(m.to_string()) };
+        let corrupt =
+            |m: &str| PipelineError::Parquet { path: path.clone(), source: ParquetError::General(m.to_string()) };
         if self.len < 12 {
             return Err(corrupt("too short to be a Parquet file"));
         }
@@ -238,7 +244,8 @@ impl RemoteFile {
             tail = self.fetch(vec![self.len - meta_len - 8..self.len])?.remove(0);
         }
         let meta = &tail[tail.len() - 8 - meta_len as usize..tail.len() - 8];
-        let meta = ParquetMetaDataReader::decode_metadata(meta).map_err(|e| PipelineError::Parquet { path: path.clone(), source: e })?;
+        let meta = ParquetMetaDataReader::decode_metadata(meta)
+            .map_err(|e| PipelineError::Parquet { path: path.clone(), source: e })?;
         ArrowReaderMetadata::try_new(Arc::new(meta), ArrowReaderOptions::default())
             .map_err(|source| PipelineError::Parquet { path, source })
     }
@@ -270,7 +277,8 @@ pub struct Fetched {
 impl Fetched {
     fn part(&self, start: u64, length: usize) -> datafusion::parquet::errors::Result<Bytes> {
         let i = self.parts.partition_point(|(s, _)| *s <= start);
-        let found = i.checked_sub(1).map(|i| &self.parts[i]).filter(|(s, b)| start + length as u64 <= s + b.len() as u64);
+        let found =
+            i.checked_sub(1).map(|i| &self.parts[i]).filter(|(s, b)| start + length as u64 <= s + b.len() as u64);
         match found {
             Some((s, b)) => Ok(b.slice((start - s) as usize..)),
             None => Err(ParquetError::General(format!("bytes {start}..+{length} were not fetched"))),
@@ -317,7 +325,8 @@ pub fn upload_dir(dir: &Path, target: &Path) -> Result<()> {
     let mut files = Vec::new();
     walk(dir, dir, &mut files)?;
     files.sort();
-    let (markers, data): (Vec<String>, Vec<String>) = files.into_iter().partition(|rel| MARKERS.contains(&rel.as_str()));
+    let (markers, data): (Vec<String>, Vec<String>) =
+        files.into_iter().partition(|rel| MARKERS.contains(&rel.as_str()));
     let markers: Vec<&str> = MARKERS.into_iter().filter(|m| markers.iter().any(|r| r == m)).collect();
     let prefix = (!remote.key.is_empty()).then(|| ObjectPath::from(remote.key.clone()));
     let old: Vec<ObjectMeta> = {
@@ -333,7 +342,8 @@ pub fn upload_dir(dir: &Path, target: &Path) -> Result<()> {
         upload_file(&store, &dir.join(rel), location.clone(), &remote.url_of(location.as_ref()))
     };
     data.iter().try_for_each(|rel| upload(rel))?;
-    let new: Vec<ObjectPath> = data.iter().map(String::as_str).chain(markers.iter().copied()).map(|rel| remote.child(rel)).collect();
+    let new: Vec<ObjectPath> =
+        data.iter().map(String::as_str).chain(markers.iter().copied()).map(|rel| remote.child(rel)).collect();
     for stale in old.iter().filter(|m| !new.contains(&m.location)) {
         let (store, location) = (store.clone(), stale.location.clone());
         block_on(&url, async move { store.delete(&location).await })?;
@@ -413,7 +423,12 @@ pub fn download(location: &Path, dest: &Path) -> Result<()> {
         let depth = key.parts().count();
         listed
             .iter()
-            .map(|m| (m.location.clone(), m.location.parts().skip(depth).fold(dest.to_path_buf(), |p, part| p.join(part.as_ref()))))
+            .map(|m| {
+                (
+                    m.location.clone(),
+                    m.location.parts().skip(depth).fold(dest.to_path_buf(), |p, part| p.join(part.as_ref())),
+                )
+            })
             .collect()
     };
     if objects.is_empty() {
@@ -427,9 +442,11 @@ pub fn download(location: &Path, dest: &Path) -> Result<()> {
         let (store, file) = (store.clone(), path.clone());
         let written = block_on(&object_url, async move {
             let mut stream = store.get(&location).await?.into_stream();
-            let mut out = std::fs::File::create(&file).map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
+            let mut out = std::fs::File::create(&file)
+                .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
             while let Some(chunk) = stream.try_next().await? {
-                std::io::Write::write_all(&mut out, &chunk).map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
+                std::io::Write::write_all(&mut out, &chunk)
+                    .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
             }
             Ok(())
         });
@@ -471,7 +488,8 @@ mod tests {
 
     #[test]
     fn fetched_parts_serve_only_what_was_fetched() {
-        let f = Fetched { len: 100, parts: vec![(10, Bytes::from_static(b"abcdef")), (50, Bytes::from_static(b"xyz"))] };
+        let f =
+            Fetched { len: 100, parts: vec![(10, Bytes::from_static(b"abcdef")), (50, Bytes::from_static(b"xyz"))] };
         assert_eq!(f.get_bytes(12, 3).unwrap().as_ref(), b"cde");
         assert_eq!(f.get_bytes(50, 3).unwrap().as_ref(), b"xyz");
         assert!(f.get_bytes(14, 3).is_err(), "crosses the end of a part");
@@ -493,7 +511,12 @@ mod tests {
         let store = memory_bucket("upload-test");
         let keys = || -> Vec<String> {
             let store = store.clone();
-            let mut k: Vec<String> = block_on("list", async move { store.list(None).map_ok(|m| m.location.to_string()).try_collect().await }).unwrap();
+            let mut k: Vec<String> =
+                block_on(
+                    "list",
+                    async move { store.list(None).map_ok(|m| m.location.to_string()).try_collect().await },
+                )
+                .unwrap();
             k.sort();
             k
         };

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use sieve_schemas::InputKind;
 use sieve_udfs::decode::decode_image;
 use sieve_udfs::models::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
@@ -24,8 +24,8 @@ use sieve_udfs::models::resnet::ResNetConfig;
 use sieve_udfs::models::sgd::SgdConfig;
 use sieve_udfs::proxy::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
 
-use crate::error::{io_err, PipelineError, Result};
 use crate::dynamics::{self, Dynamics};
+use crate::error::{io_err, PipelineError, Result};
 use crate::examples::{self, for_each_shuffled, Example};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
@@ -122,7 +122,11 @@ fn new_meta(
 
 /// The epochs `plan` trains: its own, else its model's default.
 pub fn epochs(plan: &TrainPlan) -> usize {
-    plan.epochs.unwrap_or(if plan.preset == crate::plan::FASTTEXT { FastTextTrainConfig::default().epochs } else { IMAGE_EPOCHS })
+    plan.epochs.unwrap_or(if plan.preset == crate::plan::FASTTEXT {
+        FastTextTrainConfig::default().epochs
+    } else {
+        IMAGE_EPOCHS
+    })
 }
 
 fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
@@ -153,23 +157,26 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     for epoch in 1..=epochs {
         let started = Instant::now();
         let mut stats = EpochStats::default();
-        let mut train_batch = |pixels: &[u8], labels: &mut Vec<u32>, positions: &mut Vec<u64>, stats: &mut EpochStats| -> Result<()> {
-            // BatchNorm needs two examples to have a variance.
-            if labels.len() >= 2 {
-                let out = trainer.step(pixels, labels, one_cycle(peak, step, total_steps))?;
-                for ((logits, &y), &pos) in out.logits.chunks_exact(classes).zip(labels.iter()).zip(positions.iter()) {
-                    dynamics.record(pos, epoch, logits, y as usize);
+        let mut train_batch =
+            |pixels: &[u8], labels: &mut Vec<u32>, positions: &mut Vec<u64>, stats: &mut EpochStats| -> Result<()> {
+                // BatchNorm needs two examples to have a variance.
+                if labels.len() >= 2 {
+                    let out = trainer.step(pixels, labels, one_cycle(peak, step, total_steps))?;
+                    for ((logits, &y), &pos) in
+                        out.logits.chunks_exact(classes).zip(labels.iter()).zip(positions.iter())
+                    {
+                        dynamics.record(pos, epoch, logits, y as usize);
+                    }
+                    stats.loss_sum += out.loss as f64 * labels.len() as f64;
+                    stats.correct += out.correct as u64;
+                    stats.seen += labels.len() as u64;
+                    step += 1;
+                    bar.inc(1);
                 }
-                stats.loss_sum += out.loss as f64 * labels.len() as f64;
-                stats.correct += out.correct as u64;
-                stats.seen += labels.len() as u64;
-                step += 1;
-                bar.inc(1);
-            }
-            labels.clear();
-            positions.clear();
-            Ok(())
-        };
+                labels.clear();
+                positions.clear();
+                Ok(())
+            };
         for_each_shuffled(dataset, &mut rng, |ex: Example| {
             let k = labels.len();
             let slot = &mut pixels[k * pixels_per_image..(k + 1) * pixels_per_image];
@@ -205,10 +212,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     // `--width` is the fastText embedding width.
     let cfg = FastTextConfig { dim: plan.width.unwrap_or(base.dim), ..base };
     let defaults = FastTextTrainConfig::default();
-    let schedule = FastTextTrainConfig {
-        lr: plan.lr.map_or(defaults.lr, |lr| lr as f32),
-        epochs: epochs(plan),
-    };
+    let schedule = FastTextTrainConfig { lr: plan.lr.map_or(defaults.lr, |lr| lr as f32), epochs: epochs(plan) };
     // Held in memory when it fits (hashed once, in parallel, shuffled whole
     // each epoch), else streamed through the shuffle buffer every epoch.
     let cached = examples::cached(dataset, examples::CACHE_BYTES)?;

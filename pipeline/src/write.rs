@@ -84,7 +84,8 @@ impl ScoreCursor {
 
     /// Errors unless every score row was consumed.
     fn finish(mut self) -> Result<()> {
-        let rest = self.pending.map_or(0, |b| b.num_rows()) + self.reader.by_ref().map(|b| b.map_or(0, |b| b.num_rows())).sum::<usize>();
+        let rest = self.pending.map_or(0, |b| b.num_rows())
+            + self.reader.by_ref().map(|b| b.map_or(0, |b| b.num_rows())).sum::<usize>();
         if rest > 0 {
             return Err(PipelineError::Data(format!(
                 "{} has {rest} more rows than the input: it was made from other data",
@@ -142,7 +143,13 @@ impl Parts {
 
 /// Writes the kept rows of `input` (decided in `scores`) under `data_dir`;
 /// returns the files written and the rows they hold.
-pub fn run(input: &InputFiles, scores: &Path, data_dir: &Path, rows_per_file: usize, quiet: bool) -> Result<(Vec<PathBuf>, u64)> {
+pub fn run(
+    input: &InputFiles,
+    scores: &Path,
+    data_dir: &Path,
+    rows_per_file: usize,
+    quiet: bool,
+) -> Result<(Vec<PathBuf>, u64)> {
     std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
     let mut cursor = ScoreCursor::open(scores)?;
     let score_schema = cursor.reader.schema();

@@ -102,10 +102,8 @@ pub enum Split {
 impl DatasetDescriptor {
     /// Parses a descriptor file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| SchemaError::ReadDescriptor {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SchemaError::ReadDescriptor { path: path.to_path_buf(), source })?;
         let mut d = Self::parse(&text, path)?;
         d.source_dir = path.parent().map(Path::to_path_buf);
         Ok(d)
@@ -113,7 +111,8 @@ impl DatasetDescriptor {
 
     /// Parses a descriptor's TOML text; `path` names it in errors.
     fn parse(text: &str, path: &Path) -> Result<Self> {
-        toml::from_str(text).map_err(|e| SchemaError::InvalidDescriptor { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(text)
+            .map_err(|e| SchemaError::InvalidDescriptor { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// The built-in descriptor `name`, if sieve ships one. Its files resolve

@@ -19,9 +19,9 @@ pub fn class_names(metadata: &HashMap<String, String>, label_column: &str) -> Re
     let Some(doc) = metadata.get(KEY) else { return Ok(None) };
     let doc: Value = serde_json::from_str(doc).map_err(|e| SchemaError::HuggingFaceMetadata(e.to_string()))?;
     let names = doc.pointer(&format!("/info/features/{label_column}/names"));
-    Ok(names.and_then(Value::as_array).map(|names| {
-        names.iter().map(|n| n.as_str().map_or_else(|| n.to_string(), str::to_string)).collect()
-    }))
+    Ok(names
+        .and_then(Value::as_array)
+        .map(|names| names.iter().map(|n| n.as_str().map_or_else(|| n.to_string(), str::to_string)).collect()))
 }
 
 /// The `datasets` feature describing an Arrow column sieve adds.

@@ -18,10 +18,8 @@ pub fn resolve_files(pattern: &str) -> Result<Vec<PathBuf>> {
         walk_parquet(path, &mut found);
         found
     } else if pattern.contains(['*', '?', '[']) {
-        let paths = glob::glob(pattern).map_err(|e| SchemaError::BadGlob {
-            pattern: pattern.to_string(),
-            message: e.to_string(),
-        })?;
+        let paths = glob::glob(pattern)
+            .map_err(|e| SchemaError::BadGlob { pattern: pattern.to_string(), message: e.to_string() })?;
         paths.filter_map(|p| p.ok()).filter(|p| p.is_file()).collect()
     } else if path.is_file() {
         vec![path.to_path_buf()]

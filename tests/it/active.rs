@@ -35,8 +35,20 @@ fn next_batch(dir: &Path, acquisition: &str) -> (RecordBatch, Vec<usize>) {
     let (labeled, pool, unlabeled) = labeled_and_pool(dir);
     let out = dir.join(acquisition);
     sieve_ok(&[
-        "select", "--dataset", "reviews", "--labeled", labeled.to_str().unwrap(), "--unlabeled", pool.to_str().unwrap(),
-        "--budget", "50", "--acquisition", acquisition, "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "reviews",
+        "--labeled",
+        labeled.to_str().unwrap(),
+        "--unlabeled",
+        pool.to_str().unwrap(),
+        "--budget",
+        "50",
+        "--acquisition",
+        acquisition,
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_eq!(scores.num_rows(), unlabeled.num_rows());
@@ -62,14 +74,19 @@ fn next_batch(dir: &Path, acquisition: &str) -> (RecordBatch, Vec<usize>) {
 #[test]
 fn the_next_batch_is_the_most_uncertain_pool_rows_copied_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
-    for (acquisition, column) in [("least-confidence", "least_confidence"), ("entropy", "entropy"), ("margin", "margin")] {
+    for (acquisition, column) in
+        [("least-confidence", "least_confidence"), ("entropy", "entropy"), ("margin", "margin")]
+    {
         let (scores, picked) = next_batch(tmp.path(), acquisition);
         let score = scores.column_by_name(column).unwrap().as_primitive::<Float32Type>();
         let threshold = picked.iter().map(|&i| score.value(i)).fold(f32::INFINITY, f32::min);
         let is_picked: HashSet<usize> = picked.iter().copied().collect();
         let above = (0..scores.num_rows()).filter(|&i| !is_picked.contains(&i) && score.value(i) > threshold).count();
         assert_eq!(above, 0, "{acquisition}: an unpicked row scores higher than a picked one");
-        assert!(picked.windows(2).all(|w| score.value(w[0]) >= score.value(w[1])), "{acquisition}: rank 0 scores highest");
+        assert!(
+            picked.windows(2).all(|w| score.value(w[0]) >= score.value(w[1])),
+            "{acquisition}: rank 0 scores highest"
+        );
     }
 }
 
@@ -84,8 +101,16 @@ fn the_kcenter_batch_is_the_kernels_picks_from_the_labeled_centers() {
     let lab = tmp.path().join("labeled-scores");
     let proxy = tmp.path().join("kcenter/proxy");
     sieve_ok(&[
-        "score", "--input", tmp.path().join("labeled.parquet").to_str().unwrap(), "--text-column", "sentence",
-        "--proxy-dir", proxy.to_str().unwrap(), "--quiet", "--out", lab.to_str().unwrap(),
+        "score",
+        "--input",
+        tmp.path().join("labeled.parquet").to_str().unwrap(),
+        "--text-column",
+        "sentence",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        lab.to_str().unwrap(),
     ]);
     let embedding = |batch: &RecordBatch| {
         let list = batch.column_by_name("embedding").unwrap().as_fixed_size_list();
@@ -113,7 +138,18 @@ fn the_kcenter_batch_is_the_kernels_picks_from_the_labeled_centers() {
 fn simulated_rounds_beat_random_batches_once_the_proxy_has_learned() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("rounds");
-    sieve_ok(&["select", "--dataset", "reviews", "--rounds", "3", "--budget", "200", "--quiet", "--out", out.to_str().unwrap()]);
+    sieve_ok(&[
+        "select",
+        "--dataset",
+        "reviews",
+        "--rounds",
+        "3",
+        "--budget",
+        "200",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let rounds = manifest(&out)["active"]["rounds"].as_array().unwrap().clone();
     assert_eq!(rounds.len(), 4);
     for (r, round) in rounds.iter().enumerate() {

@@ -24,7 +24,8 @@ fn damaged_copy(dir: &std::path::Path) -> std::path::PathBuf {
         Field::new("picture", DataType::Binary, false),
         Field::new("label", DataType::Int64, true),
     ]));
-    let columns: Vec<ArrayRef> = vec![Arc::new(BinaryArray::from(damaged)), input.column_by_name("label").unwrap().clone()];
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(BinaryArray::from(damaged)), input.column_by_name("label").unwrap().clone()];
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
     let path = dir.join("damaged.parquet");
     let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
@@ -40,8 +41,18 @@ fn undecodable_images_get_an_error_and_are_never_kept() {
     let proxy = pruned("shapes").join("proxy");
     let out = tmp.path().join("out");
     sieve_ok(&[
-        "prune", "--input", input.to_str().unwrap(), "--image-column", "picture", "--proxy-dir",
-        proxy.to_str().unwrap(), "--keep", "1", "--quiet", "--out", out.to_str().unwrap(),
+        "prune",
+        "--input",
+        input.to_str().unwrap(),
+        "--image-column",
+        "picture",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--keep",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     let errors = scores.column_by_name("error").unwrap().as_string::<i32>();
@@ -64,8 +75,18 @@ fn on_error_fail_names_file_row_and_column() {
     let proxy = pruned("shapes").join("proxy");
     let out = tmp.path().join("out");
     let result = sieve(&[
-        "prune", "--input", input.to_str().unwrap(), "--image-column", "picture", "--proxy-dir",
-        proxy.to_str().unwrap(), "--on-error", "fail", "--quiet", "--out", out.to_str().unwrap(),
+        "prune",
+        "--input",
+        input.to_str().unwrap(),
+        "--image-column",
+        "picture",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--on-error",
+        "fail",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(1), "{err}");
@@ -86,7 +107,8 @@ fn png(img: &image::DynamicImage) -> Vec<u8> {
 #[test]
 fn other_image_modes_and_sizes_are_converted_and_resized() {
     let input = read_parquet(&root().join("fixtures/shapes/train.parquet")).slice(0, 8);
-    let bytes = input.column_by_name("img").unwrap().as_struct().column_by_name("bytes").unwrap().as_binary::<i32>().clone();
+    let bytes =
+        input.column_by_name("img").unwrap().as_struct().column_by_name("bytes").unwrap().as_binary::<i32>().clone();
     let mut variants: Vec<Vec<u8>> = Vec::new();
     let mut labels: Vec<i64> = Vec::new();
     let label = input.column_by_name("label").unwrap().as_primitive::<datafusion::arrow::datatypes::Int64Type>();
@@ -120,8 +142,16 @@ fn other_image_modes_and_sizes_are_converted_and_resized() {
     let out = tmp.path().join("out");
     let proxy = pruned("shapes").join("proxy");
     sieve_ok(&[
-        "score", "--input", path.to_str().unwrap(), "--image-column", "picture", "--proxy-dir", proxy.to_str().unwrap(),
-        "--quiet", "--out", out.to_str().unwrap(),
+        "score",
+        "--input",
+        path.to_str().unwrap(),
+        "--image-column",
+        "picture",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_eq!(scores.column_by_name("error").unwrap().null_count(), scores.num_rows(), "every variant is scored");

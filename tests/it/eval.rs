@@ -31,7 +31,11 @@ fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
     let noisy: Int64Array = (0..n)
         .map(|i| {
             let flip = flipped.contains(&ids.value(i)) && !already.contains(&ids.value(i));
-            if flip { 1 - labels.value(i) } else { labels.value(i) }
+            if flip {
+                1 - labels.value(i)
+            } else {
+                labels.value(i)
+            }
         })
         .collect();
     let mut columns = train.columns().to_vec();
@@ -45,13 +49,31 @@ fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
     let out = tmp.path().join("eval");
     let heldout = root().join("fixtures/reviews/validation.parquet");
     sieve_ok(&[
-        "eval", "--input", path.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap(),
-        "--fractions", "0.7", "--strategies", "el2n,random", "--orders", "easy", "--seeds", "3", "--quiet", "--out",
+        "eval",
+        "--input",
+        path.to_str().unwrap(),
+        "--text-column",
+        "sentence",
+        "--heldout",
+        heldout.to_str().unwrap(),
+        "--fractions",
+        "0.7",
+        "--strategies",
+        "el2n,random",
+        "--orders",
+        "easy",
+        "--seeds",
+        "3",
+        "--quiet",
+        "--out",
         out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let mean = |strategy: &str| {
-        report["cells"].as_array().unwrap().iter().find(|c| c["method"]["strategy"] == strategy).unwrap()["mean"].as_f64().unwrap()
+        report["cells"].as_array().unwrap().iter().find(|c| c["method"]["strategy"] == strategy).unwrap()["mean"]
+            .as_f64()
+            .unwrap()
     };
     let (el2n, random) = (mean("el2n"), mean("random"));
     assert!(el2n > random, "keeping the easiest 70% by el2n: {el2n:.3}, a random 70%: {random:.3}");
@@ -70,11 +92,29 @@ fn a_steps_budget_trains_a_subset_for_as_many_steps_as_the_full_data() {
     let out = tmp.path().join("eval");
     let fixture = root().join("fixtures/reviews");
     sieve_ok(&[
-        "eval", "--input", fixture.join("train.parquet").to_str().unwrap(), "--text-column", "sentence", "--heldout",
-        fixture.join("validation.parquet").to_str().unwrap(), "--fractions", "0.5", "--strategies", "random", "--seeds", "1",
-        "--target-epochs", "3", "--target-budget", "steps", "--quiet", "--out", out.to_str().unwrap(),
+        "eval",
+        "--input",
+        fixture.join("train.parquet").to_str().unwrap(),
+        "--text-column",
+        "sentence",
+        "--heldout",
+        fixture.join("validation.parquet").to_str().unwrap(),
+        "--fractions",
+        "0.5",
+        "--strategies",
+        "random",
+        "--seeds",
+        "1",
+        "--target-epochs",
+        "3",
+        "--target-budget",
+        "steps",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let runs = report["runs"].as_array().unwrap();
     let epochs = |full: bool| runs.iter().find(|r| r["method"].is_null() == full).unwrap()["epochs"].as_u64().unwrap();
     assert_eq!((epochs(true), epochs(false)), (3, 6), "{runs:?}");
@@ -90,7 +130,8 @@ fn eval_reports_the_proxy_of_the_scores_it_reuses() {
     let tmp = tempfile::tempdir().unwrap();
     let fixture = root().join("fixtures/reviews");
     let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
-    let input = ["--input", train.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap()];
+    let input =
+        ["--input", train.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap()];
     let pruned = tmp.path().join("pruned");
     sieve_ok(&[&["prune"][..], &input, &["--keep", "0.5", "--quiet", "--out", pruned.to_str().unwrap()]].concat());
     let out = tmp.path().join("eval");
@@ -103,8 +144,10 @@ fn eval_reports_the_proxy_of_the_scores_it_reuses() {
         ]
         .concat(),
     );
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pruned.join("manifest.json")).unwrap()).unwrap();
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pruned.join("manifest.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["proxy"], "fasttext");
     assert!(report["proxy_accuracy"].as_f64().is_some(), "{report}");
     assert_eq!(report["proxy_accuracy"], manifest["proxy"]["heldout_accuracy"]);
@@ -121,15 +164,35 @@ fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
     let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
     let out = tmp.path().join("eval");
     sieve_ok(&[
-        "eval", "--input", train.to_str().unwrap(), "--text-column", "sentence", "--heldout", heldout.to_str().unwrap(),
-        "--fractions", "0.5", "--strategies", "el2n", "--orders", "hard", "--seeds", "1", "--agreement", "--quiet",
-        "--out", out.to_str().unwrap(),
+        "eval",
+        "--input",
+        train.to_str().unwrap(),
+        "--text-column",
+        "sentence",
+        "--heldout",
+        heldout.to_str().unwrap(),
+        "--fractions",
+        "0.5",
+        "--strategies",
+        "el2n",
+        "--orders",
+        "hard",
+        "--seeds",
+        "1",
+        "--agreement",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     let agreement = report["agreement"].as_array().unwrap();
     for between in ["seed", "width"] {
         let of = |score: &str| {
-            agreement.iter().find(|a| a["between"] == between && a["score"] == score).unwrap_or_else(|| panic!("no {between} {score}"))
+            agreement
+                .iter()
+                .find(|a| a["between"] == between && a["score"] == score)
+                .unwrap_or_else(|| panic!("no {between} {score}"))
         };
         for score in ["el2n", "entropy", "least_confidence", "margin", "loss"] {
             assert_eq!(of(score)["rows"], 2000, "{between} {score}: every row of the fixture");

@@ -27,7 +27,17 @@ fn scores_have_one_row_per_input_row_in_input_order() {
         assert_eq!(scores.column_by_name("error").unwrap().data_type(), &DataType::Utf8);
         let rows = int64(&scores, "row");
         assert!(rows.iter().enumerate().all(|(i, &r)| r == i as i64), "{fixture}: row is the position");
-        for column in ["entropy", "least_confidence", "margin", "el2n", "loss", "forgetting", "aum", "learned_epoch", "el2n_early"] {
+        for column in [
+            "entropy",
+            "least_confidence",
+            "margin",
+            "el2n",
+            "loss",
+            "forgetting",
+            "aum",
+            "learned_epoch",
+            "el2n_early",
+        ] {
             let c = scores.column_by_name(column).unwrap();
             assert_eq!(c.data_type(), &DataType::Float32);
             assert_eq!(c.null_count(), 0, "{fixture}: {column} has nulls on clean rows");
@@ -67,7 +77,11 @@ fn kept_rows_carry_the_input_columns_unchanged() {
         assert_eq!(inp.data_type(), out.data_type());
         for (k, id) in kept_ids.iter().enumerate() {
             let i = by_id[id];
-            assert_eq!(inp.slice(i, 1).to_data(), out.slice(k, 1).to_data(), "{fixture} id {id}: {input_column} differs");
+            assert_eq!(
+                inp.slice(i, 1).to_data(),
+                out.slice(k, 1).to_data(),
+                "{fixture} id {id}: {input_column} differs"
+            );
             assert_eq!(int64(&input, "label")[i], int64(&data, "label")[k]);
         }
         for column in ["el2n", "entropy", "pred", "correct", "aum", "forgetting"] {
@@ -106,7 +120,8 @@ fn manifest_records_the_job() {
         assert!(dir.join("proxy").join("proxy.json").is_file());
         // Nothing of the staging directory is left beside the output.
         let parent = dir.parent().unwrap();
-        let names: Vec<String> = std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> =
+            std::fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
     }
 }

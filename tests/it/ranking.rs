@@ -62,13 +62,27 @@ fn per_class_prototypes_rank_flipped_labels_far() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("proto");
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", pruned("shapes").to_str().unwrap(), "--score", "prototype",
-        "--prototypes", "class", "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        pruned("shapes").to_str().unwrap(),
+        "--score",
+        "prototype",
+        "--prototypes",
+        "class",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let flipped: HashSet<i64> = truth("shapes").flipped.into_iter().collect();
     let top: HashSet<i64> = top_ids(&out.join("scores.parquet"), "prototype", 0.10).into_iter().collect();
     let found = flipped.intersection(&top).count();
-    assert!(found + margin(flipped.len()) >= 119, "top 10% by per-class prototype holds {found}/{}; the README gives 119", flipped.len());
+    assert!(
+        found + margin(flipped.len()) >= 119,
+        "top 10% by per-class prototype holds {found}/{}; the README gives 119",
+        flipped.len()
+    );
 }
 
 #[test]

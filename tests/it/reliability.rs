@@ -25,7 +25,18 @@ fn write_batch(path: &Path, batch: &RecordBatch) {
 fn the_same_input_and_seed_give_byte_identical_scores() {
     let tmp = tempfile::tempdir().unwrap();
     let again = tmp.path().join("shapes");
-    sieve_ok(&["prune", "--dataset", "shapes", "--keep", "0.5", "--balance", "class", "--quiet", "--out", again.to_str().unwrap()]);
+    sieve_ok(&[
+        "prune",
+        "--dataset",
+        "shapes",
+        "--keep",
+        "0.5",
+        "--balance",
+        "class",
+        "--quiet",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
     let first = pruned("shapes");
     for file in ["scores.parquet", "proxy/model.safetensors", "data/part-00000.parquet"] {
         assert_eq!(hash_file(&first.join(file)), hash_file(&again.join(file)), "{file} differs between runs");
@@ -104,18 +115,38 @@ fn a_memory_limit_makes_the_decision_spill_and_changes_nothing() {
     let proxy = pruned("reviews").join("proxy");
     let scored = tmp.path().join("scored");
     sieve_ok(&[
-        "score", "--input", input, "--text-column", "sentence", "--proxy-dir", proxy.to_str().unwrap(), "--quiet",
-        "--out", scored.to_str().unwrap(),
+        "score",
+        "--input",
+        input,
+        "--text-column",
+        "sentence",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        scored.to_str().unwrap(),
     ]);
     let select = |name: &str, limit: &[&str]| {
         let out = tmp.path().join(name);
         let mut args = vec![
-            "select", "--input", input, "--text-column", "sentence", "--scores", scored.to_str().unwrap(), "--keep",
-            "0.5", "--no-report", "--quiet", "--out", out.to_str().unwrap(),
+            "select",
+            "--input",
+            input,
+            "--text-column",
+            "sentence",
+            "--scores",
+            scored.to_str().unwrap(),
+            "--keep",
+            "0.5",
+            "--no-report",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
         ];
         args.extend(limit);
         sieve_ok(&args);
-        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
         (content(&out), m["selection"]["spill_count"].as_u64().unwrap())
     };
     let (unlimited, spills_unlimited) = select("unlimited", &[]);
@@ -131,7 +162,16 @@ fn a_truncated_parquet_file_is_an_error_naming_it() {
     let bytes = std::fs::read(root().join("fixtures/shapes/train.parquet")).unwrap();
     let truncated = tmp.path().join("truncated.parquet");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let out = sieve(&["prune", "--input", truncated.to_str().unwrap(), "--image-column", "img", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
+    let out = sieve(&[
+        "prune",
+        "--input",
+        truncated.to_str().unwrap(),
+        "--image-column",
+        "img",
+        "--quiet",
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("truncated.parquet"), "{err}");
@@ -143,7 +183,16 @@ fn an_empty_dataset_is_a_clear_error() {
     let empty = read_parquet(&root().join("fixtures/shapes/train.parquet")).slice(0, 0);
     let path = tmp.path().join("empty.parquet");
     write_batch(&path, &empty);
-    let out = sieve(&["prune", "--input", path.to_str().unwrap(), "--image-column", "img", "--quiet", "--out", tmp.path().join("o").to_str().unwrap()]);
+    let out = sieve(&[
+        "prune",
+        "--input",
+        path.to_str().unwrap(),
+        "--image-column",
+        "img",
+        "--quiet",
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a data error, not a usage error: {err}");
     assert!(err.contains("no rows"), "{err}");
@@ -165,8 +214,18 @@ fn bad_text_rows_and_bad_labels_are_flagged_by_reason() {
     let proxy = pruned("reviews").join("proxy");
     let out = tmp.path().join("o");
     sieve_ok(&[
-        "prune", "--input", path.to_str().unwrap(), "--text-column", "sentence", "--proxy-dir", proxy.to_str().unwrap(),
-        "--keep", "1", "--quiet", "--out", out.to_str().unwrap(),
+        "prune",
+        "--input",
+        path.to_str().unwrap(),
+        "--text-column",
+        "sentence",
+        "--proxy-dir",
+        proxy.to_str().unwrap(),
+        "--keep",
+        "1",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     let errors = scores.column_by_name("error").unwrap().as_string::<i32>();
@@ -209,11 +268,27 @@ fn an_interrupted_run_resumes_with_its_proxy_and_finished_shards() {
     three_files(&data, true);
     let glob = format!("{}/*.parquet", data.display());
     let args = |out: &Path, on_error: &'static str| -> Vec<String> {
-        ["prune", "--input", &glob, "--image-column", "img", "--id-column", "id", "--epochs", "6", "--batch-size", "64",
-         "--on-error", on_error, "--quiet", "--out", out.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "prune",
+            "--input",
+            &glob,
+            "--image-column",
+            "img",
+            "--id-column",
+            "id",
+            "--epochs",
+            "6",
+            "--batch-size",
+            "64",
+            "--on-error",
+            on_error,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let resumed = tmp.path().join("resumed");
     // Stopped by the bad row in the third file, after training and scoring two files.
@@ -221,7 +296,8 @@ fn an_interrupted_run_resumes_with_its_proxy_and_finished_shards() {
     assert_eq!(first.status.code(), Some(1), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(!resumed.exists());
     sieve_ok(&args(&resumed, "skip").iter().map(String::as_str).collect::<Vec<_>>());
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
     assert_eq!(m["scoring"]["reused_shards"], 2, "two files were not scored again");
     assert!(m["seconds"]["train"].is_null());
@@ -261,11 +337,21 @@ fn a_commit_stopped_at_any_step_leaves_a_complete_output_and_the_next_run_recove
     let scored = pruned("shapes");
     let tmp = tempfile::tempdir().unwrap();
     let select = |keep: &str, out: &Path| -> Vec<String> {
-        ["select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--keep", keep, "--quiet", "--out",
-         out.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "select",
+            "--dataset",
+            "shapes",
+            "--scores",
+            scored.to_str().unwrap(),
+            "--keep",
+            keep,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let run = |args: &[String]| sieve_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let new_reference = tmp.path().join("new");
@@ -311,11 +397,25 @@ fn a_run_killed_while_scoring_resumes_and_gives_the_bytes_of_an_uninterrupted_on
     }
     let glob = format!("{}/*.parquet", data.display());
     let args = |out: &Path| -> Vec<String> {
-        ["prune", "--input", &glob, "--image-column", "img", "--id-column", "id", "--epochs", "2", "--quiet",
-         "--keep", "0.5", "--out", out.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "prune",
+            "--input",
+            &glob,
+            "--image-column",
+            "img",
+            "--id-column",
+            "id",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--keep",
+            "0.5",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let resumed = tmp.path().join("resumed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sieve")).args(args(&resumed)).current_dir(root()).spawn().unwrap();
@@ -336,7 +436,8 @@ fn a_run_killed_while_scoring_resumes_and_gives_the_bytes_of_an_uninterrupted_on
     assert!(published > 0, "no shard was published within the deadline");
     assert!(!resumed.exists(), "the job was killed before it committed");
     sieve_ok(&args(&resumed).iter().map(String::as_str).collect::<Vec<_>>());
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
     let reused = m["scoring"]["reused_shards"].as_u64().unwrap();
     assert!(reused >= 1 && reused < files as u64, "reused {reused} shards of {files}");

@@ -79,7 +79,8 @@ fn shapes_report_shows_hard_easy_and_pruned_images() {
     }
     assert_eq!(html.matches("<img class=\"plot\"").count(), 3, "histograms, kept fraction, training curve");
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert!(manifest["seconds"]["report"].as_f64().is_some(), "the report is timed as a stage");
 }
 
@@ -112,7 +113,10 @@ fn reviews_report_tables_hold_escaped_review_text() {
         for row in rows {
             let text = String::from_utf8(text_bytes(sentences.as_ref(), row as usize).unwrap().to_vec()).unwrap();
             let shown = escape(&truncate(&text, TEXT_CHARS));
-            assert!(grid.contains(&format!("<td class=\"t\">{shown}</td>")), "{id}: row {row} lacks its text {shown:?}");
+            assert!(
+                grid.contains(&format!("<td class=\"t\">{shown}</td>")),
+                "{id}: row {row} lacks its text {shown:?}"
+            );
         }
     }
     assert!(html.contains(" &#39;s ") && !html.contains(" 's "), "apostrophes are escaped");
@@ -135,7 +139,8 @@ fn select_reports_without_a_curve_and_no_report_skips_the_page() {
         let out_arg = out.to_str().unwrap().to_string();
         args.extend_from_slice(&["--out", &out_arg]);
         sieve_ok(&args);
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
         (out, manifest)
     };
     let (out, manifest) = select("with", &["--order", "easy"]);

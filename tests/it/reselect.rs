@@ -10,8 +10,22 @@ fn select_reuses_scores_and_random_baseline_is_seeded() {
     let run = |name: &str, seed: &str| {
         let out = tmp.path().join(name);
         sieve_ok(&[
-            "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--keep", "0.3",
-            "--strategy", "random", "--balance", "none", "--seed", seed, "--quiet", "--out", out.to_str().unwrap(),
+            "select",
+            "--dataset",
+            "shapes",
+            "--scores",
+            scored.to_str().unwrap(),
+            "--keep",
+            "0.3",
+            "--strategy",
+            "random",
+            "--balance",
+            "none",
+            "--seed",
+            seed,
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
         ]);
         read_parquet(&out.join("scores.parquet"))
     };
@@ -52,7 +66,8 @@ fn sql_queries_the_output_tables() {
     // The kept table holds exactly the rows scores.parquet keeps, by id.
     let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
     let keep = scores.column_by_name("keep").unwrap().as_boolean();
-    let mut expected: Vec<String> = (0..ids.len()).filter(|&i| keep.value(i)).map(|i| ids.value(i).to_string()).collect();
+    let mut expected: Vec<String> =
+        (0..ids.len()).filter(|&i| keep.value(i)).map(|i| ids.value(i).to_string()).collect();
     expected.sort_by_key(|id| id.parse::<i64>().unwrap());
     assert_eq!(sql_csv(out, "SELECT id FROM kept ORDER BY id")[1..], expected);
 }
@@ -72,8 +87,22 @@ fn pruning_the_hardest_tenth_by_aum_removes_the_label_noise() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("clean");
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--prune", "0.1", "--order", "easy",
-        "--score", "aum", "--balance", "none", "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--prune",
+        "0.1",
+        "--order",
+        "easy",
+        "--score",
+        "aum",
+        "--balance",
+        "none",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -105,7 +134,16 @@ fn text_dedup_embeds_with_the_encoder_and_flags_exactly_the_planted_duplicates()
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("reviews");
     sieve_ok(&[
-        "prune", "--dataset", "reviews", "--dedup", "1e-4", "--keep", "0.9", "--quiet", "--out", out.to_str().unwrap(),
+        "prune",
+        "--dataset",
+        "reviews",
+        "--dedup",
+        "1e-4",
+        "--keep",
+        "0.9",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_flags_exactly_the_planted_duplicates(&scores, "reviews");
@@ -122,8 +160,22 @@ fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("g");
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--dedup", "1e-6", "--schedule",
-        "step:0.25,0.5,1", "--score", "prototype", "--keep", "0.5", "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--dedup",
+        "1e-6",
+        "--schedule",
+        "step:0.25,0.5,1",
+        "--score",
+        "prototype",
+        "--keep",
+        "0.5",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_flags_exactly_the_planted_duplicates(&scores, "shapes");
@@ -147,10 +199,21 @@ fn kcenter_keeps_the_kernels_picks_and_the_requested_fraction_of_every_class() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("k");
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--strategy", "kcenter", "--keep", "0.3",
-        "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--strategy",
+        "kcenter",
+        "--keep",
+        "0.3",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     for class in m["selection"]["per_class"].as_array().unwrap() {
         let (rows, kept) = (class["rows"].as_f64().unwrap(), class["kept"].as_u64().unwrap());
         assert_eq!(kept, (rows * 0.3).round() as u64, "{class}");
@@ -184,10 +247,21 @@ fn order_auto_keeps_easy_examples_when_few_are_kept_per_class() {
     // 1,200 rows, 4 classes, keep 0.5: 150 per class, under the 1,000 per
     // class from which the rule keeps hard examples.
     sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--order", "auto", "--keep", "0.5",
-        "--quiet", "--out", out.to_str().unwrap(),
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--order",
+        "auto",
+        "--keep",
+        "0.5",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["config"]["select"]["order"], "easy");
     let scores = read_parquet(&out.join("scores.parquet"));
     let el2n = scores.column_by_name("el2n").unwrap().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
@@ -207,10 +281,18 @@ fn a_config_file_supplies_flags_and_the_command_line_overrides_it() {
     std::fs::write(&config, "dataset = \"shapes\"\nkeep = 0.3\nbalance = \"none\"\nquiet = true\n").unwrap();
     let out = tmp.path().join("o");
     sieve_ok(&[
-        "select", "--config", config.to_str().unwrap(), "--scores", scored.to_str().unwrap(), "--keep", "0.5", "--out",
+        "select",
+        "--config",
+        config.to_str().unwrap(),
+        "--scores",
+        scored.to_str().unwrap(),
+        "--keep",
+        "0.5",
+        "--out",
         out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["config"]["select"]["keep"], 0.5, "the command line wins");
     assert_eq!(m["config"]["select"]["balance"], "none", "the file supplies what the command line leaves out");
     assert_eq!(m["config"]["run"]["quiet"], true);
@@ -222,11 +304,19 @@ fn json_logs_are_one_object_per_line_with_stage_and_level() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
     let result = sieve_ok(&[
-        "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--log-format", "json", "--out",
+        "select",
+        "--dataset",
+        "shapes",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--out",
         out.to_str().unwrap(),
     ]);
     let stderr = String::from_utf8(result.stderr).unwrap();
-    let events: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let events: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert!(events.iter().all(|e| e["level"] == "info" && e["ts"].is_f64()), "{stderr}");
     let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["device", "select", "write", "report", "done"], "{stderr}");
@@ -279,8 +369,20 @@ fn an_easy_first_schedule_orders_its_stages_by_the_requested_score() {
     for score in ["el2n", "entropy", "aum", "forgetting", "learned_epoch", "el2n_early", "prototype"] {
         let out = tmp.path().join(score);
         sieve_ok(&[
-            "select", "--dataset", "shapes", "--scores", scored.to_str().unwrap(), "--schedule", "step:0.25,0.5,1",
-            "--score", score, "--keep", "0.5", "--quiet", "--out", out.to_str().unwrap(),
+            "select",
+            "--dataset",
+            "shapes",
+            "--scores",
+            scored.to_str().unwrap(),
+            "--schedule",
+            "step:0.25,0.5,1",
+            "--score",
+            score,
+            "--keep",
+            "0.5",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
         ]);
         let scores = read_parquet(&out.join("scores.parquet"));
         assert!(stages_follow(&scores, score), "the stages do not follow {score}");
@@ -291,8 +393,18 @@ fn an_easy_first_schedule_orders_its_stages_by_the_requested_score() {
     // In `prune` the training dynamics are joined after the schedule's step.
     let out = tmp.path().join("prune");
     sieve_ok(&[
-        "prune", "--dataset", "shapes", "--schedule", "step:0.5,1", "--score", "forgetting", "--keep", "0.5", "--quiet",
-        "--out", out.to_str().unwrap(),
+        "prune",
+        "--dataset",
+        "shapes",
+        "--schedule",
+        "step:0.5,1",
+        "--score",
+        "forgetting",
+        "--keep",
+        "0.5",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert!(stages_follow(&scores, "forgetting") && !stages_follow(&scores, "el2n"));

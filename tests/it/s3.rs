@@ -117,7 +117,11 @@ fn prune_reads_from_and_writes_to_s3_like_local_files() {
     let (train, heldout) = (fixtures.join("train.parquet"), fixtures.join("validation.parquet"));
     sieve_ok(&prune_args(train.to_str().unwrap(), heldout.to_str().unwrap(), local.to_str().unwrap()));
     // The train split as a prefix (directory) and the held-out one as a glob.
-    moto.sieve(&prune_args("s3://sieve-test/in/reviews/train", "s3://sieve-test/in/reviews/valid*.parquet", "s3://sieve-test/out/reviews"));
+    moto.sieve(&prune_args(
+        "s3://sieve-test/in/reviews/train",
+        "s3://sieve-test/in/reviews/valid*.parquet",
+        "s3://sieve-test/out/reviews",
+    ));
     let keys = moto.keys("out/reviews/");
     for expected in ["out/reviews/manifest.json", "out/reviews/scores.parquet", "out/reviews/proxy/proxy.json"] {
         assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
@@ -126,17 +130,33 @@ fn prune_reads_from_and_writes_to_s3_like_local_files() {
     moto.download("out/reviews/", &remote);
     assert_eq!(read_parquet(&remote.join("scores.parquet")), read_parquet(&local.join("scores.parquet")));
     assert_eq!(read_parquet(&remote.join("data")), read_parquet(&local.join("data")));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(remote.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(remote.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["dataset"]["train"][0]["path"], "s3://sieve-test/in/reviews/train/part-0.parquet");
 
     // Re-selecting into the same prefix from its own scores replaces the
     // output: fewer rows per file, then the stale data files are gone.
-    let mut select = vec!["select", "--input", "s3://sieve-test/in/reviews/train/part-0.parquet", "--scores", "s3://sieve-test/out/reviews/scores.parquet", "--out", "s3://sieve-test/out/reviews"];
+    let mut select = vec![
+        "select",
+        "--input",
+        "s3://sieve-test/in/reviews/train/part-0.parquet",
+        "--scores",
+        "s3://sieve-test/out/reviews/scores.parquet",
+        "--out",
+        "s3://sieve-test/out/reviews",
+    ];
     select.extend(["--keep", "0.2", "--rows-per-file", "100", "--quiet"]);
     select.extend(REVIEWS);
     moto.sieve(&select);
     let data: Vec<String> = moto.keys("out/reviews/data/");
-    let kept = moto.sieve(&["sql", "--out", "s3://sieve-test/out/reviews", "--format", "csv", "SELECT count(*) AS n FROM kept"]);
+    let kept = moto.sieve(&[
+        "sql",
+        "--out",
+        "s3://sieve-test/out/reviews",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM kept",
+    ]);
     let n: usize = String::from_utf8(kept.stdout).unwrap().lines().nth(1).unwrap().parse().unwrap();
     assert_eq!(data.len(), n.div_ceil(100), "only the new output's files remain: {data:?}");
     let reselected = tmp.path().join("reselected");

@@ -18,7 +18,14 @@ fn kept_fraction_outside_zero_one_is_a_usage_error() {
 fn a_missing_column_error_lists_the_columns_that_exist() {
     let input = root().join("fixtures/shapes/train.parquet");
     let (code, err) = stderr_of(&[
-        "prune", "--input", input.to_str().unwrap(), "--image-column", "picture", "--quiet", "--out", "/tmp/sieve-never",
+        "prune",
+        "--input",
+        input.to_str().unwrap(),
+        "--image-column",
+        "picture",
+        "--quiet",
+        "--out",
+        "/tmp/sieve-never",
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("picture") && err.contains("img") && err.contains("label"), "{err}");
@@ -42,7 +49,8 @@ fn devices_that_cannot_be_had_are_errors_and_auto_falls_back_to_the_cpu() {
     let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "cuda:0", "--quiet", "--out", out_arg]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("cuda:0 is not available"), "{err}");
-    let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "cpu", "--precision", "f16", "--out", out_arg]);
+    let (code, err) =
+        stderr_of(&["train", "--dataset", "shapes", "--device", "cpu", "--precision", "f16", "--out", out_arg]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--precision f16 needs a GPU"), "{err}");
     let (code, err) = stderr_of(&["train", "--dataset", "shapes", "--device", "tpu", "--out", out_arg]);
@@ -50,9 +58,8 @@ fn devices_that_cannot_be_had_are_errors_and_auto_falls_back_to_the_cpu() {
     assert!(err.contains("auto, cpu or cuda:N"), "{err}");
     assert!(!out.exists(), "a refused run wrote {out:?}");
 
-    let (code, err) = stderr_of(&[
-        "train", "--dataset", "shapes", "--epochs", "1", "--log-format", "json", "--out", out_arg,
-    ]);
+    let (code, err) =
+        stderr_of(&["train", "--dataset", "shapes", "--epochs", "1", "--log-format", "json", "--out", out_arg]);
     let _ = std::fs::remove_dir_all(&out);
     assert_eq!(code, 0, "{err}");
     let line = err.lines().find(|l| l.contains("\"device\"")).unwrap_or_else(|| panic!("no device line in {err}"));
@@ -69,8 +76,16 @@ fn scores_of_other_data_are_a_data_error_not_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
     let input = root().join("fixtures/shapes/test.parquet");
     let (code, err) = stderr_of(&[
-        "select", "--input", input.to_str().unwrap(), "--image-column", "img", "--scores", scored.to_str().unwrap(),
-        "--quiet", "--out", tmp.path().join("o").to_str().unwrap(),
+        "select",
+        "--input",
+        input.to_str().unwrap(),
+        "--image-column",
+        "img",
+        "--scores",
+        scored.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("other data"), "{err}");

@@ -15,11 +15,7 @@ pub fn root() -> PathBuf {
 
 /// Runs `sieve` with `args` from the repository root.
 pub fn sieve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sieve"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the sieve binary runs")
+    Command::new(env!("CARGO_BIN_EXE_sieve")).args(args).current_dir(root()).output().expect("the sieve binary runs")
 }
 
 /// Runs `sieve` and fails the test, showing stderr, unless it succeeds.
@@ -63,12 +59,8 @@ pub fn truth(fixture: &str) -> Truth {
     let text = std::fs::read_to_string(root().join("fixtures").join(fixture).join("truth.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let flipped = v["flipped"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
-    let duplicates = v["duplicates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap()))
-        .collect();
+    let duplicates =
+        v["duplicates"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_i64().unwrap())).collect();
     Truth { flipped, duplicates }
 }
 
@@ -87,8 +79,16 @@ pub fn pruned(fixture: &'static str) -> &'static Path {
             let tmp = tempfile::tempdir().unwrap();
             let out = tmp.path().join(fixture);
             sieve_ok(&[
-                "prune", "--dataset", fixture, "--keep", "0.5", "--balance", "class", "--quiet",
-                "--out", out.to_str().unwrap(),
+                "prune",
+                "--dataset",
+                fixture,
+                "--keep",
+                "0.5",
+                "--balance",
+                "class",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
             ]);
             (tmp, out)
         })
@@ -100,7 +100,10 @@ pub fn pruned(fixture: &'static str) -> &'static Path {
 /// fails the test, since CI installs them; elsewhere the test says on stderr
 /// that it skips, and why. Returns so that the caller can `return`.
 pub fn skip(test: &str, why: &str) {
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{test}: {why} (CI=true: a missing dependency fails the test)");
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: {why} (CI=true: a missing dependency fails the test)"
+    );
     eprintln!("SKIPPED {test}: {why}");
 }
 

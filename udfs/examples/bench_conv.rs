@@ -63,28 +63,18 @@ struct Args {
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
-    let mut args = Args {
-        threads: 2,
-        no_candle: false,
-        json: false,
-    };
+    let mut args = Args { threads: 2, no_candle: false, json: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--threads" => {
                 let v = it.next().ok_or("--threads needs a value")?;
-                args.threads = v
-                    .parse()
-                    .ok()
-                    .filter(|&t| t > 0)
-                    .ok_or(format!("bad --threads {v}"))?;
+                args.threads = v.parse().ok().filter(|&t| t > 0).ok_or(format!("bad --threads {v}"))?;
             }
             "--no-candle" => args.no_candle = true,
             "--json" => args.json = true,
             other => {
-                return Err(format!(
-                    "unknown flag {other}; usage: bench_conv [--threads N] [--no-candle] [--json]"
-                ))
+                return Err(format!("unknown flag {other}; usage: bench_conv [--threads N] [--no-candle] [--json]"))
             }
         }
     }
@@ -141,19 +131,16 @@ fn gemm_peak(threads: usize) -> f64 {
 
 /// Random u8 images and labels for `n` CIFAR-shaped examples.
 fn synthetic(n: usize, cfg: &ResNetConfig, rng: &mut ChaCha8Rng) -> (Vec<u8>, Vec<u32>) {
-    let images = (0..n * cfg.image_size * cfg.image_size * 3)
-        .map(|_| rng.random())
-        .collect();
-    let labels = (0..n)
-        .map(|_| rng.random_range(0..cfg.num_classes as u32))
-        .collect();
+    let images = (0..n * cfg.image_size * cfg.image_size * 3).map(|_| rng.random()).collect();
+    let labels = (0..n).map(|_| rng.random_range(0..cfg.num_classes as u32)).collect();
     (images, labels)
 }
 
 /// (training images/s, inference images/s) of one model and kernel choice.
 fn throughput(cfg: &ResNetConfig, imp: ConvImpl, repeats: usize) -> Result<(f64, f64)> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut trainer = ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0, &candle_core::Device::Cpu)?.with_conv_impl(imp);
+    let mut trainer =
+        ImageTrainer::new(cfg.clone(), SgdConfig::default(), 0, &candle_core::Device::Cpu)?.with_conv_impl(imp);
     let (images, labels) = synthetic(TRAIN_BATCH, cfg, &mut rng);
     let train = best_of(repeats, || trainer.step(&images, &labels, 0.01).map(|_| ()))?;
     let net = trainer.folded()?.with_conv_impl(imp);
@@ -171,10 +158,7 @@ fn main() -> Result<()> {
     // candle's CPU matmul sizes its gemm parallelism from RAYON_NUM_THREADS;
     // set it before any thread starts so both sides use `threads`.
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build_global()
-        .map_err(candle_core::Error::wrap)?;
+    rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().map_err(candle_core::Error::wrap)?;
     // Timings are only as good as the machine is quiet: say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().next().unwrap_or("unknown");
@@ -183,21 +167,12 @@ fn main() -> Result<()> {
         return print_json(&args, load, peak);
     }
     println!("1-minute load average before the run: {load}");
-    println!(
-        "gemm peak: {peak:.0} GFLOP/s (1024^3 f32, {} threads)\n",
-        args.threads
-    );
+    println!("gemm peak: {peak:.0} GFLOP/s (1024^3 f32, {} threads)\n", args.threads);
     println!("| model | threads | train img/s candle | train img/s fast | x | infer img/s candle | infer img/s fast | x | train GFLOP/s (% peak) | infer GFLOP/s (% peak) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (name, cfg) in [
-        ("ResNet-8", ResNetConfig::resnet8(10)),
-        ("ResNet-20", ResNetConfig::resnet20(10)),
-    ] {
-        let (train_c, infer_c) = if args.no_candle {
-            (f64::NAN, f64::NAN)
-        } else {
-            throughput(&cfg, ConvImpl::Candle, REPEATS.0)?
-        };
+    for (name, cfg) in [("ResNet-8", ResNetConfig::resnet8(10)), ("ResNet-20", ResNetConfig::resnet20(10))] {
+        let (train_c, infer_c) =
+            if args.no_candle { (f64::NAN, f64::NAN) } else { throughput(&cfg, ConvImpl::Candle, REPEATS.0)? };
         let (train_f, infer_f) = throughput(&cfg, ConvImpl::Fast, REPEATS.1)?;
         let gflop = 2.0 * cfg.macs_per_image()? as f64 / 1e9;
         let (train_gf, infer_gf) = (3.0 * gflop * train_f, gflop * infer_f);
@@ -220,29 +195,19 @@ fn main() -> Result<()> {
 fn print_json(args: &Args, load: &str, peak: f64) -> Result<()> {
     let load = load.parse::<f64>().map_or("null".into(), |l| l.to_string());
     println!("{{\"load1\": {load}}}");
-    println!(
-        "{{\"gemm_peak_gflop_per_s\": {peak:.1}, \"threads\": {}}}",
-        args.threads
-    );
-    for (name, cfg) in [
-        ("ResNet-8", ResNetConfig::resnet8(10)),
-        ("ResNet-20", ResNetConfig::resnet20(10)),
-    ] {
+    println!("{{\"gemm_peak_gflop_per_s\": {peak:.1}, \"threads\": {}}}", args.threads);
+    for (name, cfg) in [("ResNet-8", ResNetConfig::resnet8(10)), ("ResNet-20", ResNetConfig::resnet20(10))] {
         let gflop = 2.0 * cfg.macs_per_image()? as f64 / 1e9;
         let imps: &[(&str, ConvImpl, usize)] = if args.no_candle {
             &[("fast", ConvImpl::Fast, REPEATS.1)]
         } else {
-            &[
-                ("candle", ConvImpl::Candle, REPEATS.0),
-                ("fast", ConvImpl::Fast, REPEATS.1),
-            ]
+            &[("candle", ConvImpl::Candle, REPEATS.0), ("fast", ConvImpl::Fast, REPEATS.1)]
         };
         for &(imp_name, imp, repeats) in imps {
             let (train, infer) = throughput(&cfg, imp, repeats)?;
-            for (mode, batch, ips, flops) in [
-                ("train", TRAIN_BATCH, train, 3.0 * gflop * train),
-                ("infer", INFER_BATCH, infer, gflop * infer),
-            ] {
+            for (mode, batch, ips, flops) in
+                [("train", TRAIN_BATCH, train, 3.0 * gflop * train), ("infer", INFER_BATCH, infer, gflop * infer)]
+            {
                 println!(
                     "{{\"model\": \"{name}\", \"mode\": \"{mode}\", \"impl\": \"{imp_name}\", \"threads\": {}, \"batch\": {batch}, \"images_per_s\": {ips:.1}, \"gflop_per_s\": {flops:.1}}}",
                     args.threads

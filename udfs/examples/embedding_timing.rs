@@ -42,7 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let emb = Embeddings::new(&data, dim)?;
         let tag = format!("{name} {n}x{dim}");
         timed(&format!("{tag} kmeans(k={classes})"), || spherical_kmeans(&emb, &KMeansConfig::new(classes, 0)))?;
-        let p = timed(&format!("{tag} prototype(k={classes})"), || prototype_scores(&emb, &KMeansConfig::new(classes, 0)))?;
+        let p =
+            timed(&format!("{tag} prototype(k={classes})"), || prototype_scores(&emb, &KMeansConfig::new(classes, 0)))?;
         let budget = n / 10;
         timed(&format!("{tag} kcenter({budget})"), || k_center_greedy(&emb, budget, &[], 0))?;
         let cfg = SemDedupConfig { eps: 0.05, kmeans: KMeansConfig::new(100, 0) };

@@ -52,28 +52,17 @@ fn read_split(path: &Path) -> Result<(Vec<String>, Vec<usize>), Box<dyn Error>> 
     let (mut texts, mut labels) = (Vec::new(), Vec::new());
     for batch in reader {
         let batch = batch?;
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or(format!("no column {name}"))
-        };
+        let column = |name: &str| batch.column_by_name(name).ok_or(format!("no column {name}"));
         // Cast so that large_string / int32 variants of the files read too.
         let sentence = cast(column("sentence")?, &DataType::Utf8)?;
         let label = cast(column("label")?, &DataType::Int64)?;
-        let sentence = sentence
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or("sentence")?;
+        let sentence = sentence.as_any().downcast_ref::<StringArray>().ok_or("sentence")?;
         let label = label.as_any().downcast_ref::<Int64Array>().ok_or("label")?;
         for i in 0..batch.num_rows() {
             if label.is_null(i) {
                 return Err(format!("{}: row {i} has no label", path.display()).into());
             }
-            texts.push(if sentence.is_null(i) {
-                String::new()
-            } else {
-                sentence.value(i).to_owned()
-            });
+            texts.push(if sentence.is_null(i) { String::new() } else { sentence.value(i).to_owned() });
             labels.push(usize::try_from(label.value(i))?);
         }
     }
@@ -95,9 +84,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut train = FastTextTrainConfig::default();
     let (mut seed, mut data, mut save) = (0u64, PathBuf::from(DATA_DIR), None);
     for arg in std::env::args().skip(1) {
-        let (key, value) = arg
-            .split_once('=')
-            .ok_or(format!("expected key=value, got {arg}"))?;
+        let (key, value) = arg.split_once('=').ok_or(format!("expected key=value, got {arg}"))?;
         match key {
             "dim" => cfg.dim = value.parse()?,
             "buckets" => cfg.buckets = value.parse()?,
@@ -129,15 +116,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let start = Instant::now();
     let losses = model.fit(&train_texts, &train_labels, &train, seed)?;
     let seconds = start.elapsed().as_secs_f64();
-    let words: usize = train_texts
-        .iter()
-        .map(|t| t.split_whitespace().count())
-        .sum();
+    let words: usize = train_texts.iter().map(|t| t.split_whitespace().count()).sum();
     println!("epoch losses: {losses:.2?}");
-    println!(
-        "train {seconds:.2} s, {:.1} M tokens/s",
-        (words * train.epochs) as f64 / seconds / 1e6
-    );
+    println!("train {seconds:.2} s, {:.1} M tokens/s", (words * train.epochs) as f64 / seconds / 1e6);
 
     let start = Instant::now();
     let val_logits = model.predict_batch(&val_texts);

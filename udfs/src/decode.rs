@@ -71,9 +71,9 @@ impl<'a> ImageBytes<'a> {
         match array.data_type() {
             DataType::Struct(_) => {
                 let s: &StructArray = array.as_struct();
-                let bytes = s.column_by_name("bytes").ok_or_else(|| UdfError::InputType {
-                    found: array.data_type().to_string(),
-                })?;
+                let bytes = s
+                    .column_by_name("bytes")
+                    .ok_or_else(|| UdfError::InputType { found: array.data_type().to_string() })?;
                 Ok(Self { array: array.as_ref(), bytes: Some(bytes) })
             }
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {

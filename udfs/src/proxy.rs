@@ -235,10 +235,7 @@ impl Proxy {
     }
 
     fn wrong_kind(&self, input: &str) -> UdfError {
-        UdfError::Proxy {
-            dir: self.dir.clone(),
-            message: format!("a {} proxy cannot read {input}", self.meta.preset),
-        }
+        UdfError::Proxy { dir: self.dir.clone(), message: format!("a {} proxy cannot read {input}", self.meta.preset) }
     }
 }
 

@@ -65,19 +65,9 @@ pub fn row_scores(logits: &[f32], label: Option<usize>, probs: &mut [f32]) -> Ro
     let top = probs[pred];
     let entropy: f32 = probs.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
     let reference = label.unwrap_or(pred);
-    let best_other = probs
-        .iter()
-        .enumerate()
-        .filter(|&(k, _)| k != reference)
-        .map(|(_, &p)| p)
-        .fold(0.0f32, f32::max);
+    let best_other = probs.iter().enumerate().filter(|&(k, _)| k != reference).map(|(_, &p)| p).fold(0.0f32, f32::max);
     let el2n = label.map(|y| {
-        probs
-            .iter()
-            .enumerate()
-            .map(|(k, &p)| if k == y { (p - 1.0) * (p - 1.0) } else { p * p })
-            .sum::<f32>()
-            .sqrt()
+        probs.iter().enumerate().map(|(k, &p)| if k == y { (p - 1.0) * (p - 1.0) } else { p * p }).sum::<f32>().sqrt()
     });
     RowScores {
         entropy: entropy.max(0.0),

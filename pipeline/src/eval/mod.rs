@@ -139,7 +139,9 @@ pub struct EvalReport {
 fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<TrainPlan> {
     let image = dataset.kind == sieve_schemas::InputKind::Image;
     let opts = crate::cli::TrainOpts {
-        proxy: Some(args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { crate::plan::FASTTEXT }.to_string())),
+        proxy: Some(
+            args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { crate::plan::FASTTEXT }.to_string()),
+        ),
         width: args.target_width.or(if image { None } else { Some(64) }),
         epochs: args.target_epochs,
         batch_size: None,
@@ -177,7 +179,13 @@ fn methods(args: &EvalArgs) -> Vec<Method> {
 }
 
 /// The selection plan of `method` at `fraction` (`auto` order resolved for `dataset`).
-fn select_plan(args: &EvalArgs, dataset: &DatasetPlan, method: &Method, fraction: f64, seed: u64) -> Result<SelectPlan> {
+fn select_plan(
+    args: &EvalArgs,
+    dataset: &DatasetPlan,
+    method: &Method,
+    fraction: f64,
+    seed: u64,
+) -> Result<SelectPlan> {
     let mut opts = args.select.clone();
     opts.keep = Some(fraction);
     opts.prune = None;
@@ -210,15 +218,21 @@ struct Scored {
 }
 
 /// Trains the proxy and scores every row in `work`, or reads an earlier run's.
-async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPlan, run: &RunPlan, work: &Path) -> Result<Scored> {
+async fn proxy_scores(
+    ctx: &SessionContext,
+    args: &EvalArgs,
+    dataset: &DatasetPlan,
+    run: &RunPlan,
+    work: &Path,
+) -> Result<Scored> {
     if let Some(dir) = &args.scores {
         let dir = &crate::store::localize(dir)?;
         let raw = if dir.is_dir() { dir.join(SCORES_FILE) } else { dir.clone() };
         let manifest_path = raw.with_file_name(crate::manifest::FILE);
-        let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| PipelineError::Data(format!("--scores: no readable manifest.json beside {}", raw.display())))?;
+        let manifest: serde_json::Value =
+            std::fs::read_to_string(&manifest_path).ok().and_then(|t| serde_json::from_str(&t).ok()).ok_or_else(
+                || PipelineError::Data(format!("--scores: no readable manifest.json beside {}", raw.display())),
+            )?;
         let seconds = |stage: &str| manifest["seconds"][stage].as_f64().unwrap_or(0.0);
         return Ok(Scored {
             raw,
@@ -262,15 +276,23 @@ async fn proxy_scores(ctx: &SessionContext, args: &EvalArgs, dataset: &DatasetPl
 
 /// The rows `plan` keeps from the scores, as a set of input positions;
 /// `global` holds the embedding methods' columns when the plan needs them.
-async fn kept_rows(ctx: &SessionContext, scored: &Scored, plan: &SelectPlan, global: Option<&Path>, dataset: &DatasetPlan, work: &Path) -> Result<RowSet> {
+async fn kept_rows(
+    ctx: &SessionContext,
+    scored: &Scored,
+    plan: &SelectPlan,
+    global: Option<&Path>,
+    dataset: &DatasetPlan,
+    work: &Path,
+) -> Result<RowSet> {
     let mut extras = scored.extras.clone();
     extras.extend(global.map(Path::to_path_buf));
     let dest = work.join("selection.parquet");
     select::run(ctx, &scored.raw, &extras, plan, &dataset.classes, &dest).await?;
     let mut rows = RowSet::new(dataset.train.total_rows());
     let file = std::fs::File::open(&dest).map_err(io_err(&dest))?;
-    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
-        .map_err(crate::error::parquet_err(&dest))?;
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
+            .map_err(crate::error::parquet_err(&dest))?;
     for batch in reader {
         let batch = batch?;
         let row = batch.column_by_name(score::ROW).expect("selection has row").as_primitive::<Int64Type>();
@@ -290,7 +312,13 @@ struct Trained {
 }
 
 /// Trains the target on `rows` (all rows when `None`).
-fn train_target(dataset: &DatasetPlan, rows: Option<&RowSet>, plan: &TrainPlan, run: &RunPlan, work: &Path) -> Result<Trained> {
+fn train_target(
+    dataset: &DatasetPlan,
+    rows: Option<&RowSet>,
+    plan: &TrainPlan,
+    run: &RunPlan,
+    work: &Path,
+) -> Result<Trained> {
     let dir = work.join("target");
     let started = Instant::now();
     let meta = train::run(&dataset.with_subset(rows), plan, run, &dir)?;
@@ -318,16 +346,26 @@ fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
         if out.iter().any(|c| c.method == run.method && c.fraction == run.fraction) {
             continue;
         }
-        let group: Vec<&TargetRun> = runs.iter().filter(|r| r.method == run.method && r.fraction == run.fraction).collect();
+        let group: Vec<&TargetRun> =
+            runs.iter().filter(|r| r.method == run.method && r.fraction == run.fraction).collect();
         let (mean, std) = mean_std(&group.iter().map(|r| r.accuracy).collect::<Vec<_>>());
         let cost = group.iter().map(|r| r.train_seconds + r.select_seconds).sum::<f64>() / group.len() as f64;
         let cost = match &run.method {
             None => cost,
             // A random subset needs no proxy.
             Some(m) if m.is_random() => cost,
-            Some(m) => cost + scored.train_seconds + scored.score_seconds + if m.embeds() { scored.embed_seconds } else { 0.0 },
+            Some(m) => {
+                cost + scored.train_seconds + scored.score_seconds + if m.embeds() { scored.embed_seconds } else { 0.0 }
+            }
         };
-        out.push(Cell { method: run.method.clone(), fraction: run.fraction, runs: group.len(), mean, std, speedup: full_seconds / cost });
+        out.push(Cell {
+            method: run.method.clone(),
+            fraction: run.fraction,
+            runs: group.len(),
+            mean,
+            std,
+            speedup: full_seconds / cost,
+        });
     }
     out
 }
@@ -338,7 +376,9 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let embeds = args.strategies.iter().any(|s| s == KCENTER || s == global::PROTOTYPE);
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, embeds)?;
     if dataset.heldout.is_none() {
-        return Err(PipelineError::Usage("sieve eval measures held-out accuracy: the dataset needs a held-out split".into()));
+        return Err(PipelineError::Usage(
+            "sieve eval measures held-out accuracy: the dataset needs a held-out split".into(),
+        ));
     }
     if args.seeds == 0 {
         return Err(PipelineError::Usage("--seeds must be at least 1".into()));
@@ -363,7 +403,16 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     for &seed in &seeds {
         let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, work.path())?;
         let rows = dataset.train.total_rows();
-        let r = TargetRun { method: None, fraction: 1.0, seed, rows, epochs: t.epochs, accuracy: t.accuracy, train_seconds: t.seconds, select_seconds: 0.0 };
+        let r = TargetRun {
+            method: None,
+            fraction: 1.0,
+            seed,
+            rows,
+            epochs: t.epochs,
+            accuracy: t.accuracy,
+            train_seconds: t.seconds,
+            select_seconds: 0.0,
+        };
         log_run(&r);
         runs.push(r);
     }
@@ -422,7 +471,9 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     }
     let agreement = match (&scored.proxy_plan, args.agreement) {
         (Some(plan), true) => proxy_agreement(&ctx, &dataset, plan, &scored.raw, &run, work.path()).await?,
-        (None, true) => return Err(PipelineError::Usage("--agreement trains proxies itself: leave out --scores".into())),
+        (None, true) => {
+            return Err(PipelineError::Usage("--agreement trains proxies itself: leave out --scores".into()))
+        }
         _ => Vec::new(),
     };
     let report = EvalReport {
@@ -441,7 +492,8 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     };
     drop(work);
     report::write(&report, staging.path())?;
-    manifest.seconds = BTreeMap::from([("eval".to_string(), report.runs.iter().map(|r| r.train_seconds + r.select_seconds).sum())]);
+    manifest.seconds =
+        BTreeMap::from([("eval".to_string(), report.runs.iter().map(|r| r.train_seconds + r.select_seconds).sum())]);
     manifest.config.train = scored.proxy_plan;
     manifest.config.run = Some(run.clone());
     manifest.write(staging.path())?;

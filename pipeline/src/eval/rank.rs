@@ -70,7 +70,17 @@ pub async fn agreement(ctx: &SessionContext, a: &Path, b: &Path, between: &str) 
     ctx.register_parquet("__a", table(a), ParquetReadOptions::default()).await?;
     ctx.register_parquet("__b", table(b), ParquetReadOptions::default()).await?;
     let scores = OutputColumns::FLOAT_SCORES;
-    let pairs: Vec<String> = scores.iter().map(|s| format!("a.{c} AS {a}, b.{c} AS {b}", c = ident(s), a = ident(&format!("a_{s}")), b = ident(&format!("b_{s}")))).collect();
+    let pairs: Vec<String> = scores
+        .iter()
+        .map(|s| {
+            format!(
+                "a.{c} AS {a}, b.{c} AS {b}",
+                c = ident(s),
+                a = ident(&format!("a_{s}")),
+                b = ident(&format!("b_{s}"))
+            )
+        })
+        .collect();
     let df = ctx
         .sql(&format!(
             "SELECT {} FROM __a a JOIN __b b ON a.{row} = b.{row} WHERE a.error IS NULL AND b.error IS NULL",
@@ -85,14 +95,22 @@ pub async fn agreement(ctx: &SessionContext, a: &Path, b: &Path, between: &str) 
     for (k, score) in scores.iter().enumerate() {
         let (mut xs, mut ys) = (Vec::new(), Vec::new());
         for batch in &batches {
-            let (x, y) = (batch.column(2 * k).as_primitive::<Float32Type>(), batch.column(2 * k + 1).as_primitive::<Float32Type>());
+            let (x, y) = (
+                batch.column(2 * k).as_primitive::<Float32Type>(),
+                batch.column(2 * k + 1).as_primitive::<Float32Type>(),
+            );
             // Scores that need a label are null on unlabeled rows; skip those pairs.
             for i in (0..batch.num_rows()).filter(|&i| x.is_valid(i) && y.is_valid(i)) {
                 xs.push(x.value(i));
                 ys.push(y.value(i));
             }
         }
-        out.push(Agreement { between: between.to_string(), score: score.to_string(), rows: xs.len() as u64, spearman: spearman(&xs, &ys) });
+        out.push(Agreement {
+            between: between.to_string(),
+            score: score.to_string(),
+            rows: xs.len() as u64,
+            spearman: spearman(&xs, &ys),
+        });
     }
     Ok(out)
 }

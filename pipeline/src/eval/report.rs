@@ -25,7 +25,8 @@ pub const PLOT: &str = "eval.png";
 /// no plot.
 pub fn write(report: &EvalReport, dir: &Path) -> Result<()> {
     let json = dir.join(JSON);
-    std::fs::write(&json, serde_json::to_string_pretty(report).expect("the report serializes")).map_err(io_err(&json))?;
+    std::fs::write(&json, serde_json::to_string_pretty(report).expect("the report serializes"))
+        .map_err(io_err(&json))?;
     let md = dir.join(MARKDOWN);
     std::fs::write(&md, markdown(report)).map_err(io_err(&md))?;
     if let Err(e) = plot(report, &dir.join(PLOT)) {
@@ -116,7 +117,10 @@ pub fn markdown(report: &EvalReport) -> String {
         }
         let _ = writeln!(md);
     }
-    let _ = writeln!(md, "\nSVP end-to-end speed-up (target on all data ÷ proxy + scoring + selection + target on the subset):\n");
+    let _ = writeln!(
+        md,
+        "\nSVP end-to-end speed-up (target on all data ÷ proxy + scoring + selection + target on the subset):\n"
+    );
     header(&mut md);
     for label in &labels {
         let _ = write!(md, "| {label} |");
@@ -163,7 +167,10 @@ pub fn plot(report: &EvalReport, path: &Path) -> Result<()> {
     let x_lo = fractions.first().copied().unwrap_or(0.0).min(1.0) - 0.05;
     let png = plot::png(&path.display().to_string(), (w, h), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("{}: target {} held-out accuracy", report.dataset, report.target.preset), ("sans-serif", 22))
+            .caption(
+                format!("{}: target {} held-out accuracy", report.dataset, report.target.preset),
+                ("sans-serif", 22),
+            )
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(56)

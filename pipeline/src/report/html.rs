@@ -123,7 +123,15 @@ fn summary(s: &mut String, page: &Page<'_>) {
     let scored = scan.rows - scan.unscored;
     let kept = m.selection.as_ref().map_or(0, |sel| sel.kept);
     let mut rows: Vec<(&str, String)> = vec![
-        ("dataset", format!("{} ({} column {})", m.dataset.name, format!("{:?}", page.kind).to_lowercase(), m.dataset.input_column)),
+        (
+            "dataset",
+            format!(
+                "{} ({} column {})",
+                m.dataset.name,
+                format!("{:?}", page.kind).to_lowercase(),
+                m.dataset.input_column
+            ),
+        ),
         ("rows", scan.rows.to_string()),
         ("rows scored", scored.to_string()),
         ("rows without scores", unscored(page)),
@@ -216,8 +224,10 @@ fn class_table(s: &mut String, page: &Page<'_>) {
 /// The three plots, each under its heading.
 fn plots(s: &mut String, page: &Page<'_>) {
     let classes = page.manifest.dataset.classes.len();
-    let more = if classes > MAX_CLASSES { format!(" (the first {MAX_CLASSES} of {classes} classes)") } else { String::new() };
-    let swatch = |colour: RGBColor, what: &str| format!("<span class=\"sw\" style=\"background:{}\"></span>{what}", css(colour));
+    let more =
+        if classes > MAX_CLASSES { format!(" (the first {MAX_CLASSES} of {classes} classes)") } else { String::new() };
+    let swatch =
+        |colour: RGBColor, what: &str| format!("<span class=\"sw\" style=\"background:{}\"></span>{what}", css(colour));
     let legend = format!("<p>{}{}{more}</p>", swatch(KEPT, "kept"), swatch(PRUNED, "pruned"));
     figure(s, &format!("Scores per class: {}", page.plan.score), &legend, page.histograms);
     figure(s, "Kept fraction per class", &more, page.kept);
@@ -228,7 +238,9 @@ fn plots(s: &mut String, page: &Page<'_>) {
 fn figure(s: &mut String, title: &str, intro: &str, figure: &Figure) {
     let _ = write!(s, "<h2>{}</h2>{intro}", escape(title));
     let _ = match figure {
-        Figure::Png(png) => writeln!(s, "<img class=\"plot\" alt=\"{}\" src=\"{}\">", escape(title), data_uri("image/png", png)),
+        Figure::Png(png) => {
+            writeln!(s, "<img class=\"plot\" alt=\"{}\" src=\"{}\">", escape(title), data_uri("image/png", png))
+        }
         Figure::Absent(why) => writeln!(s, "<p class=\"note\">{}.</p>", escape(why)),
         Figure::Failed(why) => writeln!(s, "<p class=\"note\">No plot, drawing failed: {}.</p>", escape(why)),
     };
@@ -240,7 +252,8 @@ fn grids(s: &mut String, page: &Page<'_>) {
     let n = scan.hardest.len();
     grid(s, page, "hardest", &format!("Hardest {n} by {score}"), &scan.hardest);
     grid(s, page, "easiest", &format!("Easiest {n} by {score}"), &scan.easiest);
-    let title = format!("A sample of {} pruned rows (seed {}), hardest first", scan.pruned_sample.len(), page.plan.seed);
+    let title =
+        format!("A sample of {} pruned rows (seed {}), hardest first", scan.pruned_sample.len(), page.plan.seed);
     grid(s, page, "pruned", &title, &scan.pruned_sample);
 }
 

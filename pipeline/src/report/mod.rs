@@ -40,11 +40,16 @@ const BINS: usize = 30;
 /// that cannot be drawn (no font) is logged and replaced by a note; the
 /// rest of the page is still written.
 pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<()> {
-    let plan = manifest.config.select.as_ref().ok_or_else(|| PipelineError::Internal("report: the job made no selection".into()))?;
+    let plan = manifest
+        .config
+        .select
+        .as_ref()
+        .ok_or_else(|| PipelineError::Internal("report: the job made no selection".into()))?;
     let scores = dir.join(SCORES_FILE);
     let scan = rows::scan(&scores, &plan.score, GRID, plan.seed)?;
     let histograms = scan.range.map(|range| rows::histograms(&scores, &plan.score, range, BINS)).transpose()?;
-    let shown: BTreeSet<u64> = [&scan.hardest, &scan.easiest, &scan.pruned_sample].into_iter().flatten().map(|r| r.pos).collect();
+    let shown: BTreeSet<u64> =
+        [&scan.hardest, &scan.easiest, &scan.pruned_sample].into_iter().flatten().map(|r| r.pos).collect();
     let payloads = payloads::fetch(dataset, &shown)?;
     let per_class = manifest.selection.as_ref().map_or(&[][..], |s| &s.per_class[..]);
     let page = html::Page {

@@ -64,7 +64,8 @@ pub fn histograms(h: Option<&Histograms>, classes: &[String], score: &str) -> Fi
     let Some(h) = h.filter(|h| !h.classes.is_empty()) else {
         return Figure::Absent("No histograms: no row has a score".into());
     };
-    let shown: Vec<(String, &Bins)> = h.classes.iter().take(MAX_CLASSES).map(|(l, b)| (class_name(classes, Some(*l)), b)).collect();
+    let shown: Vec<(String, &Bins)> =
+        h.classes.iter().take(MAX_CLASSES).map(|(l, b)| (class_name(classes, Some(*l)), b)).collect();
     let cols = shown.len().min(PANELS_PER_ROW);
     let rows = shown.len().div_ceil(cols);
     Figure::drawn(plot::png("the score histograms", (WIDTH, PANEL_HEIGHT * rows as u32), |root| {
@@ -110,7 +111,8 @@ pub fn kept_fraction(per_class: &[ClassCount], classes: &[String]) -> Figure {
     if shown.is_empty() {
         return Figure::Absent("No kept fractions: the selection counted no classes".into());
     }
-    let names: Vec<String> = shown.iter().map(|c| c.name.clone().unwrap_or_else(|| class_name(classes, c.label))).collect();
+    let names: Vec<String> =
+        shown.iter().map(|c| c.name.clone().unwrap_or_else(|| class_name(classes, c.label))).collect();
     Figure::drawn(plot::png("the kept fraction per class", (WIDTH, 260), |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(12)
@@ -130,15 +132,20 @@ pub fn kept_fraction(per_class: &[ClassCount], classes: &[String]) -> Figure {
             .y_desc("kept fraction")
             .label_style(("sans-serif", 13))
             .draw()?;
-        let fractions: Vec<f64> = shown.iter().map(|c| if c.rows == 0 { 0.0 } else { c.kept as f64 / c.rows as f64 }).collect();
+        let fractions: Vec<f64> =
+            shown.iter().map(|c| if c.rows == 0 { 0.0 } else { c.kept as f64 / c.rows as f64 }).collect();
         chart.draw_series(fractions.iter().enumerate().map(|(i, &f)| {
-            let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), f)], KEPT.filled());
+            let mut bar =
+                Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), f)], KEPT.filled());
             bar.set_margin(0, 0, 20, 20);
             bar
         }))?;
         let above = ("sans-serif", 13).into_font().into_text_style(root).pos(Pos::new(HPos::Center, VPos::Bottom));
         chart.draw_series(
-            fractions.iter().enumerate().map(|(i, &f)| Text::new(format!("{:.1}%", 100.0 * f), (SegmentValue::CenterOf(i), f), above.clone())),
+            fractions
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| Text::new(format!("{:.1}%", 100.0 * f), (SegmentValue::CenterOf(i), f), above.clone())),
         )?;
         Ok(())
     }))

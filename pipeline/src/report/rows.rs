@@ -201,7 +201,8 @@ fn rows_of(batch: &RecordBatch, score: &str, f: &mut impl FnMut(Option<Scored>))
     let column = |name: &str| batch.column_by_name(name).expect("projected above");
     let int64 = |name: &str| cast(column(name), &DataType::Int64);
     let (pos, label, pred) = (int64(ROW)?, int64("label")?, int64(OutputColumns::PRED)?);
-    let (pos, label, pred) = (pos.as_primitive::<Int64Type>(), label.as_primitive::<Int64Type>(), pred.as_primitive::<Int64Type>());
+    let (pos, label, pred) =
+        (pos.as_primitive::<Int64Type>(), label.as_primitive::<Int64Type>(), pred.as_primitive::<Int64Type>());
     let scores = cast(column(score), &DataType::Float32)?;
     let scores = scores.as_primitive::<Float32Type>();
     let keep = column(OutputColumns::KEEP).as_boolean();

@@ -70,13 +70,17 @@ impl Extra {
             rows,
             columns: (0..all.num_columns()).filter(keep).map(|i| all.column(i).clone()).collect(),
             // Rows the extra lacks get nulls, as a left join gives.
-            fields: (0..all.num_columns()).filter(keep).map(|i| schema.field(i).as_ref().clone().with_nullable(true)).collect(),
+            fields: (0..all.num_columns())
+                .filter(keep)
+                .map(|i| schema.field(i).as_ref().clone().with_nullable(true))
+                .collect(),
         })
     }
 
     /// Its columns at `positions` (null where it has no row).
     fn at(&self, positions: &Int64Array) -> Result<Vec<ArrayRef>> {
-        let idx: UInt32Array = positions.values().iter().map(|p| self.rows.binary_search(p).ok().map(|i| i as u32)).collect();
+        let idx: UInt32Array =
+            positions.values().iter().map(|p| self.rows.binary_search(p).ok().map(|i| i as u32)).collect();
         Ok(self.columns.iter().map(|c| take(c.as_ref(), &idx, None)).collect::<Result<_, _>>()?)
     }
 }
@@ -138,7 +142,10 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
             let positions = batch.column(row_in_batch).as_primitive::<Int64Type>().clone();
             for &p in positions.values() {
                 if last.is_some_and(|l| p <= l) {
-                    return Err(PipelineError::Data(format!("{}: score shards overlap or are out of order", file.display())));
+                    return Err(PipelineError::Data(format!(
+                        "{}: score shards overlap or are out of order",
+                        file.display()
+                    )));
                 }
                 last = Some(p);
             }
@@ -167,7 +174,8 @@ mod tests {
 
     fn write_file(path: &Path, columns: Vec<(&str, ArrayRef)>) {
         let fields: Vec<Field> = columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
         let mut w = parquet_io::create(path, batch.schema()).unwrap();
         parquet_io::write(&mut w, &batch, path).unwrap();
         parquet_io::close(w, path).unwrap();
@@ -180,13 +188,22 @@ mod tests {
             let path = tmp.path().join(name);
             let stale: ArrayRef = Arc::new(Float32Array::from(vec![-1.0; rows.clone().count()]));
             let keep: ArrayRef = Arc::new(BooleanArray::from(vec![true; rows.clone().count()]));
-            write_file(&path, vec![(ROW, Arc::new(Int64Array::from_iter_values(rows)) as ArrayRef), ("x", stale), ("keep", keep)]);
+            write_file(
+                &path,
+                vec![(ROW, Arc::new(Int64Array::from_iter_values(rows)) as ArrayRef), ("x", stale), ("keep", keep)],
+            );
             path
         };
         // Named so that path order is not input order.
         let raw = vec![shard("a.parquet", 3..6), shard("b.parquet", 0..3)];
         let extra = tmp.path().join("extra.parquet");
-        write_file(&extra, vec![(ROW, Arc::new(Int64Array::from(vec![1, 4])) as ArrayRef), ("x", Arc::new(Float32Array::from(vec![10.0, 40.0])))]);
+        write_file(
+            &extra,
+            vec![
+                (ROW, Arc::new(Int64Array::from(vec![1, 4])) as ArrayRef),
+                ("x", Arc::new(Float32Array::from(vec![10.0, 40.0]))),
+            ],
+        );
         let mut kept = RowSet::new(6);
         kept.insert(0);
         kept.insert(4);
@@ -198,7 +215,8 @@ mod tests {
         assert_eq!(builder.schema().field(2).data_type(), &DataType::Boolean);
         let batch = builder.build().unwrap().next().unwrap().unwrap();
         assert_eq!(batch.column(0).as_primitive::<Int64Type>().values().to_vec(), vec![0, 1, 2, 3, 4, 5]);
-        let x: Vec<Option<f32>> = batch.column(1).as_primitive::<datafusion::arrow::datatypes::Float32Type>().iter().collect();
+        let x: Vec<Option<f32>> =
+            batch.column(1).as_primitive::<datafusion::arrow::datatypes::Float32Type>().iter().collect();
         assert_eq!(x, vec![None, Some(10.0), None, None, Some(40.0), None]);
         let keep: Vec<Option<bool>> = batch.column(2).as_boolean().iter().collect();
         assert_eq!(keep, [true, false, false, false, true, false].map(Some));

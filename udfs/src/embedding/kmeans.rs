@@ -130,8 +130,7 @@ fn plus_plus(unit: &[f32], dim: usize, k: usize, seed: u64) -> Vec<f32> {
         });
         // Chunk sums in f64, then added in chunk order: fixed, so the total
         // (and the draw below) is bit-identical for any thread count.
-        let partial: Vec<f64> =
-            min_dist.par_chunks(CHUNK).map(|ch| ch.iter().map(|&d| f64::from(d)).sum()).collect();
+        let partial: Vec<f64> = min_dist.par_chunks(CHUNK).map(|ch| ch.iter().map(|&d| f64::from(d)).sum()).collect();
         let total: f64 = partial.iter().sum();
         pick = if total > 0.0 {
             let mut target = rng.random::<f64>() * total;
@@ -227,13 +226,12 @@ mod tests {
     /// Whether `assignments` splits rows into blocks of `per` exactly like
     /// the planted clusters (up to relabelling).
     fn recovers_blocks(assignments: &[u32], per: usize) -> bool {
-        assignments.chunks(per).all(|b| b.iter().all(|&a| a == b[0]))
-            && {
-                let mut firsts: Vec<u32> = assignments.chunks(per).map(|b| b[0]).collect();
-                firsts.sort_unstable();
-                firsts.dedup();
-                firsts.len() == assignments.len() / per
-            }
+        assignments.chunks(per).all(|b| b.iter().all(|&a| a == b[0])) && {
+            let mut firsts: Vec<u32> = assignments.chunks(per).map(|b| b[0]).collect();
+            firsts.sort_unstable();
+            firsts.dedup();
+            firsts.len() == assignments.len() / per
+        }
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl FromStr for Schedule {
                 (0..stages as usize)
                     .map(|s| {
                         let f = start + s as f64 * step;
-                        if (1.0..=1.0 + FRACTION_SLACK).contains(&f) { 1.0 } else { f }
+                        if (1.0..=1.0 + FRACTION_SLACK).contains(&f) {
+                            1.0
+                        } else {
+                            f
+                        }
                     })
                     .collect()
             }
@@ -82,7 +86,11 @@ impl FromStr for Schedule {
         let from_hard_end = kind.trim() == "cut";
         let ordered = fractions.windows(2).all(|w| if from_hard_end { w[0] >= w[1] } else { w[0] <= w[1] });
         if !ordered {
-            return Err(bad(if from_hard_end { "cut fractions must not increase" } else { "fractions must not decrease" }));
+            return Err(bad(if from_hard_end {
+                "cut fractions must not increase"
+            } else {
+                "fractions must not decrease"
+            }));
         }
         Ok(Self { fractions, from_hard_end })
     }
@@ -166,7 +174,11 @@ mod tests {
     }
 
     fn used_in(st: &Stages, s: u32) -> usize {
-        st.stage.iter().zip(&st.last_stage).filter(|(a, b)| a.is_some_and(|a| a <= s) && b.is_some_and(|b| b >= s)).count()
+        st.stage
+            .iter()
+            .zip(&st.last_stage)
+            .filter(|(a, b)| a.is_some_and(|a| a <= s) && b.is_some_and(|b| b >= s))
+            .count()
     }
 
     #[test]
@@ -226,9 +238,19 @@ mod tests {
     #[test]
     fn malformed_or_unordered_specs_are_errors() {
         for spec in [
-            "step", "step:", "step:0.5,x", "step:0.5,0.2", "cut:0.2,0.5", "step:1.5", "step:-0.1",
-            "increment:0.1,0.1", "increment:0.5,0.2,4", "increment:0.1,-0.1,3", "increment:0.1,0.1,2.5",
-            "warp:0.1", "step:NaN",
+            "step",
+            "step:",
+            "step:0.5,x",
+            "step:0.5,0.2",
+            "cut:0.2,0.5",
+            "step:1.5",
+            "step:-0.1",
+            "increment:0.1,0.1",
+            "increment:0.5,0.2,4",
+            "increment:0.1,-0.1,3",
+            "increment:0.1,0.1,2.5",
+            "warp:0.1",
+            "step:NaN",
         ] {
             assert!(matches!(spec.parse::<Schedule>(), Err(EmbeddingError::Schedule { .. })), "{spec}");
         }

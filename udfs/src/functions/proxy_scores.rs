@@ -159,7 +159,8 @@ pub fn vectors_array<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, dim: usi
 fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<StructArray> {
     let n = rows.len();
     let classes = proxy.num_classes();
-    let mut floats: Vec<Float32Builder> = (0..OutputColumns::FLOAT_SCORES.len()).map(|_| Float32Builder::with_capacity(n)).collect();
+    let mut floats: Vec<Float32Builder> =
+        (0..OutputColumns::FLOAT_SCORES.len()).map(|_| Float32Builder::with_capacity(n)).collect();
     let mut pred = Int64Builder::with_capacity(n);
     let mut correct = BooleanBuilder::with_capacity(n);
     let mut error = StringBuilder::new();

@@ -77,7 +77,9 @@ impl ScalarUDFImpl for SeededRandom {
         let values: Float64Array = if id.data_type().is_integer() {
             let ids = cast(&id, &DataType::Int64)?;
             let ids = ids.as_primitive::<Int64Type>();
-            (0..n).map(|i| ids.is_valid(i).then(|| unit(xxh3_64_with_seed(&ids.value(i).to_le_bytes(), seed)))).collect()
+            (0..n)
+                .map(|i| ids.is_valid(i).then(|| unit(xxh3_64_with_seed(&ids.value(i).to_le_bytes(), seed))))
+                .collect()
         } else {
             let ids = cast(&id, &DataType::Utf8)?;
             let ids = ids.as_string::<i32>();

@@ -30,57 +30,31 @@ impl CustomOp2 for AddRelu {
         "sieve-add-relu"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         if l1.shape() != l2.shape() {
-            bail!(
-                "add_relu: shapes {:?} and {:?} differ",
-                l1.dims(),
-                l2.dims()
-            )
+            bail!("add_relu: shapes {:?} and {:?} differ", l1.dims(), l2.dims())
         }
-        let (a, b) = (
-            storage_f32(s1, l1, "add_relu lhs")?,
-            storage_f32(s2, l2, "add_relu rhs")?,
-        );
+        let (a, b) = (storage_f32(s1, l1, "add_relu lhs")?, storage_f32(s2, l2, "add_relu rhs")?);
         let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
+            for ((y, a), b) in y.iter_mut().zip(a).zip(b) {
+                *y = (a + b).max(0.0);
+            }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        _a: &Tensor,
-        _b: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let g = {
-            let (yd, dyd) = (
-                f32_data(y, "add_relu output")?,
-                f32_data(&dy, "add_relu gradient")?,
-            );
+            let (yd, dyd) = (f32_data(y, "add_relu output")?, f32_data(&dy, "add_relu gradient")?);
             let (y, dy) = (yd.get(), dyd.get());
             let mut g = vec![0f32; y.len()];
-            g.par_chunks_mut(CHUNK)
-                .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-                .for_each(|(g, (y, dy))| {
-                    for ((g, y), dy) in g.iter_mut().zip(y).zip(dy) {
-                        *g = if *y > 0.0 { *dy } else { 0.0 };
-                    }
-                });
+            g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(g, (y, dy))| {
+                for ((g, y), dy) in g.iter_mut().zip(y).zip(dy) {
+                    *g = if *y > 0.0 { *dy } else { 0.0 };
+                }
+            });
             g
         };
         let g = Tensor::from_vec(g, y.shape(), y.device())?;
@@ -107,12 +81,7 @@ mod tests {
         let ours = (y * &r)?.sum_all()?.backward()?;
         let theirs = (want * &r)?.sum_all()?.backward()?;
         for v in [&a, &b] {
-            assert_close(
-                ours.get(v).unwrap(),
-                theirs.get(v).unwrap(),
-                0.0,
-                "gradient",
-            )?;
+            assert_close(ours.get(v).unwrap(), theirs.get(v).unwrap(), 0.0, "gradient")?;
         }
         Ok(())
     }

@@ -39,28 +39,22 @@ impl CustomOp1 for GlobalAvgPool {
         let (n, hw, c) = dims(l.dims())?;
         let x = storage_f32(s, l, "global_avg_pool input")?;
         let mut y = vec![0f32; n * c];
-        y.par_chunks_mut(c)
-            .zip(x.par_chunks(hw * c))
-            .for_each(|(y, x)| {
-                for px in x.chunks_exact(c) {
-                    y.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-                }
-                y.iter_mut().for_each(|s| *s /= hw as f32);
-            });
+        y.par_chunks_mut(c).zip(x.par_chunks(hw * c)).for_each(|(y, x)| {
+            for px in x.chunks_exact(c) {
+                y.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+            }
+            y.iter_mut().for_each(|s| *s /= hw as f32);
+        });
         Ok((CpuStorage::F32(y), Shape::from((n, c))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (n, hw, c) = dims(x.dims())?;
-        let dy = (dy.contiguous()? / hw as f64)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let dy = (dy.contiguous()? / hw as f64)?.flatten_all()?.to_vec1::<f32>()?;
         let mut dx = vec![0f32; n * hw * c];
-        dx.par_chunks_mut(hw * c)
-            .zip(dy.par_chunks(c))
-            .for_each(|(dx, dy)| {
-                dx.chunks_exact_mut(c).for_each(|px| px.copy_from_slice(dy));
-            });
+        dx.par_chunks_mut(hw * c).zip(dy.par_chunks(c)).for_each(|(dx, dy)| {
+            dx.chunks_exact_mut(c).for_each(|px| px.copy_from_slice(dy));
+        });
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
@@ -78,10 +72,7 @@ mod tests {
         let (ours, theirs) = (global_avg_pool(&x)?, x.mean((1, 2))?);
         // Sums of 20 values in a different order: relative 1e-6.
         assert_close(&ours, &theirs, 1e-6, "value")?;
-        let (g1, g2) = (
-            (ours * &r)?.sum_all()?.backward()?,
-            (theirs * &r)?.sum_all()?.backward()?,
-        );
+        let (g1, g2) = ((ours * &r)?.sum_all()?.backward()?, (theirs * &r)?.sum_all()?.backward()?);
         assert_close(g1.get(&x).unwrap(), g2.get(&x).unwrap(), 1e-6, "gradient")
     }
 

@@ -50,11 +50,7 @@ impl Moments {
             }
         }
         let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
-        Self {
-            count,
-            mean: f64s(mean),
-            m2: f64s(m2),
-        }
+        Self { count, mean: f64s(mean), m2: f64s(m2) }
     }
 
     /// Adds `other`'s rows (Chan et al.'s pairwise update).
@@ -64,12 +60,7 @@ impl Moments {
             return;
         }
         let (wa, wb) = (self.count as f64 / n as f64, other.count as f64 / n as f64);
-        for ((mean, m2), (om, om2)) in self
-            .mean
-            .iter_mut()
-            .zip(&mut self.m2)
-            .zip(other.mean.iter().zip(&other.m2))
-        {
+        for ((mean, m2), (om, om2)) in self.mean.iter_mut().zip(&mut self.m2).zip(other.mean.iter().zip(&other.m2)) {
             let delta = om - *mean;
             *m2 += om2 + delta * delta * self.count as f64 * wb;
             *mean = *mean * wa + om * wb;
@@ -105,35 +96,20 @@ impl Stats {
             count: m.count,
             mean: m.mean.iter().map(|&v| v as f32).collect(),
             var: var.iter().map(|&v| v as f32).collect(),
-            inv_std: var
-                .iter()
-                .map(|v| (1.0 / (v + eps).sqrt()) as f32)
-                .collect(),
+            inv_std: var.iter().map(|v| (1.0 / (v + eps).sqrt()) as f32).collect(),
         }
     }
 
     /// `(mean, var)` as `[c]` tensors.
     pub(crate) fn tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {
         let c = self.mean.len();
-        Ok((
-            Tensor::from_slice(&self.mean, c, device)?,
-            Tensor::from_slice(&self.var, c, device)?,
-        ))
+        Ok((Tensor::from_slice(&self.mean, c, device)?, Tensor::from_slice(&self.var, c, device)?))
     }
 
     /// The per-channel `y = x * scale + offset` of the forward pass.
     pub(crate) fn affine(&self, gamma: &[f32], beta: &[f32]) -> Affine {
-        let scale: Vec<f32> = gamma
-            .iter()
-            .zip(&self.inv_std)
-            .map(|(g, s)| g * s)
-            .collect();
-        let offset = beta
-            .iter()
-            .zip(&self.mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
+        let scale: Vec<f32> = gamma.iter().zip(&self.inv_std).map(|(g, s)| g * s).collect();
+        let offset = beta.iter().zip(&self.mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
         Affine { scale, offset }
     }
 }
@@ -151,18 +127,8 @@ impl Affine {
         let lo = if relu { 0.0 } else { f32::NEG_INFINITY };
         match residual {
             Some(r) => {
-                for ((y, x), r) in y
-                    .chunks_exact_mut(c)
-                    .zip(x.chunks_exact(c))
-                    .zip(r.chunks_exact(c))
-                {
-                    for ((((y, x), r), s), o) in y
-                        .iter_mut()
-                        .zip(x)
-                        .zip(r)
-                        .zip(&self.scale)
-                        .zip(&self.offset)
-                    {
+                for ((y, x), r) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(r.chunks_exact(c)) {
+                    for ((((y, x), r), s), o) in y.iter_mut().zip(x).zip(r).zip(&self.scale).zip(&self.offset) {
                         *y = (x * s + o + r).max(lo);
                     }
                 }
@@ -201,18 +167,9 @@ pub(crate) fn grad_sums(
 ) -> (Vec<f32>, Vec<f32>) {
     let c = mean.len();
     let (mut sg, mut sgx) = (vec![0f32; c], vec![0f32; c]);
-    let rows = dy
-        .chunks_exact(c)
-        .zip(y.chunks_exact(c))
-        .zip(x.chunks_exact(c));
+    let rows = dy.chunks_exact(c).zip(y.chunks_exact(c)).zip(x.chunks_exact(c));
     for (r, ((dy, y), x)) in rows.enumerate() {
-        let acc = sg
-            .iter_mut()
-            .zip(sgx.iter_mut())
-            .zip(dy)
-            .zip(y)
-            .zip(x)
-            .zip(mean);
+        let acc = sg.iter_mut().zip(sgx.iter_mut()).zip(dy).zip(y).zip(x).zip(mean);
         for (((((s, sx), &dy), &y), x), m) in acc {
             let g = masked(dy, y, relu);
             *s += g;
@@ -255,48 +212,21 @@ impl InputGrad {
     /// From the statistics, gamma and the merged pass-1 sums.
     pub(crate) fn new(st: &Stats, gamma: &[f32], sum_g: &[f64], sum_gx: &[f64]) -> Self {
         let m = st.count as f32;
-        let dgamma: Vec<f32> = sum_gx
-            .iter()
-            .zip(&st.inv_std)
-            .map(|(s, i)| (s * f64::from(*i)) as f32)
-            .collect();
+        let dgamma: Vec<f32> = sum_gx.iter().zip(&st.inv_std).map(|(s, i)| (s * f64::from(*i)) as f32).collect();
         let dbeta: Vec<f32> = sum_g.iter().map(|&v| v as f32).collect();
         let k_g: Vec<f32> = gamma.iter().zip(&st.inv_std).map(|(g, i)| g * i).collect();
-        let k_d = k_g
-            .iter()
-            .zip(&st.inv_std)
-            .zip(&dgamma)
-            .map(|((k, i), dg)| -k * i * dg / m)
-            .collect();
+        let k_d = k_g.iter().zip(&st.inv_std).zip(&dgamma).map(|((k, i), dg)| -k * i * dg / m).collect();
         let k_0 = k_g.iter().zip(&dbeta).map(|(k, db)| -k * db / m).collect();
-        Self {
-            k_g,
-            k_d,
-            k_0,
-            mean: st.mean.clone(),
-            dgamma,
-            dbeta,
-        }
+        Self { k_g, k_d, k_0, mean: st.mean.clone(), dgamma, dbeta }
     }
 
     /// `dx` over rows, with `g` from `dy`, `y` and `relu` as in [`grad_sums`].
     pub(crate) fn apply(&self, dy: &[f32], y: &[f32], x: &[f32], relu: bool, dx: &mut [f32]) {
         let c = self.mean.len();
-        let rows = dx
-            .chunks_exact_mut(c)
-            .zip(dy.chunks_exact(c))
-            .zip(y.chunks_exact(c))
-            .zip(x.chunks_exact(c));
+        let rows = dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(y.chunks_exact(c)).zip(x.chunks_exact(c));
         for (((dx, dy), y), x) in rows {
-            let per_channel = self
-                .k_g
-                .iter()
-                .zip(&self.k_d)
-                .zip(&self.k_0)
-                .zip(&self.mean);
-            for ((((dx, &dy), &y), x), (((kg, kd), k0), m)) in
-                dx.iter_mut().zip(dy).zip(y).zip(x).zip(per_channel)
-            {
+            let per_channel = self.k_g.iter().zip(&self.k_d).zip(&self.k_0).zip(&self.mean);
+            for ((((dx, &dy), &y), x), (((kg, kd), k0), m)) in dx.iter_mut().zip(dy).zip(y).zip(x).zip(per_channel) {
                 *dx = kg * masked(dy, y, relu) + kd * (x - m) + k0;
             }
         }
@@ -311,25 +241,10 @@ mod tests {
     /// in f64.
     fn direct(rows: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
         let n = (rows.len() / c) as f64;
-        let mean: Vec<f64> = (0..c)
-            .map(|ch| {
-                rows.iter()
-                    .skip(ch)
-                    .step_by(c)
-                    .map(|&v| f64::from(v))
-                    .sum::<f64>()
-                    / n
-            })
-            .collect();
+        let mean: Vec<f64> =
+            (0..c).map(|ch| rows.iter().skip(ch).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / n).collect();
         let var = (0..c)
-            .map(|ch| {
-                rows.iter()
-                    .skip(ch)
-                    .step_by(c)
-                    .map(|&v| (f64::from(v) - mean[ch]).powi(2))
-                    .sum::<f64>()
-                    / n
-            })
+            .map(|ch| rows.iter().skip(ch).step_by(c).map(|&v| (f64::from(v) - mean[ch]).powi(2)).sum::<f64>() / n)
             .collect();
         (mean, var)
     }
@@ -339,23 +254,14 @@ mod tests {
     #[test]
     fn merged_chunk_moments_equal_the_whole() {
         let c = 3;
-        let rows: Vec<f32> = (0..108 * c)
-            .map(|i| ((i * 37 % 101) as f32 * 0.1).sin() * 4.0 + 2.0)
-            .collect();
-        let parts: Vec<Moments> = [0..7, 7..107, 107..108]
-            .map(|r| Moments::of_rows(&rows[r.start * c..r.end * c], c))
-            .to_vec();
+        let rows: Vec<f32> = (0..108 * c).map(|i| ((i * 37 % 101) as f32 * 0.1).sin() * 4.0 + 2.0).collect();
+        let parts: Vec<Moments> =
+            [0..7, 7..107, 107..108].map(|r| Moments::of_rows(&rows[r.start * c..r.end * c], c)).to_vec();
         let stats = Stats::new(&Moments::merge_all(&parts).unwrap(), 0.0);
         let (mean, var) = direct(&rows, c);
         for ch in 0..c {
-            assert!(
-                (f64::from(stats.mean[ch]) - mean[ch]).abs() < 1e-5,
-                "mean {ch}"
-            );
-            assert!(
-                (f64::from(stats.var[ch]) / var[ch] - 1.0).abs() < 1e-5,
-                "var {ch}"
-            );
+            assert!((f64::from(stats.mean[ch]) - mean[ch]).abs() < 1e-5, "mean {ch}");
+            assert!((f64::from(stats.var[ch]) / var[ch] - 1.0).abs() < 1e-5, "var {ch}");
         }
         assert_eq!(stats.count, 108);
     }
@@ -365,16 +271,11 @@ mod tests {
     /// (the data's own f32 rounding, 6e-5, bounds the agreement).
     #[test]
     fn variance_survives_a_large_mean() {
-        let rows: Vec<f32> = (0..4000)
-            .map(|i| 1000.0 + 0.01 * ((i as f32) * 0.77).sin())
-            .collect();
+        let rows: Vec<f32> = (0..4000).map(|i| 1000.0 + 0.01 * ((i as f32) * 0.77).sin()).collect();
         let parts: Vec<Moments> = rows.chunks(1024).map(|r| Moments::of_rows(r, 1)).collect();
         let got = Stats::new(&Moments::merge_all(&parts).unwrap(), 0.0).var[0];
         let want = direct(&rows, 1).1[0];
-        assert!(
-            (f64::from(got) / want - 1.0).abs() < 1e-3,
-            "{got} vs {want}"
-        );
+        assert!((f64::from(got) / want - 1.0).abs() < 1e-3, "{got} vs {want}");
     }
 
     #[test]

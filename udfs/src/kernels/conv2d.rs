@@ -25,27 +25,14 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 /// (`[ksize, ksize, c_in, c_out]`), returning `[n, h_out, w_out, c_out]`.
 /// Differentiable in both arguments through candle's autograd.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Conv2d { stride, padding })
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2d { stride, padding })
 }
 
 /// `relu?(conv2d(x, w) + b)` with `b` of shape `[c_out]`, for inference with
 /// batch norm folded into `w` and `b`. Not differentiable.
-pub fn conv2d_bias(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    stride: usize,
-    padding: usize,
-    relu: bool,
-) -> Result<Tensor> {
-    let op = Conv2dBias {
-        stride,
-        padding,
-        relu,
-    };
-    x.contiguous()?
-        .apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &op)
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, padding: usize, relu: bool) -> Result<Tensor> {
+    let op = Conv2dBias { stride, padding, relu };
+    x.contiguous()?.apply_op3_no_bwd(&w.contiguous()?, &b.contiguous()?, &op)
 }
 
 /// The differentiable convolution behind [`conv2d`].
@@ -59,30 +46,15 @@ impl CustomOp2 for Conv2d {
         "sieve-conv2d"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeom::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
         let x = storage_f32(xs, xl, "conv2d input")?;
         let w = storage_f32(ws, wl, "conv2d weight")?;
         let y = ConvForward::new(&g, w, Conv2dKernel::best(g.c_out)).batch(x, None, false);
-        Ok((
-            CpuStorage::F32(y),
-            Shape::from((g.n, g.h_out, g.w_out, g.c_out)),
-        ))
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.h_out, g.w_out, g.c_out))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = ConvGeom::new(x.dims(), w.dims(), self.stride, self.padding)?;
         let dy = dy.contiguous()?;
         let (dx, dw) = {
@@ -92,9 +64,7 @@ impl CustomOp2 for Conv2d {
             // images) needs no gradient: skipping it saves a third of the stem.
             ConvBackward::new(&g, wd.get(), x.track_op()).run(xd.get(), OutGrad::Given(dyd.get()))
         };
-        let dx = dx
-            .map(|dx| Tensor::from_vec(dx, x.shape(), x.device()))
-            .transpose()?;
+        let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), x.device())).transpose()?;
         Ok((dx, Some(Tensor::from_vec(dw, w.shape(), w.device())?)))
     }
 }
@@ -122,20 +92,13 @@ impl CustomOp3 for Conv2dBias {
     ) -> Result<(CpuStorage, Shape)> {
         let g = ConvGeom::new(xl.dims(), wl.dims(), self.stride, self.padding)?;
         if bl.dims() != [g.c_out] {
-            bail!(
-                "conv2d_bias: bias must be [{}], got {:?}",
-                g.c_out,
-                bl.dims()
-            )
+            bail!("conv2d_bias: bias must be [{}], got {:?}", g.c_out, bl.dims())
         }
         let x = storage_f32(xs, xl, "conv2d input")?;
         let w = storage_f32(ws, wl, "conv2d weight")?;
         let b = storage_f32(bs, bl, "conv2d bias")?;
         let y = ConvForward::new(&g, w, Conv2dKernel::best(g.c_out)).batch(x, Some(b), self.relu);
-        Ok((
-            CpuStorage::F32(y),
-            Shape::from((g.n, g.h_out, g.w_out, g.c_out)),
-        ))
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.h_out, g.w_out, g.c_out))))
     }
 }
 
@@ -182,12 +145,7 @@ mod tests {
             let x = random(&[n, h, w, ci], 2 * i as u64)?;
             let wt = random(&[k, k, ci, co], 2 * i as u64 + 1)?;
             let what = format!("forward {:?}", SHAPES[i]);
-            assert_close(
-                &conv2d(&x, &wt, s, p)?,
-                &reference(&x, &wt, s, p)?,
-                TOL,
-                &what,
-            )?;
+            assert_close(&conv2d(&x, &wt, s, p)?, &reference(&x, &wt, s, p)?, TOL, &what)?;
         }
         Ok(())
     }
@@ -198,10 +156,7 @@ mod tests {
             let x = Var::from_tensor(&random(&[n, h, w, ci], 3 * i as u64)?)?;
             let wt = Var::from_tensor(&random(&[k, k, ci, co], 3 * i as u64 + 1)?)?;
             // A random linear loss makes dy random rather than all ones.
-            let r = random(
-                &[n, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1, co],
-                3 * i as u64 + 2,
-            )?;
+            let r = random(&[n, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1, co], 3 * i as u64 + 2)?;
             let ours = (conv2d(&x, &wt, s, p)? * &r)?.sum_all()?.backward()?;
             let theirs = (reference(&x, &wt, s, p)? * &r)?.sum_all()?.backward()?;
             for (var, name) in [(&x, "dx"), (&wt, "dw")] {
@@ -223,19 +178,10 @@ mod tests {
 
     #[test]
     fn bias_and_relu_are_fused_correctly() -> Result<()> {
-        let (x, wt, b) = (
-            random(&[3, 6, 7, 16], 9)?,
-            random(&[3, 3, 16, 8], 10)?,
-            random(&[8], 11)?,
-        );
+        let (x, wt, b) = (random(&[3, 6, 7, 16], 9)?, random(&[3, 3, 16, 8], 10)?, random(&[8], 11)?);
         let want = reference(&x, &wt, 2, 1)?.broadcast_add(&b)?;
         assert_close(&conv2d_bias(&x, &wt, &b, 2, 1, false)?, &want, TOL, "bias")?;
-        assert_close(
-            &conv2d_bias(&x, &wt, &b, 2, 1, true)?,
-            &want.relu()?,
-            TOL,
-            "bias + relu",
-        )?;
+        assert_close(&conv2d_bias(&x, &wt, &b, 2, 1, true)?, &want.relu()?, TOL, "bias + relu")?;
         Ok(())
     }
 
@@ -243,22 +189,8 @@ mod tests {
     fn bad_inputs_are_errors_not_panics() -> Result<()> {
         let x = random(&[1, 4, 4, 3], 0)?;
         assert!(conv2d(&x, &random(&[3, 3, 4, 8], 1)?, 1, 1).is_err());
-        assert!(conv2d(
-            &x.to_dtype(candle_core::DType::F64)?,
-            &random(&[3, 3, 3, 8], 1)?,
-            1,
-            1
-        )
-        .is_err());
-        assert!(conv2d_bias(
-            &x,
-            &random(&[3, 3, 3, 8], 1)?,
-            &random(&[4], 2)?,
-            1,
-            1,
-            false
-        )
-        .is_err());
+        assert!(conv2d(&x.to_dtype(candle_core::DType::F64)?, &random(&[3, 3, 3, 8], 1)?, 1, 1).is_err());
+        assert!(conv2d_bias(&x, &random(&[3, 3, 3, 8], 1)?, &random(&[4], 2)?, 1, 1, false).is_err());
         Ok(())
     }
 }

@@ -84,10 +84,7 @@ const ROWS_ARE_PIXELS: bool = true;
 #[derive(Clone, Copy)]
 enum Epilogue {
     /// `out = relu?(acc + bias)`; `bias` points at the tile's first channel.
-    Store {
-        bias: Option<*const f32>,
-        relu: bool,
-    },
+    Store { bias: Option<*const f32>, relu: bool },
     /// `out += acc`.
     Accumulate,
 }
@@ -172,10 +169,7 @@ unsafe fn strip<const MR: usize, const NV: usize, const PIXEL_ROWS: bool>(
     macro_rules! tiles {
         ($mr:expr) => {
             while rows - r >= $mr {
-                let p = Products {
-                    a: p.a.add(r * a_rs),
-                    ..p
-                };
+                let p = Products { a: p.a.add(r * a_rs), ..p };
                 tile::<$mr, NV, PIXEL_ROWS>(p, out.add(r * out_rs), out_rs, epilogue);
                 r += $mr;
             }
@@ -204,18 +198,9 @@ unsafe fn strips<const PIXEL_ROWS: bool>(
     epilogue: Epilogue,
 ) {
     for cb in (0..c_out).step_by(MAX_NV * LANES) {
-        let (p, out) = (
-            Products {
-                b: p.b.add(cb),
-                ..p
-            },
-            out.add(cb),
-        );
+        let (p, out) = (Products { b: p.b.add(cb), ..p }, out.add(cb));
         let epilogue = match epilogue {
-            Epilogue::Store { bias, relu } => Epilogue::Store {
-                bias: bias.map(|b| b.add(cb)),
-                relu,
-            },
+            Epilogue::Store { bias, relu } => Epilogue::Store { bias: bias.map(|b| b.add(cb)), relu },
             e => e,
         };
         match ((c_out - cb) / LANES).min(MAX_NV) {
@@ -230,14 +215,7 @@ unsafe fn strips<const PIXEL_ROWS: bool>(
 /// Off x86-64 [`available`] is false and the drivers below assert it, so
 /// this is never reached.
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn strips<const PIXEL_ROWS: bool>(
-    _: usize,
-    _: usize,
-    _: Products,
-    _: *mut f32,
-    _: usize,
-    _: Epilogue,
-) {
+unsafe fn strips<const PIXEL_ROWS: bool>(_: usize, _: usize, _: Products, _: *mut f32, _: usize, _: Epilogue) {
     unreachable!("AVX-512 kernels called off x86-64")
 }
 
@@ -258,10 +236,7 @@ fn padded<'a>(g: &ConvGeom, x: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
     let buf = &mut buf[..scratch_len(g)];
     buf[..p * row].fill(0.0);
     buf[(p + g.h) * row..].fill(0.0);
-    for (src, dst) in x
-        .chunks_exact(g.w * c)
-        .zip(buf[p * row..].chunks_exact_mut(row))
-    {
+    for (src, dst) in x.chunks_exact(g.w * c).zip(buf[p * row..].chunks_exact_mut(row)) {
         dst[..p * c].fill(0.0);
         dst[p * c..(p + g.w) * c].copy_from_slice(src);
         dst[(p + g.w) * c..].fill(0.0);
@@ -273,9 +248,7 @@ fn padded<'a>(g: &ConvGeom, x: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
 pub(crate) fn kernel_taps(g: &ConvGeom) -> Vec<(usize, usize)> {
     let (k, c) = (g.ksize, g.c_in);
     let row = (g.w + 2 * g.padding) * c;
-    (0..k * k)
-        .map(|t| ((t / k) * row + (t % k) * c, t * c * g.c_out))
-        .collect()
+    (0..k * k).map(|t| ((t / k) * row + (t % k) * c, t * c * g.c_out)).collect()
 }
 
 /// The (padded-image offset, output-gradient offset) of the first pixel of
@@ -283,9 +256,7 @@ pub(crate) fn kernel_taps(g: &ConvGeom) -> Vec<(usize, usize)> {
 /// the row).
 pub(crate) fn row_taps(g: &ConvGeom) -> Vec<(usize, usize)> {
     let row = (g.w + 2 * g.padding) * g.c_in;
-    (0..g.h_out)
-        .map(|oh| (oh * g.stride * row, oh * g.w_out * g.c_out))
-        .collect()
+    (0..g.h_out).map(|oh| (oh * g.stride * row, oh * g.w_out * g.c_out)).collect()
 }
 
 /// `y = relu?(conv(x, w) + bias)` for one image: `x` `[h, w, c_in]`, `w` HWIO,
@@ -326,14 +297,7 @@ pub(crate) fn forward_image(
             };
             let out = y.as_mut_ptr().add(oh * g.w_out * g.c_out);
             let bias = bias.map(<[f32]>::as_ptr);
-            strips::<ROWS_ARE_PIXELS>(
-                g.c_out,
-                g.w_out,
-                products,
-                out,
-                g.c_out,
-                Epilogue::Store { bias, relu },
-            )
+            strips::<ROWS_ARE_PIXELS>(g.c_out, g.w_out, products, out, g.c_out, Epilogue::Store { bias, relu })
         }
     }
 }
@@ -371,14 +335,7 @@ pub(crate) fn weight_grad_image(
                 steps: g.w_out,
             };
             let out = dw.as_mut_ptr().add(t * g.c_in * g.c_out);
-            strips::<{ !ROWS_ARE_PIXELS }>(
-                g.c_out,
-                g.c_in,
-                products,
-                out,
-                g.c_out,
-                Epilogue::Accumulate,
-            )
+            strips::<{ !ROWS_ARE_PIXELS }>(g.c_out, g.c_in, products, out, g.c_out, Epilogue::Accumulate)
         }
     }
 }

@@ -107,9 +107,7 @@ impl<'a> ConvForward<'a> {
     pub(crate) fn batch(&self, x: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
         let g = self.g;
         let mut y = vec![0f32; g.n * g.out_len()];
-        y.par_chunks_mut(g.out_len())
-            .zip(x.par_chunks(g.in_len()))
-            .for_each(|(y, x)| self.image(x, bias, relu, y));
+        y.par_chunks_mut(g.out_len()).zip(x.par_chunks(g.in_len())).for_each(|(y, x)| self.image(x, bias, relu, y));
         y
     }
 }
@@ -142,8 +140,7 @@ impl<'a> ConvBackward<'a> {
     /// Prepares the backward of `g` with weights `w`; the input gradient is
     /// computed only if `need_dx` (not for the network's input images).
     pub(crate) fn new(g: &'a ConvGeom, w: &'a [f32], need_dx: bool) -> Self {
-        let row_taps =
-            (Conv2dKernel::best(g.c_out) == Conv2dKernel::Avx512).then(|| avx512::row_taps(g));
+        let row_taps = (Conv2dKernel::best(g.c_out) == Conv2dKernel::Avx512).then(|| avx512::row_taps(g));
         let transposed = if need_dx && Conv2dKernel::best(g.c_in) == Conv2dKernel::Avx512 {
             avx512::transposed(g, w).map(|(gt, wt)| {
                 let taps = avx512::kernel_taps(&gt);
@@ -156,14 +153,7 @@ impl<'a> ConvBackward<'a> {
             Some((gt, ..)) => avx512::scratch_len(g).max(avx512::scratch_len(gt)),
             None => avx512::scratch_len(g),
         };
-        Self {
-            g,
-            w,
-            need_dx,
-            row_taps,
-            transposed,
-            pad_len,
-        }
+        Self { g, w, need_dx, row_taps, transposed, pad_len }
     }
 
     /// The portable path only, to test the AVX-512 one against.
@@ -184,9 +174,7 @@ impl<'a> ConvBackward<'a> {
         let dx_chunks: Vec<&mut [f32]> = if self.need_dx {
             dx.chunks_mut(IMAGES_PER_CHUNK * g.in_len()).collect()
         } else {
-            (0..g.n.div_ceil(IMAGES_PER_CHUNK))
-                .map(|_| Default::default())
-                .collect()
+            (0..g.n.div_ceil(IMAGES_PER_CHUNK)).map(|_| Default::default()).collect()
         };
         let partials: Vec<Vec<f32>> = dx_chunks
             .into_par_iter()
@@ -207,9 +195,7 @@ impl<'a> ConvBackward<'a> {
                                 dy_buf
                             }
                         };
-                        let dx = self.need_dx.then(|| {
-                            &mut dx[(i - first) * g.in_len()..(i - first + 1) * g.in_len()]
-                        });
+                        let dx = self.need_dx.then(|| &mut dx[(i - first) * g.in_len()..(i - first + 1) * g.in_len()]);
                         self.image(x, dy, &mut dw, dx, pad, cols, dcols);
                     }
                 });
@@ -279,10 +265,7 @@ mod tests {
     fn assert_close(a: &[f32], b: &[f32], what: &str) {
         let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
         let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            a.len() == b.len() && err <= 1e-5 * scale,
-            "{what}: error {err}, scale {scale}"
-        );
+        assert!(a.len() == b.len() && err <= 1e-5 * scale, "{what}: error {err}, scale {scale}");
     }
 
     /// (n, h, w, c_in, c_out, ksize, stride, padding): the ResNet's layers
@@ -306,7 +289,10 @@ mod tests {
                 for co in 0..g.c_out {
                     let mut acc = b[co] as f64;
                     for (kh, kw) in (0..g.ksize).flat_map(|kh| (0..g.ksize).map(move |kw| (kh, kw))) {
-                        let (ih, iw) = ((oh * g.stride + kh) as isize - g.padding as isize, (ow * g.stride + kw) as isize - g.padding as isize);
+                        let (ih, iw) = (
+                            (oh * g.stride + kh) as isize - g.padding as isize,
+                            (ow * g.stride + kw) as isize - g.padding as isize,
+                        );
                         if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
                             continue;
                         }
@@ -354,21 +340,10 @@ mod tests {
     #[test]
     fn weight_gradient_is_bit_identical_across_thread_counts() {
         let g = ConvGeom::new(&[20, 8, 8, 16], &[3, 3, 16, 16], 1, 1).unwrap();
-        let (x, w, dy) = (
-            random(g.n * g.in_len(), 12),
-            random(g.patch_len() * 16, 13),
-            random(g.n * g.out_len(), 14),
-        );
+        let (x, w, dy) = (random(g.n * g.in_len(), 12), random(g.patch_len() * 16, 13), random(g.n * g.out_len(), 14));
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                ConvBackward::new(&g, &w, false)
-                    .run(&x, OutGrad::Given(&dy))
-                    .1
-            })
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| ConvBackward::new(&g, &w, false).run(&x, OutGrad::Given(&dy)).1)
         };
         assert_eq!(run(1), run(3));
     }
@@ -376,18 +351,9 @@ mod tests {
     #[test]
     fn filled_output_gradients_equal_given_ones() {
         let g = ConvGeom::new(&[5, 6, 6, 16], &[3, 3, 16, 16], 1, 1).unwrap();
-        let (x, w, dy) = (
-            random(g.n * g.in_len(), 1),
-            random(g.patch_len() * 16, 2),
-            random(g.n * g.out_len(), 3),
-        );
-        let fill = |i: usize, buf: &mut [f32]| {
-            buf.copy_from_slice(&dy[i * g.out_len()..(i + 1) * g.out_len()])
-        };
+        let (x, w, dy) = (random(g.n * g.in_len(), 1), random(g.patch_len() * 16, 2), random(g.n * g.out_len(), 3));
+        let fill = |i: usize, buf: &mut [f32]| buf.copy_from_slice(&dy[i * g.out_len()..(i + 1) * g.out_len()]);
         let backward = ConvBackward::new(&g, &w, true);
-        assert_eq!(
-            backward.run(&x, OutGrad::Given(&dy)),
-            backward.run(&x, OutGrad::Fill(&fill))
-        );
+        assert_eq!(backward.run(&x, OutGrad::Given(&dy)), backward.run(&x, OutGrad::Fill(&fill)));
     }
 }

@@ -115,9 +115,11 @@ fn input_grad(
     // Rows (columns) of x past the last window a strided convolution reached
     // get zero gradient: pad them on the far side.
     let far = |size: usize, k: usize| (size + 2 * padding - k) % stride;
-    let g = g
-        .pad_with_zeros(2, kh - 1 - padding, kh - 1 - padding + far(h, kh))?
-        .pad_with_zeros(3, kw - 1 - padding, kw - 1 - padding + far(wd, kw))?;
+    let g = g.pad_with_zeros(2, kh - 1 - padding, kh - 1 - padding + far(h, kh))?.pad_with_zeros(
+        3,
+        kw - 1 - padding,
+        kw - 1 - padding + far(wd, kw),
+    )?;
     let w_t = w.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
     g.conv2d(&w_t, 0, 1, 1, 1)
 }
@@ -131,10 +133,7 @@ fn weight_grad(
     padding: usize,
 ) -> Result<Tensor> {
     let (_, _, kh, kw) = w_dims;
-    let g = x
-        .transpose(0, 1)?
-        .conv2d(&grad.transpose(0, 1)?, padding, 1, stride, 1)?
-        .transpose(0, 1)?;
+    let g = x.transpose(0, 1)?.conv2d(&grad.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
     // A strided convolution can leave a tap row past the kernel: drop it.
     g.narrow(2, 0, kh)?.narrow(3, 0, kw)
 }

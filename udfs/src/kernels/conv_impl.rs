@@ -12,8 +12,8 @@
 use super::add_relu::add_relu;
 use super::avg_pool::global_avg_pool;
 use super::conv2d;
-use super::conv_grad;
 use super::conv_bn::{conv_bn_train, ConvBnConfig};
+use super::conv_grad;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -52,13 +52,7 @@ impl ConvImpl {
     }
 
     /// A convolution with HWIO weights `w`, no bias.
-    pub(crate) fn conv(
-        self,
-        x: &Tensor,
-        w: &Tensor,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Tensor> {
+    pub(crate) fn conv(self, x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
         match self {
             Self::Fast => conv2d::conv2d(x, w, stride, padding),
             Self::Candle => x.conv2d(&oihw(w)?, padding, stride, 1, 1),
@@ -79,9 +73,7 @@ impl ConvImpl {
         match self {
             Self::Fast => conv2d::conv2d_bias(x, w, b, stride, padding, relu),
             Self::Candle | Self::Portable => {
-                let y = self
-                    .conv(x, w, stride, padding)?
-                    .broadcast_add(&self.per_channel(b)?)?;
+                let y = self.conv(x, w, stride, padding)?.broadcast_add(&self.per_channel(b)?)?;
                 if relu {
                     y.relu()
                 } else {
@@ -155,17 +147,8 @@ mod tests {
     #[test]
     fn train_units_agree() -> Result<()> {
         let x = random(&[3, 6, 6, 16], 1)?;
-        let (w, gamma, beta) = (
-            random(&[3, 3, 16, 32], 2)?,
-            random(&[32], 3)?,
-            random(&[32], 4)?,
-        );
-        let cfg = ConvBnConfig {
-            stride: 2,
-            padding: 1,
-            eps: 1e-5,
-            relu: true,
-        };
+        let (w, gamma, beta) = (random(&[3, 3, 16, 32], 2)?, random(&[32], 3)?, random(&[32], 4)?);
+        let cfg = ConvBnConfig { stride: 2, padding: 1, eps: 1e-5, relu: true };
         let fast = ConvImpl::Fast.train_unit(&x, &w, &gamma, &beta, None, &cfg)?;
         let nchw = ConvImpl::Candle.input(&x)?;
         let slow = ConvImpl::Candle.train_unit(&nchw, &w, &gamma, &beta, None, &cfg)?;

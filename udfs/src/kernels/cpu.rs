@@ -15,10 +15,7 @@ pub(crate) fn storage_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Resu
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => bail!(
-            "{what}: expected a contiguous tensor, got strides {:?}",
-            l.stride()
-        ),
+        None => bail!("{what}: expected a contiguous tensor, got strides {:?}", l.stride()),
     }
 }
 
@@ -44,9 +41,7 @@ impl F32Data<'_> {
 /// names it in the error otherwise.
 pub(crate) fn f32_data<'a>(t: &'a Tensor, what: &str) -> Result<F32Data<'a>> {
     let (guard, layout) = t.storage_and_layout();
-    let Storage::Cpu(s) = &*guard else {
-        bail!("{what}: only the CPU backend is implemented")
-    };
+    let Storage::Cpu(s) = &*guard else { bail!("{what}: only the CPU backend is implemented") };
     // Checks the dtype and the contiguity, the two facts `get` relies on.
     let len = storage_f32(s, layout, what)?.len();
     let start = layout.start_offset();
@@ -97,14 +92,8 @@ pub(crate) mod test_util {
         let got = got.flatten_all()?.to_vec1::<f32>()?;
         let want = want.flatten_all()?.to_vec1::<f32>()?;
         let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
-        assert!(
-            err <= tol * scale,
-            "{what}: max error {err} > {tol} x scale {scale}"
-        );
+        let err = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+        assert!(err <= tol * scale, "{what}: max error {err} > {tol} x scale {scale}");
         Ok(())
     }
 }

@@ -42,9 +42,7 @@ impl ConvGeom {
     /// Checks an NHWC input shape against an HWIO weight shape and derives the
     /// output size; every mismatch is an error, never a panic.
     pub fn new(x_dims: &[usize], w_dims: &[usize], stride: usize, padding: usize) -> Result<Self> {
-        let &[n, h, w, c_in] = x_dims else {
-            bail!("conv2d: input must be NHWC [n, h, w, c_in], got {x_dims:?}")
-        };
+        let &[n, h, w, c_in] = x_dims else { bail!("conv2d: input must be NHWC [n, h, w, c_in], got {x_dims:?}") };
         let &[kh, kw, wc_in, c_out] = w_dims else {
             bail!("conv2d: weight must be HWIO [ksize, ksize, c_in, c_out], got {w_dims:?}")
         };
@@ -105,9 +103,7 @@ impl ConvGeom {
 
     /// For output row `oh` and kernel row `kh`: the input row, if inside the image.
     fn in_row(&self, oh: usize, kh: usize) -> Option<usize> {
-        (oh * self.stride + kh)
-            .checked_sub(self.padding)
-            .filter(|&ih| ih < self.h)
+        (oh * self.stride + kh).checked_sub(self.padding).filter(|&ih| ih < self.h)
     }
 
     /// For output column `ow`: the kernel columns `kw0..kw1` that land inside
@@ -129,11 +125,7 @@ impl ConvGeom {
 pub fn im2col(g: &ConvGeom, x: &[f32], cols: &mut [f32]) {
     let (k, c) = (g.ksize, g.c_in);
     let row_len = k * c;
-    for (p, patch) in cols
-        .chunks_exact_mut(g.patch_len())
-        .take(g.out_pixels())
-        .enumerate()
-    {
+    for (p, patch) in cols.chunks_exact_mut(g.patch_len()).take(g.out_pixels()).enumerate() {
         let (oh, ow) = (p / g.w_out, p % g.w_out);
         let (kw0, kw1, iw0) = g.in_cols(ow);
         for (kh, dst) in patch.chunks_exact_mut(row_len).enumerate() {
@@ -155,11 +147,7 @@ pub fn col2im(g: &ConvGeom, cols: &[f32], dx: &mut [f32]) {
     let (k, c) = (g.ksize, g.c_in);
     let row_len = k * c;
     dx.fill(0.0);
-    for (p, patch) in cols
-        .chunks_exact(g.patch_len())
-        .take(g.out_pixels())
-        .enumerate()
-    {
+    for (p, patch) in cols.chunks_exact(g.patch_len()).take(g.out_pixels()).enumerate() {
         let (oh, ow) = (p / g.w_out, p % g.w_out);
         let (kw0, kw1, iw0) = g.in_cols(ow);
         for (kh, src) in patch.chunks_exact(row_len).enumerate() {
@@ -192,13 +180,8 @@ mod tests {
                         for ci in 0..g.c_in {
                             let ih = (oh * g.stride + kh) as isize - g.padding as isize;
                             let iw = (ow * g.stride + kw) as isize - g.padding as isize;
-                            let inside =
-                                (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw);
-                            cols.push(if inside {
-                                x[(ih as usize * g.w + iw as usize) * g.c_in + ci]
-                            } else {
-                                0.0
-                            });
+                            let inside = (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw);
+                            cols.push(if inside { x[(ih as usize * g.w + iw as usize) * g.c_in + ci] } else { 0.0 });
                         }
                     }
                 }
@@ -244,10 +227,7 @@ mod tests {
             col2im(&g, &dcols, &mut dx);
             let lhs: f64 = cols.iter().zip(&dcols).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
-            assert!(
-                (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
-                "{lhs} vs {rhs}"
-            );
+            assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
         }
     }
 

@@ -22,32 +22,18 @@ impl<'a> Mat<'a> {
     /// A row-major `rows x cols` matrix stored in the first `rows * cols`
     /// floats of `data`.
     pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        Self { data, rows, cols, rs: cols, cs: 1 }
     }
 
     /// The transpose, without moving any data.
     pub(crate) fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
     /// True when every element lies inside `data`, the condition under which
     /// handing the pointer to `gemm` is sound.
     fn in_bounds(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }
 
@@ -96,9 +82,8 @@ mod tests {
         let mut out = vec![0.0; lhs.rows * rhs.cols];
         for i in 0..lhs.rows {
             for j in 0..rhs.cols {
-                out[i * rhs.cols + j] = (0..lhs.cols)
-                    .map(|p| lhs.data[i * lhs.rs + p * lhs.cs] * rhs.data[p * rhs.rs + j * rhs.cs])
-                    .sum();
+                out[i * rhs.cols + j] =
+                    (0..lhs.cols).map(|p| lhs.data[i * lhs.rs + p * lhs.cs] * rhs.data[p * rhs.rs + j * rhs.cs]).sum();
             }
         }
         out

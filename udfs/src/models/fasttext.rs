@@ -212,13 +212,7 @@ pub struct FastTextConfig {
 impl FastTextConfig {
     /// The default network for `num_classes` classes.
     pub fn new(num_classes: usize) -> Self {
-        Self {
-            dim: 32,
-            buckets: 1 << 21,
-            ngrams: 2,
-            num_classes,
-            max_tokens: 1 << 14,
-        }
+        Self { dim: 32, buckets: 1 << 21, ngrams: 2, num_classes, max_tokens: 1 << 14 }
     }
 
     /// Checks every field's range. Feature ids are `u32`, hence the bucket cap.
@@ -227,44 +221,15 @@ impl FastTextConfig {
             if ok {
                 Ok(())
             } else {
-                Err(FastTextError::InvalidConfig {
-                    field,
-                    value,
-                    reason,
-                })
+                Err(FastTextError::InvalidConfig { field, value, reason })
             }
         };
         check("dim", self.dim, self.dim >= 1, "must be at least 1")?;
-        check(
-            "buckets",
-            self.buckets,
-            self.buckets >= 1 && self.buckets as u64 <= 1 << 32,
-            "must be in 1..=2^32",
-        )?;
-        check(
-            "ngrams",
-            self.ngrams,
-            (1..=MAX_NGRAMS).contains(&self.ngrams),
-            "must be in 1..=8",
-        )?;
-        check(
-            "num_classes",
-            self.num_classes,
-            self.num_classes >= 2,
-            "must be at least 2",
-        )?;
-        check(
-            "max_tokens",
-            self.max_tokens,
-            self.max_tokens >= 1,
-            "must be at least 1",
-        )?;
-        check(
-            "buckets",
-            self.buckets,
-            self.buckets.checked_mul(self.dim).is_some(),
-            "buckets × dim overflows usize",
-        )
+        check("buckets", self.buckets, self.buckets >= 1 && self.buckets as u64 <= 1 << 32, "must be in 1..=2^32")?;
+        check("ngrams", self.ngrams, (1..=MAX_NGRAMS).contains(&self.ngrams), "must be in 1..=8")?;
+        check("num_classes", self.num_classes, self.num_classes >= 2, "must be at least 2")?;
+        check("max_tokens", self.max_tokens, self.max_tokens >= 1, "must be at least 1")?;
+        check("buckets", self.buckets, self.buckets.checked_mul(self.dim).is_some(), "buckets × dim overflows usize")
     }
 }
 
@@ -343,13 +308,9 @@ impl FastText {
     /// initialises them.
     pub fn new(cfg: FastTextConfig, seed: u64) -> Result<Self, FastTextError> {
         cfg.validate()?;
-        let embeddings = HashedTable::new(cfg.buckets, cfg.dim, seed).map_err(|e| FastTextError::Alloc { bytes: e.bytes })?;
-        Ok(Self {
-            output: vec![0.0; cfg.num_classes * cfg.dim],
-            bias: vec![0.0; cfg.num_classes],
-            embeddings,
-            cfg,
-        })
+        let embeddings =
+            HashedTable::new(cfg.buckets, cfg.dim, seed).map_err(|e| FastTextError::Alloc { bytes: e.bytes })?;
+        Ok(Self { output: vec![0.0; cfg.num_classes * cfg.dim], bias: vec![0.0; cfg.num_classes], embeddings, cfg })
     }
 
     /// The network's shape.
@@ -428,21 +389,12 @@ impl FastText {
     fn step<'s>(&mut self, label: usize, lr: f32, scratch: &'s mut Scratch) -> Result<TrainStep<'s>, FastTextError> {
         let (dim, classes) = (self.cfg.dim, self.cfg.num_classes);
         if label >= classes {
-            return Err(FastTextError::LabelOutOfRange {
-                label,
-                num_classes: classes,
-            });
+            return Err(FastTextError::LabelOutOfRange { label, num_classes: classes });
         }
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(FastTextError::InvalidLearningRate { lr });
         }
-        let Scratch {
-            features,
-            hidden,
-            grad,
-            logits,
-            probs,
-        } = scratch;
+        let Scratch { features, hidden, grad, logits, probs } = scratch;
         for &id in features.iter() {
             self.embeddings.init(id);
         }
@@ -463,12 +415,7 @@ impl FastText {
         // its own update.
         grad.clear();
         grad.resize(dim, 0.0);
-        for (i, (w, b)) in self
-            .output
-            .chunks_exact_mut(dim)
-            .zip(&mut self.bias)
-            .enumerate()
-        {
+        for (i, (w, b)) in self.output.chunks_exact_mut(dim).zip(&mut self.bias).enumerate() {
             let alpha = lr * (f32::from(u8::from(i == label)) - probs[i]);
             for ((g, w), h) in grad.iter_mut().zip(w.iter_mut()).zip(hidden.iter()) {
                 *g += alpha * *w;
@@ -501,10 +448,7 @@ impl FastText {
         seed: u64,
     ) -> Result<Vec<f32>, FastTextError> {
         if texts.len() != labels.len() {
-            return Err(FastTextError::LengthMismatch {
-                texts: texts.len(),
-                labels: labels.len(),
-            });
+            return Err(FastTextError::LengthMismatch { texts: texts.len(), labels: labels.len() });
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -553,10 +497,7 @@ impl FastText {
     /// Logits and hidden vectors (the penultimate features that k-center,
     /// prototypes and SemDeDup embed) of a batch of texts:
     /// `([n, num_classes], [n, dim])`, row-major, computed in parallel.
-    pub fn predict_batch_with_hidden<S: AsRef<str> + Sync>(
-        &self,
-        texts: &[S],
-    ) -> (Vec<f32>, Vec<f32>) {
+    pub fn predict_batch_with_hidden<S: AsRef<str> + Sync>(&self, texts: &[S]) -> (Vec<f32>, Vec<f32>) {
         let (dim, classes) = (self.cfg.dim, self.cfg.num_classes);
         let mut logits = vec![0.0; texts.len() * classes];
         let mut hidden = vec![0.0; texts.len() * dim];
@@ -580,24 +521,15 @@ impl FastText {
     /// `[num_classes, dim]` and `output.bias` `[num_classes]`, f32. The
     /// config is not stored; keep it in the manifest.
     pub fn save(&self, path: &Path) -> Result<(), FastTextError> {
-        let err = |source| FastTextError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| FastTextError::Safetensors { path: path.to_path_buf(), source };
         let (dim, classes) = (self.cfg.dim, self.cfg.num_classes);
         let dev = Device::Cpu;
         let (rows, values) = self.embeddings.used();
         let tensors = HashMap::from([
             ("embeddings.rows", Tensor::from_slice(&rows, rows.len(), &dev).map_err(err)?),
             ("embeddings.values", Tensor::from_slice(&values, (rows.len(), dim), &dev).map_err(err)?),
-            (
-                "output.weight",
-                Tensor::from_slice(&self.output, (classes, dim), &dev).map_err(err)?,
-            ),
-            (
-                "output.bias",
-                Tensor::from_slice(&self.bias, classes, &dev).map_err(err)?,
-            ),
+            ("output.weight", Tensor::from_slice(&self.output, (classes, dim), &dev).map_err(err)?),
+            ("output.bias", Tensor::from_slice(&self.bias, classes, &dev).map_err(err)?),
         ]);
         candle_core::safetensors::save(&tensors, path).map_err(err)
     }
@@ -607,16 +539,17 @@ impl FastText {
     /// must match `cfg`.
     pub fn load(path: &Path, cfg: FastTextConfig) -> Result<Self, FastTextError> {
         cfg.validate()?;
-        let err = |source| FastTextError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| FastTextError::Safetensors { path: path.to_path_buf(), source };
         let mut tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(err)?;
         let (dim, classes) = (cfg.dim, cfg.num_classes);
         let dense = tensors.contains_key("embeddings");
         // A tensor of `dtype` whose shape is `expected`, flattened.
-        let mut take = |name: &'static str, dtype: DType, expected: &dyn Fn(&[usize]) -> Option<Vec<usize>>| -> Result<Tensor, FastTextError> {
-            let t = tensors.remove(name).ok_or_else(|| FastTextError::MissingTensor { path: path.to_path_buf(), name })?;
+        let mut take = |name: &'static str,
+                        dtype: DType,
+                        expected: &dyn Fn(&[usize]) -> Option<Vec<usize>>|
+         -> Result<Tensor, FastTextError> {
+            let t =
+                tensors.remove(name).ok_or_else(|| FastTextError::MissingTensor { path: path.to_path_buf(), name })?;
             if let Some(expected) = expected(t.dims()) {
                 let found = t.dims().to_vec();
                 return Err(FastTextError::ShapeMismatch { path: path.to_path_buf(), name, expected, found });
@@ -727,11 +660,7 @@ mod tests {
 
     /// A small network for fast tests: 4,096 rows of width 8.
     fn small_cfg(num_classes: usize) -> FastTextConfig {
-        FastTextConfig {
-            dim: 8,
-            buckets: 1 << 12,
-            ..FastTextConfig::new(num_classes)
-        }
+        FastTextConfig { dim: 8, buckets: 1 << 12, ..FastTextConfig::new(num_classes) }
     }
 
     fn features_of(model: &FastText, text: &str) -> Vec<u32> {
@@ -797,64 +726,28 @@ mod tests {
         let ab = features_of(&model, "alpha beta");
         assert_eq!(ab.len(), 5);
         assert_eq!(ab, features_of(&model, "alpha beta"));
-        assert_eq!(
-            ab,
-            features_of(&model, "  Alpha\t\nBETA "),
-            "whitespace and case are ignored"
-        );
+        assert_eq!(ab, features_of(&model, "  Alpha\t\nBETA "), "whitespace and case are ignored");
         let ba = features_of(&model, "beta alpha");
-        assert_eq!(
-            (ab[0], ab[1], ab[3]),
-            (ba[1], ba[0], ba[3]),
-            "unigrams are shared"
-        );
+        assert_eq!((ab[0], ab[1], ab[3]), (ba[1], ba[0], ba[3]), "unigrams are shared");
         assert_ne!(ab[2], ba[2], "bigrams depend on word order");
         assert!(ab[2] != ab[0] && ab[2] != ab[1], "a bigram has its own row");
 
         // Five tokens with </s>: 5 unigrams, 4 bigrams, 3 trigrams.
-        let tri = FastText::new(
-            FastTextConfig {
-                ngrams: 3,
-                ..small_cfg(2)
-            },
-            0,
-        )
-        .unwrap();
+        let tri = FastText::new(FastTextConfig { ngrams: 3, ..small_cfg(2) }, 0).unwrap();
         assert_eq!(features_of(&tri, "a b c d").len(), 5 + 4 + 3);
-        let uni = FastText::new(
-            FastTextConfig {
-                ngrams: 1,
-                ..small_cfg(2)
-            },
-            0,
-        )
-        .unwrap();
+        let uni = FastText::new(FastTextConfig { ngrams: 1, ..small_cfg(2) }, 0).unwrap();
         assert_eq!(features_of(&uni, "a b c d").len(), 5);
     }
 
     #[test]
     fn features_handle_unicode_and_huge_text() {
-        let model = FastText::new(
-            FastTextConfig {
-                max_tokens: 100,
-                ..small_cfg(2)
-            },
-            0,
-        )
-        .unwrap();
-        assert_eq!(
-            features_of(&model, "ÉCOLE Straße"),
-            features_of(&model, "école straße")
-        );
+        let model = FastText::new(FastTextConfig { max_tokens: 100, ..small_cfg(2) }, 0).unwrap();
+        assert_eq!(features_of(&model, "ÉCOLE Straße"), features_of(&model, "école straße"));
         // Mixed scripts, emoji, combining marks, ideographic space: no panic.
         let odd = "naïve 😀 e\u{301} 中文\u{3000}テキスト \u{0}";
         assert_eq!(features_of(&model, odd).len(), 7 + 6, "6 words and </s>");
         let huge = "word ".repeat(1_000_000);
-        assert_eq!(
-            features_of(&model, &huge).len(),
-            101 + 100,
-            "capped at max_tokens words"
-        );
+        assert_eq!(features_of(&model, &huge).len(), 101 + 100, "capped at max_tokens words");
         assert!(features_of(&model, "").is_empty());
         assert!(features_of(&model, " \t\n ").is_empty());
     }
@@ -885,9 +778,7 @@ mod tests {
         let mut model = FastText::new(small_cfg(2), 7).unwrap();
         let before = table(&model);
         let mut scratch = Scratch::default();
-        let step = model
-            .train_example("alpha beta gamma", 1, 0.5, &mut scratch)
-            .unwrap();
+        let step = model.train_example("alpha beta gamma", 1, 0.5, &mut scratch).unwrap();
         assert_eq!(step.logits, &[0.0, 0.0]);
         assert!((step.loss - 2f32.ln()).abs() < 1e-6);
         // The step left the embeddings as it found them (initialised), so
@@ -913,14 +804,10 @@ mod tests {
         let mut scratch = Scratch::default();
         // Give W a value first: from W = 0 the embedding gradient is zero.
         for _ in 0..3 {
-            model
-                .train_example("warm up words", 0, 0.5, &mut scratch)
-                .unwrap();
+            model.train_example("warm up words", 0, 0.5, &mut scratch).unwrap();
         }
         let before = table(&model);
-        model
-            .train_example("alpha beta gamma", 1, 0.5, &mut scratch)
-            .unwrap();
+        model.train_example("alpha beta gamma", 1, 0.5, &mut scratch).unwrap();
         let used = features_of(&model, "alpha beta gamma");
         let changed: Vec<u32> = (0..model.config().buckets as u32)
             .filter(|&r| {
@@ -938,16 +825,10 @@ mod tests {
     fn training_separates_a_toy_dataset() {
         let (texts, labels) = toy_data();
         let mut model = FastText::new(small_cfg(2), 3).unwrap();
-        let losses = model
-            .fit(&texts, &labels, &FastTextTrainConfig::default(), 3)
-            .unwrap();
+        let losses = model.fit(&texts, &labels, &FastTextTrainConfig::default(), 3).unwrap();
         assert!(losses[4] < losses[0] / 4.0, "losses {losses:?}");
         let logits = model.predict_batch(&texts);
-        let correct = logits
-            .chunks(2)
-            .zip(&labels)
-            .filter(|(z, &y)| argmax(z) == y)
-            .count();
+        let correct = logits.chunks(2).zip(&labels).filter(|(z, &y)| argmax(z) == y).count();
         assert_eq!(correct, texts.len());
         let unseen = model.predict_batch(&["a great plot", "a dull plot"]);
         assert_eq!((argmax(&unseen[..2]), argmax(&unseen[2..])), (1, 0));
@@ -956,10 +837,7 @@ mod tests {
     #[test]
     fn training_is_deterministic() {
         let (texts, labels) = toy_data();
-        let train = FastTextTrainConfig {
-            epochs: 2,
-            ..Default::default()
-        };
+        let train = FastTextTrainConfig { epochs: 2, ..Default::default() };
         let run = |seed| {
             let mut model = FastText::new(small_cfg(2), seed).unwrap();
             model.fit(&texts, &labels, &train, seed).unwrap();
@@ -980,10 +858,7 @@ mod tests {
     fn save_load_round_trip_keeps_logits() {
         let (texts, labels) = toy_data();
         let mut model = FastText::new(small_cfg(2), 9).unwrap();
-        let train = FastTextTrainConfig {
-            epochs: 1,
-            ..Default::default()
-        };
+        let train = FastTextTrainConfig { epochs: 1, ..Default::default() };
         model.fit(&texts, &labels, &train, 9).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fasttext.safetensors");
@@ -995,62 +870,32 @@ mod tests {
         assert_eq!((bits(&l0), bits(&h0)), (bits(&l1), bits(&h1)));
         assert_eq!(bits(&l0), bits(&model.predict_batch(&texts)));
 
-        let wrong = FastTextConfig {
-            dim: 16,
-            ..small_cfg(2)
-        };
+        let wrong = FastTextConfig { dim: 16, ..small_cfg(2) };
         assert!(matches!(
             FastText::load(&path, wrong),
-            Err(FastTextError::ShapeMismatch {
-                name: "embeddings.values",
-                ..
-            })
+            Err(FastTextError::ShapeMismatch { name: "embeddings.values", .. })
         ));
         let missing = dir.path().join("nope.safetensors");
-        assert!(matches!(
-            FastText::load(&missing, small_cfg(2)),
-            Err(FastTextError::Safetensors { .. })
-        ));
+        assert!(matches!(FastText::load(&missing, small_cfg(2)), Err(FastTextError::Safetensors { .. })));
     }
 
     #[test]
     fn bad_input_is_an_error() {
         for cfg in [
-            FastTextConfig {
-                dim: 0,
-                ..small_cfg(2)
-            },
-            FastTextConfig {
-                buckets: 0,
-                ..small_cfg(2)
-            },
-            FastTextConfig {
-                ngrams: 0,
-                ..small_cfg(2)
-            },
-            FastTextConfig {
-                ngrams: MAX_NGRAMS + 1,
-                ..small_cfg(2)
-            },
-            FastTextConfig {
-                max_tokens: 0,
-                ..small_cfg(2)
-            },
+            FastTextConfig { dim: 0, ..small_cfg(2) },
+            FastTextConfig { buckets: 0, ..small_cfg(2) },
+            FastTextConfig { ngrams: 0, ..small_cfg(2) },
+            FastTextConfig { ngrams: MAX_NGRAMS + 1, ..small_cfg(2) },
+            FastTextConfig { max_tokens: 0, ..small_cfg(2) },
             small_cfg(1),
         ] {
-            assert!(matches!(
-                FastText::new(cfg, 0),
-                Err(FastTextError::InvalidConfig { .. })
-            ));
+            assert!(matches!(FastText::new(cfg, 0), Err(FastTextError::InvalidConfig { .. })));
         }
         let mut model = FastText::new(small_cfg(2), 0).unwrap();
         let mut scratch = Scratch::default();
         assert!(matches!(
             model.train_example("a", 2, 0.1, &mut scratch),
-            Err(FastTextError::LabelOutOfRange {
-                label: 2,
-                num_classes: 2
-            })
+            Err(FastTextError::LabelOutOfRange { label: 2, num_classes: 2 })
         ));
         for lr in [-0.1, f32::NAN, f32::INFINITY] {
             assert!(matches!(
@@ -1060,10 +905,7 @@ mod tests {
         }
         assert!(matches!(
             model.fit(&["a"], &[], &FastTextTrainConfig::default(), 0),
-            Err(FastTextError::LengthMismatch {
-                texts: 1,
-                labels: 0
-            })
+            Err(FastTextError::LengthMismatch { texts: 1, labels: 0 })
         ));
     }
 

@@ -42,10 +42,7 @@ pub struct Normalize {
 
 impl Normalize {
     /// CIFAR-10's training-set statistics, the values torchvision examples use.
-    pub const CIFAR10: Self = Self {
-        mean: [0.4914, 0.4822, 0.4465],
-        std: [0.2470, 0.2435, 0.2616],
-    };
+    pub const CIFAR10: Self = Self { mean: [0.4914, 0.4822, 0.4465], std: [0.2470, 0.2435, 0.2616] };
 }
 
 /// Where one training image is cropped from and whether it is mirrored.
@@ -63,11 +60,7 @@ impl Augment {
     /// A uniformly random crop and a fair coin for the flip.
     pub fn random(rng: &mut impl Rng) -> Self {
         let r = -CROP_PADDING..=CROP_PADDING;
-        Self {
-            dy: rng.random_range(r.clone()),
-            dx: rng.random_range(r),
-            flip: rng.random(),
-        }
+        Self { dy: rng.random_range(r.clone()), dx: rng.random_range(r), flip: rng.random() }
     }
 }
 
@@ -75,18 +68,10 @@ impl Augment {
 /// f32 NHWC tensor `[n, size, size, 3]` the ResNet takes, optionally
 /// augmenting image `i` by `augment[i]`. Shared by training and inference so
 /// the two always normalise alike.
-pub fn images_to_tensor(
-    images: &[u8],
-    size: usize,
-    norm: &Normalize,
-    augment: Option<&[Augment]>,
-) -> Result<Tensor> {
+pub fn images_to_tensor(images: &[u8], size: usize, norm: &Normalize, augment: Option<&[Augment]>) -> Result<Tensor> {
     let pixels = size * size * 3;
     if pixels == 0 || images.len() % pixels != 0 {
-        bail!(
-            "images_to_tensor: {} bytes is not a whole number of {size}x{size}x3 images",
-            images.len()
-        )
+        bail!("images_to_tensor: {} bytes is not a whole number of {size}x{size}x3 images", images.len())
     }
     let n = images.len() / pixels;
     if let Some(a) = augment.filter(|a| a.len() != n) {
@@ -96,28 +81,21 @@ pub fn images_to_tensor(
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * norm.std[c]));
     let offset: [f32; 3] = std::array::from_fn(|c| -norm.mean[c] / norm.std[c]);
     let mut out = vec![0f32; images.len()];
-    out.par_chunks_mut(pixels)
-        .zip(images.par_chunks(pixels))
-        .enumerate()
-        .for_each(|(i, (dst, src))| {
-            let a = augment.map_or(Augment::default(), |a| a[i]);
-            let s = size as i32;
-            for (h, row) in dst.chunks_exact_mut(size * 3).enumerate() {
-                let sh = h as i32 + a.dy;
-                for (w, px) in row.chunks_exact_mut(3).enumerate() {
-                    let sw = if a.flip { s - 1 - w as i32 } else { w as i32 } + a.dx;
-                    let inside = (0..s).contains(&sh) && (0..s).contains(&sw);
-                    for c in 0..3 {
-                        let v = if inside {
-                            src[((sh * s + sw) * 3) as usize + c] as f32
-                        } else {
-                            0.0
-                        };
-                        px[c] = v * scale[c] + offset[c];
-                    }
+    out.par_chunks_mut(pixels).zip(images.par_chunks(pixels)).enumerate().for_each(|(i, (dst, src))| {
+        let a = augment.map_or(Augment::default(), |a| a[i]);
+        let s = size as i32;
+        for (h, row) in dst.chunks_exact_mut(size * 3).enumerate() {
+            let sh = h as i32 + a.dy;
+            for (w, px) in row.chunks_exact_mut(3).enumerate() {
+                let sw = if a.flip { s - 1 - w as i32 } else { w as i32 } + a.dx;
+                let inside = (0..s).contains(&sh) && (0..s).contains(&sw);
+                for c in 0..3 {
+                    let v = if inside { src[((sh * s + sw) * 3) as usize + c] as f32 } else { 0.0 };
+                    px[c] = v * scale[c] + offset[c];
                 }
             }
-        });
+        }
+    });
     Tensor::from_vec(out, (n, size, size, 3), &Device::Cpu)
 }
 
@@ -132,14 +110,7 @@ pub fn seeded_var_builder(varmap: &VarMap, seed: u64) -> VarBuilder<'static> {
 /// [`seeded_var_builder`] creating its tensors on `device`: the values are
 /// drawn on the host, so every device starts from the same weights.
 pub fn seeded_var_builder_on(varmap: &VarMap, seed: u64, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(SeededInit {
-            varmap: varmap.clone(),
-            seed,
-        }),
-        DType::F32,
-        device.clone(),
-    )
+    VarBuilder::from_backend(Box::new(SeededInit { varmap: varmap.clone(), seed }), DType::F32, device.clone())
 }
 
 /// The backend behind [`seeded_var_builder`].
@@ -154,20 +125,15 @@ impl SeededInit {
         rng.set_stream(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
         Ok(match init {
             Init::Const(v) => vec![v as f32; n],
-            Init::Uniform { lo, up } if lo < up => {
-                (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
-            }
+            Init::Uniform { lo, up } if lo < up => (0..n).map(|_| rng.random_range(lo..up) as f32).collect(),
             Init::Randn { mean, stdev } => (0..n)
                 .map(|_| {
                     // Box-Muller; 1 - u keeps the logarithm finite.
                     let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
-                    (mean + stdev * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos())
-                        as f32
+                    (mean + stdev * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
                 })
                 .collect(),
-            other => bail!(
-                "seeded init of {name}: unsupported {other:?}; give Randn or Uniform explicitly"
-            ),
+            other => bail!("seeded init of {name}: unsupported {other:?}; give Randn or Uniform explicitly"),
         })
     }
 }
@@ -177,11 +143,7 @@ impl SimpleBackend for SeededInit {
         if dtype != DType::F32 {
             bail!("seeded init of {name}: only f32, got {dtype:?}")
         }
-        let mut vars = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        let mut vars = self.varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
         if let Some(v) = vars.get(name) {
             if v.shape() != &s {
                 bail!("{name}: shape {s:?} requested but {:?} stored", v.shape())
@@ -194,11 +156,7 @@ impl SimpleBackend for SeededInit {
     }
 
     fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        let vars = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
+        let vars = self.varmap.data().lock().map_err(|_| candle_core::Error::Msg("VarMap lock poisoned".into()))?;
         match vars.get(name) {
             Some(v) => Ok(v.as_tensor().clone()),
             None => bail!("{name}: not in the VarMap and no shape to create it"),
@@ -206,10 +164,7 @@ impl SimpleBackend for SeededInit {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .is_ok_and(|vars| vars.contains_key(name))
+        self.varmap.data().lock().is_ok_and(|vars| vars.contains_key(name))
     }
 }
 
@@ -245,14 +200,7 @@ impl ImageTrainer {
         let opt = SgdMomentum::new(model.trainable_vars(), opt)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(AUGMENT_STREAM);
-        Ok(Self {
-            model,
-            device: device.clone(),
-            varmap,
-            opt,
-            rng,
-            norm: Normalize::CIFAR10,
-        })
+        Ok(Self { model, device: device.clone(), varmap, opt, rng, norm: Normalize::CIFAR10 })
     }
 
     /// Normalises with other channel statistics, for datasets other than
@@ -280,10 +228,7 @@ impl ImageTrainer {
         let cfg = self.model.config();
         let (n, size, classes) = (labels.len(), cfg.image_size, cfg.num_classes);
         if n == 0 || images.len() != n * size * size * 3 {
-            bail!(
-                "step: {} bytes for {n} labels, expected {n} images of {size}x{size}x3",
-                images.len()
-            )
+            bail!("step: {} bytes for {n} labels, expected {n} images of {size}x{size}x3", images.len())
         }
         if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
             bail!("step: label {l} is not below num_classes {classes}")
@@ -291,20 +236,11 @@ impl ImageTrainer {
         let augment: Vec<Augment> = (0..n).map(|_| Augment::random(&mut self.rng)).collect();
         let x = images_to_tensor(images, size, &self.norm, Some(&augment))?.to_device(&self.device)?;
         let logits = self.model.forward_train(&x)?;
-        let loss =
-            candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &self.device)?)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &self.device)?)?;
         self.opt.backward_step(&loss, lr)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let correct = logits
-            .chunks_exact(classes)
-            .zip(labels)
-            .filter(|(row, &l)| argmax(row) == l as usize)
-            .count();
-        Ok(StepOutput {
-            loss: loss.to_scalar::<f32>()?,
-            correct,
-            logits,
-        })
+        let correct = logits.chunks_exact(classes).zip(labels).filter(|(row, &l)| argmax(row) == l as usize).count();
+        Ok(StepOutput { loss: loss.to_scalar::<f32>()?, correct, logits })
     }
 
     /// Writes every tensor, running statistics included, as safetensors
@@ -321,9 +257,7 @@ impl ImageTrainer {
 
 /// Index of the largest value, the first on ties (as `torch.argmax`).
 fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 #[cfg(test)]
@@ -333,9 +267,7 @@ mod tests {
     #[test]
     fn normalisation_matches_the_formula() -> Result<()> {
         let img: Vec<u8> = (0..2 * 2 * 3).map(|i| (i * 20) as u8).collect();
-        let x = images_to_tensor(&img, 2, &Normalize::CIFAR10, None)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let x = images_to_tensor(&img, 2, &Normalize::CIFAR10, None)?.flatten_all()?.to_vec1::<f32>()?;
         for (i, (&v, &p)) in x.iter().zip(&img).enumerate() {
             let c = i % 3;
             let want = (p as f32 / 255.0 - Normalize::CIFAR10.mean[c]) / Normalize::CIFAR10.std[c];
@@ -348,32 +280,13 @@ mod tests {
     fn augmentation_shifts_flips_and_pads_black() -> Result<()> {
         // One channel's worth of distinct values in a 3x3 image.
         let img: Vec<u8> = (0..27).map(|i| i as u8 + 1).collect();
-        let norm = Normalize {
-            mean: [0.0; 3],
-            std: [1.0 / 255.0; 3],
-        };
-        let aug = Augment {
-            dy: 1,
-            dx: -1,
-            flip: true,
-        };
-        let x = images_to_tensor(&img, 3, &norm, Some(&[aug]))?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let norm = Normalize { mean: [0.0; 3], std: [1.0 / 255.0; 3] };
+        let aug = Augment { dy: 1, dx: -1, flip: true };
+        let x = images_to_tensor(&img, 3, &norm, Some(&[aug]))?.flatten_all()?.to_vec1::<f32>()?;
         // out(h, w) = src(h + 1, 2 - w - 1): rows 1, 2 of the source, columns
         // 1, 0 and the padding; the last row falls in the padding.
         let src = |h: usize, w: usize| img[(h * 3 + w) * 3] as f32;
-        let want = [
-            src(1, 1),
-            src(1, 0),
-            0.0,
-            src(2, 1),
-            src(2, 0),
-            0.0,
-            0.0,
-            0.0,
-            0.0,
-        ];
+        let want = [src(1, 1), src(1, 0), 0.0, src(2, 1), src(2, 0), 0.0, 0.0, 0.0, 0.0];
         let got: Vec<f32> = x.chunks_exact(3).map(|px| px[0]).collect();
         assert_eq!(got, want);
         Ok(())
@@ -393,12 +306,7 @@ mod tests {
     }
 
     fn tiny() -> ResNetConfig {
-        ResNetConfig {
-            depth: 8,
-            width: 4,
-            num_classes: 2,
-            image_size: 8,
-        }
+        ResNetConfig { depth: 8, width: 4, num_classes: 2, image_size: 8 }
     }
 
     #[test]
@@ -416,21 +324,15 @@ mod tests {
         assert_eq!(a, b, "same seed, same run");
         assert_ne!(a[0].logits, c[0].logits, "the seed changes the weights");
         let last = a.last().unwrap();
-        assert!(
-            last.correct >= 15 && last.loss < a[0].loss * 0.5,
-            "did not learn: {last:?} after {:?}",
-            a[0].loss
-        );
+        assert!(last.correct >= 15 && last.loss < a[0].loss * 0.5, "did not learn: {last:?} after {:?}", a[0].loss);
         Ok(())
     }
 
     #[test]
     fn runs_are_identical_across_thread_counts() -> Result<()> {
         let run = |threads: usize| -> Result<Vec<StepOutput>> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(candle_core::Error::wrap)?;
+            let pool =
+                rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(candle_core::Error::wrap)?;
             pool.install(|| {
                 let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 4, &Device::Cpu)?;
                 (0..3)
@@ -456,14 +358,8 @@ mod tests {
         let input = images_to_tensor(&x, 8, t.normalize(), None)?;
         let (f1, l1) = t.folded()?.forward(&input)?;
         let (f2, l2) = FoldedResNet::load(&path, &tiny(), &Device::Cpu)?.forward(&input)?;
-        assert_eq!(
-            f1.flatten_all()?.to_vec1::<f32>()?,
-            f2.flatten_all()?.to_vec1::<f32>()?
-        );
-        assert_eq!(
-            l1.flatten_all()?.to_vec1::<f32>()?,
-            l2.flatten_all()?.to_vec1::<f32>()?
-        );
+        assert_eq!(f1.flatten_all()?.to_vec1::<f32>()?, f2.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(l1.flatten_all()?.to_vec1::<f32>()?, l2.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     }
 
@@ -472,10 +368,7 @@ mod tests {
         let mut t = ImageTrainer::new(tiny(), SgdConfig::default(), 0, &Device::Cpu)?;
         let (x, y) = toy_batch(4, 8, 0);
         assert!(t.step(&x[1..], &y, 0.1).is_err(), "short image buffer");
-        assert!(
-            t.step(&x, &[0, 1, 2, 0], 0.1).is_err(),
-            "label out of range"
-        );
+        assert!(t.step(&x, &[0, 1, 2, 0], 0.1).is_err(), "label out of range");
         assert!(t.step(&[], &[], 0.1).is_err(), "empty batch");
         assert!(images_to_tensor(&x, 8, &Normalize::CIFAR10, Some(&[Augment::default()])).is_err());
         Ok(())

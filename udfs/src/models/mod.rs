@@ -2,9 +2,9 @@
 //! fastText-style classifier for text) with the optimizer that trains them,
 //! and a pretrained sentence encoder for text embeddings.
 
-pub mod resnet;
-pub mod image_trainer;
-pub mod sgd;
 pub mod fasttext;
 pub mod hashed_table;
+pub mod image_trainer;
+pub mod resnet;
+pub mod sgd;
 pub mod text_encoder;

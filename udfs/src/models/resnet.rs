@@ -48,41 +48,25 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// ResNet-8 (one block per stage), width 16, 32x32 inputs: 78k parameters.
     pub fn resnet8(num_classes: usize) -> Self {
-        Self {
-            depth: 8,
-            width: 16,
-            num_classes,
-            image_size: 32,
-        }
+        Self { depth: 8, width: 16, num_classes, image_size: 32 }
     }
 
     /// ResNet-20 (three blocks per stage), width 16, 32x32 inputs: 0.27M
     /// parameters, 41M multiply-adds per image.
     pub fn resnet20(num_classes: usize) -> Self {
-        Self {
-            depth: 20,
-            width: 16,
-            num_classes,
-            image_size: 32,
-        }
+        Self { depth: 20, width: 16, num_classes, image_size: 32 }
     }
 
     /// Blocks per stage, `n = (depth - 2) / 6`, after checking every field.
     pub fn blocks_per_stage(&self) -> Result<usize> {
         if self.depth < 8 || (self.depth - 2) % 6 != 0 {
-            bail!(
-                "ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, ...), got {}",
-                self.depth
-            )
+            bail!("ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, ...), got {}", self.depth)
         }
         if self.width == 0 || self.num_classes == 0 {
             bail!("ResNet width and num_classes must be positive, got {self:?}")
         }
         if self.image_size < 4 {
-            bail!(
-                "ResNet inputs must be at least 4x4 (two stride-2 stages), got {}",
-                self.image_size
-            )
+            bail!("ResNet inputs must be at least 4x4 (two stride-2 stages), got {}", self.image_size)
         }
         Ok((self.depth - 2) / 6)
     }
@@ -92,9 +76,7 @@ impl ResNetConfig {
     /// ResNet-20, 12.5M for ResNet-8.
     pub fn macs_per_image(&self) -> Result<usize> {
         let n = self.blocks_per_stage()?;
-        let conv = |size: usize, ksize: usize, c_in: usize, c_out: usize| {
-            size * size * ksize * ksize * c_in * c_out
-        };
+        let conv = |size: usize, ksize: usize, c_in: usize, c_out: usize| size * size * ksize * ksize * c_in * c_out;
         let (w, mut size) = (self.width, self.image_size);
         let mut macs = conv(size, 3, 3, w);
         for (c_in, c_out) in [(w, w), (w, 2 * w), (2 * w, 4 * w)] {
@@ -125,13 +107,7 @@ struct Mode {
 /// skeleton below; the trainable and the folded networks differ only here.
 trait Unit {
     /// `relu?(bn(conv(x)) + residual?)` in whatever form the unit holds.
-    fn forward(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-        mode: Mode,
-    ) -> Result<Tensor>;
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor>;
 }
 
 /// A convolution without bias followed by batch norm.
@@ -149,23 +125,10 @@ struct ConvBn {
 /// norm (under `bn`). Kaiming-normal weights, std `sqrt(2 / fan_in)` with
 /// `fan_in = ksize^2 c_in` (He et al. 2015, "Delving Deep into Rectifiers",
 /// eq. 10); gamma 1, beta 0.
-fn conv_bn(
-    c_in: usize,
-    c_out: usize,
-    ksize: usize,
-    stride: usize,
-    conv: VarBuilder,
-    bn: VarBuilder,
-) -> Result<ConvBn> {
+fn conv_bn(c_in: usize, c_out: usize, ksize: usize, stride: usize, conv: VarBuilder, bn: VarBuilder) -> Result<ConvBn> {
     let stdev = (2.0 / (ksize * ksize * c_in) as f64).sqrt();
-    let weight = conv.get_with_hints(
-        (ksize, ksize, c_in, c_out),
-        "weight",
-        Init::Randn { mean: 0.0, stdev },
-    )?;
-    let var = |name, value| -> Result<Var> {
-        Var::from_tensor(&bn.get_with_hints(c_out, name, Init::Const(value))?)
-    };
+    let weight = conv.get_with_hints((ksize, ksize, c_in, c_out), "weight", Init::Randn { mean: 0.0, stdev })?;
+    let var = |name, value| -> Result<Var> { Var::from_tensor(&bn.get_with_hints(c_out, name, Init::Const(value))?) };
     Ok(ConvBn {
         weight: Var::from_tensor(&weight)?,
         gamma: var("weight", 1.0)?,
@@ -180,9 +143,7 @@ fn conv_bn(
 impl ConvBn {
     /// `gamma / sqrt(running_var + eps)` and `beta - running_mean * that`.
     fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
-        let scale = self
-            .gamma
-            .broadcast_div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
+        let scale = self.gamma.broadcast_div(&(self.running_var.as_tensor() + BN_EPS)?.sqrt()?)?;
         let shift = (self.beta.as_tensor() - (self.running_mean.as_tensor() * &scale)?)?;
         Ok((scale, shift))
     }
@@ -192,10 +153,8 @@ impl ConvBn {
     fn update_running(&self, mean: &Tensor, var: &Tensor, rows: usize) -> Result<()> {
         let unbias = rows as f64 / (rows.max(2) - 1) as f64;
         let m = BN_MOMENTUM;
-        self.running_mean
-            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbias))?)?)
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (var * (m * unbias))?)?)
     }
 
     /// The unit with its batch norm folded into the convolution.
@@ -204,33 +163,15 @@ impl ConvBn {
         // HWIO: output channels are the last axis, so [c_out] broadcasts.
         // Detached: a snapshot for inference keeps no autograd history.
         let weight = self.weight.broadcast_mul(&scale)?.detach();
-        Ok(FoldedConv {
-            weight,
-            bias: shift.detach(),
-            stride: self.stride,
-            padding: self.padding,
-        })
+        Ok(FoldedConv { weight, bias: shift.detach(), stride: self.stride, padding: self.padding })
     }
 }
 
 impl Unit for ConvBn {
-    fn forward(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-        mode: Mode,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor> {
         if mode.train {
-            let cfg = ConvBnConfig {
-                stride: self.stride,
-                padding: self.padding,
-                eps: BN_EPS,
-                relu,
-            };
-            let (y, mean, var) =
-                mode.imp
-                    .train_unit(x, &self.weight, &self.gamma, &self.beta, residual, &cfg)?;
+            let cfg = ConvBnConfig { stride: self.stride, padding: self.padding, eps: BN_EPS, relu };
+            let (y, mean, var) = mode.imp.train_unit(x, &self.weight, &self.gamma, &self.beta, residual, &cfg)?;
             self.update_running(&mean, &var, y.elem_count() / mean.elem_count())?;
             return Ok(y);
         }
@@ -253,19 +194,11 @@ struct FoldedConv {
 }
 
 impl Unit for FoldedConv {
-    fn forward(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-        mode: Mode,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool, mode: Mode) -> Result<Tensor> {
         let (w, b, s, p) = (&self.weight, &self.bias, self.stride, self.padding);
         match residual {
             None => mode.imp.conv_bias(x, w, b, s, p, relu),
-            Some(r) => mode
-                .imp
-                .merge(mode.imp.conv_bias(x, w, b, s, p, false)?, Some(r), relu),
+            Some(r) => mode.imp.merge(mode.imp.conv_bias(x, w, b, s, p, false)?, Some(r), relu),
         }
     }
 }
@@ -278,21 +211,9 @@ struct BasicBlock<U> {
     shortcut: Option<U>,
 }
 
-fn basic_block(
-    c_in: usize,
-    c_out: usize,
-    stride: usize,
-    vb: VarBuilder,
-) -> Result<BasicBlock<ConvBn>> {
+fn basic_block(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<BasicBlock<ConvBn>> {
     let shortcut = if stride != 1 || c_in != c_out {
-        Some(conv_bn(
-            c_in,
-            c_out,
-            1,
-            stride,
-            vb.pp("shortcut.conv"),
-            vb.pp("shortcut.bn"),
-        )?)
+        Some(conv_bn(c_in, c_out, 1, stride, vb.pp("shortcut.conv"), vb.pp("shortcut.bn"))?)
     } else {
         None
     };
@@ -334,10 +255,7 @@ fn body(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Body<ConvBn>> {
     let w = cfg.width;
     let stem = conv_bn(3, w, 3, 1, vb.pp("stem.conv"), vb.pp("stem.bn"))?;
     let mut stages = Vec::with_capacity(3);
-    for (s, (c_in, c_out, stride)) in [(w, w, 1), (w, 2 * w, 2), (2 * w, 4 * w, 2)]
-        .into_iter()
-        .enumerate()
-    {
+    for (s, (c_in, c_out, stride)) in [(w, w, 1), (w, 2 * w, 2), (2 * w, 4 * w, 2)].into_iter().enumerate() {
         let vb = vb.pp(format!("stages.{s}.blocks"));
         let blocks = (0..n)
             .map(|b| {
@@ -371,15 +289,8 @@ impl<U: Unit> Body<U> {
     }
 
     fn map<V>(&self, f: impl Fn(&U) -> Result<V>) -> Result<Body<V>> {
-        let stages = self
-            .stages
-            .iter()
-            .map(|s| s.iter().map(|b| b.map(&f)).collect())
-            .collect::<Result<_>>()?;
-        Ok(Body {
-            stem: f(&self.stem)?,
-            stages,
-        })
+        let stages = self.stages.iter().map(|s| s.iter().map(|b| b.map(&f)).collect()).collect::<Result<_>>()?;
+        Ok(Body { stem: f(&self.stem)?, stages })
     }
 
     /// Every unit, in a fixed order: stem, then each block's conv1, conv2, shortcut.
@@ -415,28 +326,11 @@ impl ResNet {
         retain_freed_memory();
         let body = body(cfg, vb.clone())?;
         let (f, bound) = (cfg.feature_dim(), 1.0 / (cfg.feature_dim() as f64).sqrt());
-        let uniform = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        let w = Var::from_tensor(&vb.pp("head").get_with_hints(
-            (cfg.num_classes, f),
-            "weight",
-            uniform,
-        )?)?;
-        let b = Var::from_tensor(&vb.pp("head").get_with_hints(
-            cfg.num_classes,
-            "bias",
-            uniform,
-        )?)?;
+        let uniform = Init::Uniform { lo: -bound, up: bound };
+        let w = Var::from_tensor(&vb.pp("head").get_with_hints((cfg.num_classes, f), "weight", uniform)?)?;
+        let b = Var::from_tensor(&vb.pp("head").get_with_hints(cfg.num_classes, "bias", uniform)?)?;
         let head = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
-        Ok(Self {
-            cfg: cfg.clone(),
-            body,
-            head,
-            head_vars: [w, b],
-            imp: ConvImpl::Fast,
-        })
+        Ok(Self { cfg: cfg.clone(), body, head, head_vars: [w, b], imp: ConvImpl::Fast })
     }
 
     /// The same network run by other kernels (see [`ConvImpl`]).
@@ -454,13 +348,7 @@ impl ResNet {
     /// using batch statistics and updating the running ones (momentum
     /// [`BN_MOMENTUM`]). Differentiable in [`Self::trainable_vars`].
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
-        let features = self.body.features(
-            x,
-            Mode {
-                imp: self.imp,
-                train: true,
-            },
-        )?;
+        let features = self.body.features(x, Mode { imp: self.imp, train: true })?;
         self.head.forward(&features)
     }
 
@@ -473,12 +361,8 @@ impl ResNet {
     /// The parameters SGD updates: convolution weights, batch-norm gamma and
     /// beta, head weight and bias; not the running statistics.
     pub fn trainable_vars(&self) -> Vec<Var> {
-        let mut vars: Vec<Var> = self
-            .body
-            .units()
-            .into_iter()
-            .flat_map(|u| [u.weight.clone(), u.gamma.clone(), u.beta.clone()])
-            .collect();
+        let mut vars: Vec<Var> =
+            self.body.units().into_iter().flat_map(|u| [u.weight.clone(), u.gamma.clone(), u.beta.clone()]).collect();
         vars.extend(self.head_vars.iter().cloned());
         vars
     }
@@ -489,10 +373,7 @@ impl ResNet {
         Ok(FoldedResNet {
             cfg: self.cfg.clone(),
             body: self.body.map(ConvBn::fold)?,
-            head: Linear::new(
-                self.head_vars[0].as_tensor().copy()?,
-                Some(self.head_vars[1].as_tensor().copy()?),
-            ),
+            head: Linear::new(self.head_vars[0].as_tensor().copy()?, Some(self.head_vars[1].as_tensor().copy()?)),
             imp: self.imp,
         })
     }
@@ -585,38 +466,22 @@ mod tests {
     /// ResNet-8 at width 4 on 12x12 images: every kind of layer, in
     /// milliseconds.
     fn tiny() -> ResNetConfig {
-        ResNetConfig {
-            depth: 8,
-            width: 4,
-            num_classes: 3,
-            image_size: 12,
-        }
+        ResNetConfig { depth: 8, width: 4, num_classes: 3, image_size: 12 }
     }
 
     fn images(n: usize, cfg: &ResNetConfig, seed: u64) -> Result<Tensor> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let s = cfg.image_size;
-        let v: Vec<f32> = (0..n * s * s * 3)
-            .map(|_| rng.random_range(-2.0..2.0))
-            .collect();
+        let v: Vec<f32> = (0..n * s * s * 3).map(|_| rng.random_range(-2.0..2.0)).collect();
         Tensor::from_vec(v, (n, s, s, 3), &Device::Cpu)
     }
 
     /// `max |a - b| <= tol * max(1, max |b|)`.
     fn assert_close(a: &Tensor, b: &Tensor, tol: f32, what: &str) -> Result<()> {
-        let (a, b) = (
-            a.flatten_all()?.to_vec1::<f32>()?,
-            b.flatten_all()?.to_vec1::<f32>()?,
-        );
+        let (a, b) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
         let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = a
-            .iter()
-            .zip(&b)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            err <= tol * scale,
-            "{what}: max error {err} > {tol} x {scale}"
-        );
+        let err = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= tol * scale, "{what}: max error {err} > {tol} x {scale}");
         Ok(())
     }
 
@@ -625,47 +490,21 @@ mod tests {
         assert_eq!(ResNetConfig::resnet8(10).blocks_per_stage().unwrap(), 1);
         assert_eq!(ResNetConfig::resnet20(10).blocks_per_stage().unwrap(), 3);
         for depth in [0, 2, 7, 10, 21] {
-            let err = ResNetConfig {
-                depth,
-                ..ResNetConfig::resnet20(10)
-            }
-            .blocks_per_stage()
-            .unwrap_err();
+            let err = ResNetConfig { depth, ..ResNetConfig::resnet20(10) }.blocks_per_stage().unwrap_err();
             assert!(err.to_string().contains("6n + 2"), "{err}");
         }
-        assert!(ResNetConfig {
-            width: 0,
-            ..ResNetConfig::resnet8(10)
-        }
-        .blocks_per_stage()
-        .is_err());
+        assert!(ResNetConfig { width: 0, ..ResNetConfig::resnet8(10) }.blocks_per_stage().is_err());
         // The paper's "41M FLOPs" for ResNet-20 counts multiply-adds.
         let macs = ResNetConfig::resnet20(10).macs_per_image().unwrap();
         assert!((40_000_000..42_000_000).contains(&macs), "{macs}");
-        assert!(ResNet::new(
-            &ResNetConfig { depth: 9, ..tiny() },
-            seeded_var_builder(&VarMap::new(), 0)
-        )
-        .is_err());
+        assert!(ResNet::new(&ResNetConfig { depth: 9, ..tiny() }, seeded_var_builder(&VarMap::new(), 0)).is_err());
     }
 
     #[test]
     fn keys_are_the_safetensors_names_and_running_stats_are_not_trained() -> Result<()> {
         let varmap = VarMap::new();
-        let net = ResNet::new(
-            &ResNetConfig {
-                depth: 14,
-                ..tiny()
-            },
-            seeded_var_builder(&varmap, 0),
-        )?;
-        let keys = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect::<std::collections::HashSet<_>>();
+        let net = ResNet::new(&ResNetConfig { depth: 14, ..tiny() }, seeded_var_builder(&varmap, 0))?;
+        let keys = varmap.data().lock().unwrap().keys().cloned().collect::<std::collections::HashSet<_>>();
         for k in [
             "stem.conv.weight",
             "stem.bn.running_var",
@@ -677,10 +516,7 @@ mod tests {
         ] {
             assert!(keys.contains(k), "{k} missing from {keys:?}");
         }
-        assert!(
-            !keys.contains("stages.0.blocks.0.shortcut.conv.weight"),
-            "identity shortcut has no weights"
-        );
+        assert!(!keys.contains("stages.0.blocks.0.shortcut.conv.weight"), "identity shortcut has no weights");
         // 13 conv units (stem, 12 block convs) + 2 shortcuts, 5 tensors each, + head.
         assert_eq!(keys.len(), 15 * 5 + 2);
         assert_eq!(net.trainable_vars().len(), 15 * 3 + 2);
@@ -701,21 +537,10 @@ mod tests {
         assert_ne!(weights(7)?, weights(8)?);
         // Kaiming: the stem's std is sqrt(2 / 27).
         let varmap = VarMap::new();
-        ResNet::new(
-            &ResNetConfig {
-                width: 64,
-                ..tiny()
-            },
-            seeded_var_builder(&varmap, 1),
-        )?;
-        let stem = varmap.data().lock().unwrap()["stem.conv.weight"]
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        ResNet::new(&ResNetConfig { width: 64, ..tiny() }, seeded_var_builder(&varmap, 1))?;
+        let stem = varmap.data().lock().unwrap()["stem.conv.weight"].flatten_all()?.to_vec1::<f32>()?;
         let std = (stem.iter().map(|v| v * v).sum::<f32>() / stem.len() as f32).sqrt();
-        assert!(
-            (std / (2f32 / 27.0).sqrt() - 1.0).abs() < 0.1,
-            "stem std {std}"
-        );
+        assert!((std / (2f32 / 27.0).sqrt() - 1.0).abs() < 0.1, "stem std {std}");
         Ok(())
     }
 
@@ -726,26 +551,17 @@ mod tests {
     #[test]
     fn every_kernel_set_agrees_in_training() -> Result<()> {
         let run = |imp: ConvImpl| -> Result<(ResNet, Tensor, GradStore)> {
-            let net =
-                ResNet::new(&tiny(), seeded_var_builder(&VarMap::new(), 5))?.with_conv_impl(imp);
+            let net = ResNet::new(&tiny(), seeded_var_builder(&VarMap::new(), 5))?.with_conv_impl(imp);
             let logits = net.forward_train(&images(4, &tiny(), 1)?)?;
-            let grads = candle_nn::loss::cross_entropy(
-                &logits,
-                &Tensor::new(&[0u32, 1, 2, 1], &Device::Cpu)?,
-            )?
-            .backward()?;
+            let grads =
+                candle_nn::loss::cross_entropy(&logits, &Tensor::new(&[0u32, 1, 2, 1], &Device::Cpu)?)?.backward()?;
             Ok((net, logits, grads))
         };
         let (fast, fast_logits, fast_grads) = run(ConvImpl::Fast)?;
         for imp in [ConvImpl::Candle, ConvImpl::Portable] {
             let (slow, slow_logits, slow_grads) = run(imp)?;
             assert_close(&fast_logits, &slow_logits, 1e-4, &format!("{imp:?} logits"))?;
-            for (i, (a, b)) in fast
-                .trainable_vars()
-                .iter()
-                .zip(slow.trainable_vars())
-                .enumerate()
-            {
+            for (i, (a, b)) in fast.trainable_vars().iter().zip(slow.trainable_vars()).enumerate() {
                 assert_close(
                     fast_grads.get(a).unwrap(),
                     slow_grads.get(&b).unwrap(),
@@ -773,9 +589,7 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(4);
         for v in net.trainable_vars() {
-            let noise: Vec<f32> = (0..v.elem_count())
-                .map(|_| rng.random_range(-0.3..0.3))
-                .collect();
+            let noise: Vec<f32> = (0..v.elem_count()).map(|_| rng.random_range(-0.3..0.3)).collect();
             v.set(&(v.as_tensor() + Tensor::from_vec(noise, v.shape(), &Device::Cpu)?)?)?;
         }
         let x = images(5, &tiny(), 10)?;
@@ -813,22 +627,11 @@ mod tests {
         let x = images(3, &tiny(), 3)?;
         net.forward_train(&x)?;
         // The stem's pre-BN activations, to take their moments directly.
-        let conv =
-            crate::kernels::conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
+        let conv = crate::kernels::conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
         let mean = conv.mean(0)?;
         let rows = conv.dim(0)? as f64;
         let var = (conv.broadcast_sub(&mean)?.sqr()?.sum(0)? / (rows - 1.0))?;
-        assert_close(
-            &net.body.stem.running_mean,
-            &(mean * BN_MOMENTUM)?,
-            1e-5,
-            "running mean",
-        )?;
-        assert_close(
-            &net.body.stem.running_var,
-            &((var * BN_MOMENTUM)? + (1.0 - BN_MOMENTUM))?,
-            1e-5,
-            "running var",
-        )
+        assert_close(&net.body.stem.running_mean, &(mean * BN_MOMENTUM)?, 1e-5, "running mean")?;
+        assert_close(&net.body.stem.running_var, &((var * BN_MOMENTUM)? + (1.0 - BN_MOMENTUM))?, 1e-5, "running var")
     }
 }

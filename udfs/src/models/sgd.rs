@@ -51,12 +51,7 @@ pub struct SgdConfig {
 
 impl Default for SgdConfig {
     fn default() -> Self {
-        Self {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: true,
-            decay: WeightDecay::L2,
-        }
+        Self { momentum: 0.9, weight_decay: 5e-4, nesterov: true, decay: WeightDecay::L2 }
     }
 }
 
@@ -80,10 +75,7 @@ impl SgdMomentum {
     /// An optimizer for `vars`; every variable must be f32.
     pub fn new(vars: Vec<Var>, cfg: SgdConfig) -> Result<Self> {
         if let Some(v) = vars.iter().find(|v| v.dtype() != candle_core::DType::F32) {
-            bail!(
-                "SgdMomentum: only f32 variables are supported, got {:?}",
-                v.dtype()
-            )
+            bail!("SgdMomentum: only f32 variables are supported, got {:?}", v.dtype())
         }
         let buffers = (0..vars.len()).map(|_| None).collect();
         Ok(Self { vars, buffers, cfg })
@@ -192,12 +184,7 @@ mod tests {
     fn every_variant_matches_the_scalar_reference() -> Result<()> {
         for nesterov in [false, true] {
             for decay in [WeightDecay::L2, WeightDecay::Decoupled] {
-                let cfg = SgdConfig {
-                    momentum: 0.9,
-                    weight_decay: 0.01,
-                    nesterov,
-                    decay,
-                };
+                let cfg = SgdConfig { momentum: 0.9, weight_decay: 0.01, nesterov, decay };
                 let p0 = [1.5f32, -0.25, 3.0];
                 // The host path (the optimizer on CPU variables), and the
                 // tensor-op path a GPU variable takes, called directly.
@@ -232,10 +219,7 @@ mod tests {
 
     #[test]
     fn variables_without_gradient_are_untouched() -> Result<()> {
-        let (used, unused) = (
-            Var::new(&[1f32][..], &Device::Cpu)?,
-            Var::new(&[2f32][..], &Device::Cpu)?,
-        );
+        let (used, unused) = (Var::new(&[1f32][..], &Device::Cpu)?, Var::new(&[2f32][..], &Device::Cpu)?);
         let mut opt = SgdMomentum::new(vec![used.clone(), unused.clone()], SgdConfig::default())?;
         opt.backward_step(&used.as_tensor().sqr()?.sum_all()?, 0.1)?;
         assert_eq!(unused.to_vec1::<f32>()?, [2.0]);

@@ -55,7 +55,8 @@ impl TextEncoder {
         };
         let config_text = std::fs::read_to_string(read("config.json")?)
             .map_err(|source| UdfError::Io { path: dir.join("config.json"), source })?;
-        let config: Config = serde_json::from_str(&config_text).map_err(|e| encoder_err(dir, format!("config.json: {e}")))?;
+        let config: Config =
+            serde_json::from_str(&config_text).map_err(|e| encoder_err(dir, format!("config.json: {e}")))?;
         let weights = read("model.safetensors")?;
         // SAFETY: the weights file is memory-mapped read-only; sieve never
         // writes to it while the encoder lives.
@@ -158,7 +159,8 @@ mod tests {
         let encoder = TextEncoder::load(&dir).expect("encoder in models/ (run `make models`)");
         let text = std::fs::read_to_string(repo().join("fixtures/minilm_reference.json")).unwrap();
         let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let sentences: Vec<&str> = reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let sentences: Vec<&str> =
+            reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         let ours = encoder.encode(&sentences).unwrap();
         assert_eq!(encoder.dim(), 384);
         for (i, expected) in reference["embeddings"].as_array().unwrap().iter().enumerate() {
