@@ -287,14 +287,19 @@ pub struct EmbeddingOpts {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct PruneArgs {
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
+    /// How the proxy is trained.
     #[command(flatten)]
     pub train: TrainOpts,
+    /// What is kept.
     #[command(flatten)]
     pub select: SelectOpts,
+    /// Where the `embedding` column comes from.
     #[command(flatten)]
     pub embedding: EmbeddingOpts,
+    /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
     /// Use this trained proxy directory instead of training one.
@@ -309,10 +314,13 @@ pub struct PruneArgs {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct TrainArgs {
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
+    /// How the proxy is trained.
     #[command(flatten)]
     pub train: TrainOpts,
+    /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
     /// Directory to write the proxy to (default: out/<dataset>-proxy).
@@ -324,10 +332,13 @@ pub struct TrainArgs {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct ScoreArgs {
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
+    /// Where the `embedding` column comes from.
     #[command(flatten)]
     pub embedding: EmbeddingOpts,
+    /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
     /// The trained proxy directory.
@@ -342,14 +353,19 @@ pub struct ScoreArgs {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct SelectArgs {
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
+    /// What is kept.
     #[command(flatten)]
     pub select: SelectOpts,
+    /// Active learning: the next rows to label.
     #[command(flatten)]
     pub active: ActiveOpts,
+    /// How the proxy is trained.
     #[command(flatten)]
     pub train: TrainOpts,
+    /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
     /// Existing scores: a scores.parquet or an output directory holding one.
@@ -399,6 +415,7 @@ pub enum Acquisition {
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct EvalArgs {
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
     /// The proxy (when eval trains it).
@@ -407,8 +424,10 @@ pub struct EvalArgs {
     /// Selection settings; the sweep sets --keep, --score, --strategy and --order itself.
     #[command(flatten)]
     pub select: SelectOpts,
+    /// Where the `embedding` column comes from.
     #[command(flatten)]
     pub embedding: EmbeddingOpts,
+    /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
     /// Scores of an earlier `sieve prune` or `sieve score` (its directory or scores.parquet); default: train the proxy and score here.
@@ -464,6 +483,7 @@ pub struct SqlArgs {
     /// The query. Tables: `input` (the dataset, with --dataset/--input), and
     /// from --out: `scores` (every row) and `kept` (the pruned rows).
     pub query: Option<String>,
+    /// The dataset: by name or by files and column roles.
     #[command(flatten)]
     pub input: InputArgs,
     /// An output directory of `sieve prune` whose tables to register.

@@ -6,6 +6,8 @@
 //! [`write`]); [`jobs`] runs them for each subcommand from a [`plan`] that
 //! [`cli`] flags resolve to.
 
+#![deny(missing_docs)]
+
 pub mod active;
 pub mod cli;
 pub mod config;

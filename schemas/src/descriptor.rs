@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::columns::InputKind;
 use crate::error::{Result, SchemaError};
 
-/// Which files a split's path is relative to.
 /// The descriptors built into the binary, so `--dataset NAME` works from
 /// any directory: name and TOML text of each file of `schemas/datasets/`.
 pub const BUILTIN: [(&str, &str); 4] = [
@@ -37,6 +36,7 @@ pub const BUILTIN: [(&str, &str); 4] = [
 /// descriptors name their files relative to it.
 const BUILTIN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets");
 
+/// Which files a split's path is relative to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Root {

@@ -4,6 +4,8 @@
 //! the columns sieve adds, and the Hugging Face `huggingface` schema metadata
 //! that carries class names in and out.
 
+#![deny(missing_docs)]
+
 pub mod columns;
 pub mod descriptor;
 pub mod error;

@@ -2,6 +2,8 @@
 //! the candle proxy models, the fast CPU kernels those models need, and the
 //! score math. [`register_all`] puts every UDF into a `SessionContext`.
 
+#![deny(missing_docs)]
+
 pub mod decode;
 pub mod device;
 pub mod embedding;
