@@ -56,8 +56,11 @@ report-screenshot: build
 # The tests' Python packages (tests/requirements.txt) live in .venv, which
 # `make test` makes and puts first on PATH: the system Python is never touched.
 VENV := .venv
+# The enforced habits first: formatting (rustfmt.toml) and clippy's warnings
+# as errors; missing docs are denied in every library crate.
 test: models $(VENV)/.installed
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	PATH=$(abspath $(VENV))/bin:$$PATH DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
 
 $(VENV)/.installed: tests/requirements.txt

@@ -132,6 +132,10 @@ pub struct Round {
 /// The next batch to label: trains a proxy on `labeled`, scores `pool` with
 /// it and writes `scores.parquet` (every pool row, `acquisition_rank`,
 /// `keep` = picked) into `staging`; the caller writes the picked rows.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the session, the data, the plans and the pick: issue 16 gathers the runtime ones"
+)]
 pub async fn next_batch(
     ctx: &SessionContext,
     labeled: &DatasetPlan,
@@ -213,6 +217,10 @@ fn train_on(
 /// `dataset`: a random start of `budget` rows, then `budget` more per round
 /// by `acquisition` (labels hidden while scoring), against `budget` more at
 /// random. Intermediate proxies live in `work`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the session, the data, the plans and the rounds: issue 16 gathers the runtime ones"
+)]
 pub async fn simulate(
     ctx: &SessionContext,
     dataset: &DatasetPlan,

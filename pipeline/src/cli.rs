@@ -150,7 +150,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         _ => return Err(format!("unknown unit in '{text}': use K, M, G or T")),
     };
     let n: f64 = digits.trim().parse().map_err(|_| format!("'{text}' is not a size like 512M or 2G"))?;
-    if !(n > 0.0) {
+    if n.is_nan() || n <= 0.0 {
         return Err(format!("'{text}': the size must be positive"));
     }
     Ok((n * (1u64 << shift) as f64) as usize)

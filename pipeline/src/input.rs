@@ -80,8 +80,12 @@ fn local_file(path: &Path) -> Result<(ArrowReaderMetadata, String)> {
     Ok((meta, format!("{:?}|{:?}", stat.map(|m| m.len()), modified)))
 }
 
+/// One input file as [`resolve`] finds it: its path, its remote object (if
+/// any), its footer and its version.
+type Resolved = (PathBuf, Option<RemoteFile>, ArrowReaderMetadata, String);
+
 /// `pattern`'s files, each with its remote object (if any), footer and version.
-fn resolve(pattern: &str) -> Result<Vec<(PathBuf, Option<RemoteFile>, ArrowReaderMetadata, String)>> {
+fn resolve(pattern: &str) -> Result<Vec<Resolved>> {
     if store::is_remote(pattern) {
         store::list_parquet(pattern)?
             .iter()

@@ -231,7 +231,8 @@ impl RemoteFile {
             return Err(corrupt("too short to be a Parquet file"));
         }
         let tail_len = self.len.min(64 << 10);
-        let mut tail = self.fetch(vec![self.len - tail_len..self.len])?.remove(0);
+        let footer_range = self.len - tail_len..self.len;
+        let mut tail = self.fetch(vec![footer_range])?.remove(0);
         let footer = &tail[tail.len() - 8..];
         if &footer[4..] != b"PAR1" {
             return Err(corrupt("no Parquet footer (PAR1) at the end"));
@@ -241,7 +242,8 @@ impl RemoteFile {
             return Err(corrupt("the footer's length exceeds the file"));
         }
         if meta_len + 8 > tail_len {
-            tail = self.fetch(vec![self.len - meta_len - 8..self.len])?.remove(0);
+            let metadata_range = self.len - meta_len - 8..self.len;
+            tail = self.fetch(vec![metadata_range])?.remove(0);
         }
         let meta = &tail[tail.len() - 8 - meta_len as usize..tail.len() - 8];
         let meta = ParquetMetaDataReader::decode_metadata(meta)

@@ -45,7 +45,7 @@ pub fn resnet_config(preset: &str, width: Option<usize>, classes: usize) -> Resu
         .strip_prefix("resnet")
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| PipelineError::Usage(format!("unknown proxy '{preset}': resnet8, resnet20, ... or fasttext")))?;
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(PipelineError::Usage(format!("a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 56...), not {depth}")));
     }
     let mut cfg = ResNetConfig::resnet20(classes);
@@ -248,7 +248,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
                 None => stats.skipped += 1,
             }
             step += 1;
-            if step % 4096 == 0 {
+            if step.is_multiple_of(4096) {
                 bar.set_position(step);
             }
             Ok(())

@@ -99,7 +99,7 @@ mod tests {
         close(s.entropy, 0.846_738_2);
         close(s.least_confidence, 1.0 - 0.659_001_1);
         close(s.margin, 1.0 - (0.242_432_97 - 0.659_001_1));
-        close(s.el2n.unwrap(), 1.008_913_0);
+        close(s.el2n.unwrap(), 1.008_913);
         close(s.loss.unwrap(), 1.417_030_8);
         assert_eq!(s.pred, 0);
     }

@@ -116,6 +116,9 @@ mod tests {
         x.conv2d(&w, padding, stride, 1, 1)?.permute((0, 2, 3, 1))
     }
 
+    /// (n, h, w, c_in, c_out, ksize, stride, padding).
+    type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
     /// (n, h, w, c_in, c_out, ksize, stride, padding): every combination the
     /// ResNet uses (3x3 same, 3x3 stride 2, 1x1 stride 2 shortcut) plus
     /// non-square images, batch 1, unpadded and pointwise kernels, and for
@@ -123,7 +126,7 @@ mod tests {
     /// channels). Where stride 2 drops pixels, height and width drop the
     /// same number: candle's conv2d backward (the gradient reference) pads
     /// both axes by the height's remainder.
-    const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 9] = [
+    const SHAPES: [Shape; 9] = [
         (1, 8, 6, 3, 16, 3, 1, 1),
         (5, 7, 9, 16, 8, 3, 2, 1),
         (2, 6, 4, 32, 16, 1, 2, 0),

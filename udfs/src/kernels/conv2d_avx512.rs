@@ -266,6 +266,7 @@ pub(crate) fn row_taps(g: &ConvGeom) -> Vec<(usize, usize)> {
 /// # Panics
 /// If [`available`] is false for `g.c_out` or a slice is shorter than `g`
 /// implies; callers check both.
+#[allow(clippy::too_many_arguments, reason = "a kernel's operands and geometry, passed as slices in its hot loop")]
 pub(crate) fn forward_image(
     g: &ConvGeom,
     taps: &[(usize, usize)],

@@ -281,10 +281,13 @@ mod tests {
         }
     }
 
+    /// (n, h, w, c_in, c_out, ksize, stride, padding, relu, residual).
+    type Unit = (usize, usize, usize, usize, usize, usize, usize, usize, bool, bool);
+
     /// (n, h, w, c_in, c_out, ksize, stride, padding, relu, residual): the
     /// ResNet's units (stem, 3x3 with and without residual, stride-2 3x3,
     /// 1x1 shortcut) and an 8-channel layer that takes the im2col path.
-    const UNITS: [(usize, usize, usize, usize, usize, usize, usize, usize, bool, bool); 6] = [
+    const UNITS: [Unit; 6] = [
         (3, 9, 7, 3, 16, 3, 1, 1, true, false),
         (4, 8, 6, 16, 16, 3, 1, 1, true, true),
         (3, 8, 6, 16, 16, 3, 1, 1, false, false),

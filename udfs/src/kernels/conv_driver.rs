@@ -121,6 +121,10 @@ pub(crate) enum OutGrad<'a> {
     Fill(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
 }
 
+/// The transposed convolution of the AVX-512 input gradient: its geometry,
+/// its weights and its taps.
+type Transposed = (ConvGeom, Vec<f32>, Vec<(usize, usize)>);
+
 /// A convolution's backward pass: the weight gradient always, the input
 /// gradient when asked.
 pub(crate) struct ConvBackward<'a> {
@@ -131,7 +135,7 @@ pub(crate) struct ConvBackward<'a> {
     row_taps: Option<Vec<(usize, usize)>>,
     /// Geometry, weights and taps of the transposed convolution that gives
     /// the input gradient on the AVX-512 path (stride 1 only).
-    transposed: Option<(ConvGeom, Vec<f32>, Vec<(usize, usize)>)>,
+    transposed: Option<Transposed>,
     /// Scratch floats for padded images.
     pad_len: usize,
 }
@@ -268,9 +272,12 @@ mod tests {
         assert!(a.len() == b.len() && err <= 1e-5 * scale, "{what}: error {err}, scale {scale}");
     }
 
+    /// (n, h, w, c_in, c_out, ksize, stride, padding).
+    type Shape = (usize, usize, usize, usize, usize, usize, usize, usize);
+
     /// (n, h, w, c_in, c_out, ksize, stride, padding): the ResNet's layers
     /// and shapes that leave tile remainders (7 pixels, 48 and 80 channels).
-    const SHAPES: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
+    const SHAPES: [Shape; 6] = [
         (3, 8, 6, 16, 16, 3, 1, 1),
         (2, 8, 8, 16, 32, 3, 2, 1),
         (2, 8, 8, 16, 32, 1, 2, 0),

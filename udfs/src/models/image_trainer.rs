@@ -70,7 +70,7 @@ impl Augment {
 /// the two always normalise alike.
 pub fn images_to_tensor(images: &[u8], size: usize, norm: &Normalize, augment: Option<&[Augment]>) -> Result<Tensor> {
     let pixels = size * size * 3;
-    if pixels == 0 || images.len() % pixels != 0 {
+    if pixels == 0 || !images.len().is_multiple_of(pixels) {
         bail!("images_to_tensor: {} bytes is not a whole number of {size}x{size}x3 images", images.len())
     }
     let n = images.len() / pixels;

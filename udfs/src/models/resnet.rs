@@ -59,7 +59,7 @@ impl ResNetConfig {
 
     /// Blocks per stage, `n = (depth - 2) / 6`, after checking every field.
     pub fn blocks_per_stage(&self) -> Result<usize> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             bail!("ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, ...), got {}", self.depth)
         }
         if self.width == 0 || self.num_classes == 0 {
