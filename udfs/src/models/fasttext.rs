@@ -132,8 +132,8 @@ pub enum FastTextError {
         /// Rows of the table.
         buckets: usize,
     },
-    /// A weights file names an embedding row past the table's end.
-    #[error("{}: embeddings.rows names a row past the table's {buckets} rows", path.display())]
+    /// A weights file names an embedding row twice, or past the table's end.
+    #[error("{}: embeddings.rows names a row twice or past the table's {buckets} rows", path.display())]
     BadRows {
         /// The weights file.
         path: PathBuf,
@@ -852,6 +852,16 @@ mod tests {
         let batch = a.predict_batch(&texts);
         let single: Vec<f32> = texts.iter().flat_map(|t| a.predict_batch(&[t])).collect();
         assert_eq!(bits(&batch), bits(&single));
+    }
+
+    #[test]
+    fn an_untrained_model_saves_no_rows_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.safetensors");
+        FastText::new(small_cfg(2), 1).unwrap().save(&path).unwrap();
+        let loaded = FastText::load(&path, small_cfg(2)).unwrap();
+        assert_eq!(loaded.embeddings().used().0.len(), 0);
+        assert_eq!(bits(&loaded.predict_batch(&["any words"])), bits(&[0.0, 0.0]));
     }
 
     #[test]
