@@ -156,13 +156,14 @@ fn read_by_row(path: &Path, name: &str) -> Result<Vec<Option<f32>>> {
 }
 
 /// The score a data schedule's easy-first order ranks `valid` by: the
-/// column `plan.score` of the raw scores, of a file joined on `row`
+/// column `plan.score` of the raw scores (`in_raw`: read with `valid`), of a
+/// file joined on `row`
 /// (`extras`: the training dynamics), or the prototype score computed in
 /// this step. A score the job does not have is a usage error, never a
 /// silent substitute.
 fn schedule_score(
     plan: &SelectPlan,
-    raw: &Path,
+    in_raw: bool,
     valid: &Valid,
     extras: &[PathBuf],
     prototype: Option<&[f32]>,
@@ -172,8 +173,8 @@ fn schedule_score(
             PipelineError::Internal("the schedule ranks by a prototype score that was not computed".into())
         });
     }
-    if columns_of(raw)?.contains(&plan.score) {
-        return Ok(read_valid(raw, Some(&plan.score))?.score);
+    if in_raw {
+        return Ok(valid.score.clone());
     }
     for extra in extras {
         if columns_of(extra)?.contains(&plan.score) {
@@ -207,7 +208,10 @@ fn embedding_err(e: sieve_udfs::embedding::EmbeddingError) -> PipelineError {
 /// `row` (the training dynamics), read for a schedule's score.
 pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, dest: &Path) -> Result<GlobalOutcome> {
     let mut outcome = GlobalOutcome::default();
-    let valid = read_valid(raw, None)?;
+    // The score comes with the rows when the raw scores hold it (a schedule
+    // ranks by it); else from `extras` or this step, if at all.
+    let in_raw = columns_of(raw)?.contains(&plan.score);
+    let valid = read_valid(raw, in_raw.then_some(plan.score.as_str()))?;
     let n = valid.rows.len();
     let mut fields = vec![Field::new(ROW, DataType::Int64, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(valid.rows.clone()))];
@@ -265,7 +269,7 @@ pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, de
         if let Some(spec) = &plan.schedule {
             let schedule: Schedule = spec.parse().map_err(embedding_err)?;
             let score = match plan.schedule_order {
-                ScheduleOrder::Easy => schedule_score(plan, raw, &valid, extras, prototype.as_deref())?,
+                ScheduleOrder::Easy => schedule_score(plan, in_raw, &valid, extras, prototype.as_deref())?,
                 ScheduleOrder::Random => Vec::new(),
             };
             let order = match plan.schedule_order {
