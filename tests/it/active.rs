@@ -5,16 +5,12 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float32Type, Int64Type};
 use datafusion::parquet::arrow::ArrowWriter;
 
-use crate::util::{read_parquet, root, sieve_ok};
+use crate::util::{manifest, read_parquet, root, sieve_ok};
 
 fn write(batch: &RecordBatch, path: &Path) {
     let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
     w.write(batch).unwrap();
     w.close().unwrap();
-}
-
-fn manifest(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// The reviews fixture split into a labeled part (300 rows) and an

@@ -62,8 +62,7 @@ fn undecodable_images_get_an_error_and_are_never_kept() {
     assert_eq!(errors.null_count(), scores.num_rows() - 2);
     assert!(!keep.value(3) && !keep.value(5));
     assert_eq!(keep.true_count(), scores.num_rows() - 2, "--keep 1 keeps every valid row");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::util::manifest(&out);
     assert_eq!(manifest["scoring"]["skipped"]["undecodable_image"], 1);
     assert_eq!(manifest["scoring"]["skipped"]["empty_image"], 1);
 }

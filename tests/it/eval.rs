@@ -68,8 +68,7 @@ fn removing_the_hardest_rows_beats_removing_random_ones_under_label_noise() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value = crate::util::json(&out.join("eval.json"));
     let mean = |strategy: &str| {
         report["cells"].as_array().unwrap().iter().find(|c| c["method"]["strategy"] == strategy).unwrap()["mean"]
             .as_f64()
@@ -113,8 +112,7 @@ fn a_steps_budget_trains_a_subset_for_as_many_steps_as_the_full_data() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value = crate::util::json(&out.join("eval.json"));
     let runs = report["runs"].as_array().unwrap();
     let epochs = |full: bool| runs.iter().find(|r| r["method"].is_null() == full).unwrap()["epochs"].as_u64().unwrap();
     assert_eq!((epochs(true), epochs(false)), (3, 6), "{runs:?}");
@@ -144,10 +142,8 @@ fn eval_reports_the_proxy_of_the_scores_it_reuses() {
         ]
         .concat(),
     );
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(pruned.join("manifest.json")).unwrap()).unwrap();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::util::manifest(&pruned);
+    let report: serde_json::Value = crate::util::json(&out.join("eval.json"));
     assert_eq!(report["proxy"], "fasttext");
     assert!(report["proxy_accuracy"].as_f64().is_some(), "{report}");
     assert_eq!(report["proxy_accuracy"], manifest["proxy"]["heldout_accuracy"]);
@@ -184,8 +180,7 @@ fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let report: serde_json::Value = crate::util::json(&out.join("eval.json"));
     let agreement = report["agreement"].as_array().unwrap();
     for between in ["seed", "width"] {
         let of = |score: &str| {

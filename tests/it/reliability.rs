@@ -145,8 +145,7 @@ fn a_memory_limit_makes_the_decision_spill_and_changes_nothing() {
         ];
         args.extend(limit);
         sieve_ok(&args);
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let m: serde_json::Value = crate::util::manifest(&out);
         (content(&out), m["selection"]["spill_count"].as_u64().unwrap())
     };
     let (unlimited, spills_unlimited) = select("unlimited", &[]);
@@ -292,18 +291,17 @@ fn an_interrupted_run_resumes_with_its_proxy_and_finished_shards() {
     };
     let resumed = tmp.path().join("resumed");
     // Stopped by the bad row in the third file, after training and scoring two files.
-    let first = sieve(&args(&resumed, "fail").iter().map(String::as_str).collect::<Vec<_>>());
+    let first = sieve(&args(&resumed, "fail"));
     assert_eq!(first.status.code(), Some(1), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(!resumed.exists());
-    sieve_ok(&args(&resumed, "skip").iter().map(String::as_str).collect::<Vec<_>>());
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    sieve_ok(&args(&resumed, "skip"));
+    let m: serde_json::Value = crate::util::manifest(&resumed);
     assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
     assert_eq!(m["scoring"]["reused_shards"], 2, "two files were not scored again");
     assert!(m["seconds"]["train"].is_null());
     // The same job without the interruption gives the same bytes.
     let fresh = tmp.path().join("fresh");
-    sieve_ok(&args(&fresh, "skip").iter().map(String::as_str).collect::<Vec<_>>());
+    sieve_ok(&args(&fresh, "skip"));
     for file in ["scores.parquet", "proxy/model.safetensors"] {
         assert_eq!(hash_file(&resumed.join(file)), hash_file(&fresh.join(file)), "{file}");
     }
@@ -353,7 +351,7 @@ fn a_commit_stopped_at_any_step_leaves_a_complete_output_and_the_next_run_recove
         .map(|s| s.to_string())
         .collect()
     };
-    let run = |args: &[String]| sieve_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |args: &[String]| sieve_ok(args);
     let new_reference = tmp.path().join("new");
     run(&select("0.3", &new_reference));
     let new = content(&new_reference);
@@ -372,8 +370,7 @@ fn a_commit_stopped_at_any_step_leaves_a_complete_output_and_the_next_run_recove
             .unwrap();
         assert_eq!(status.code(), None, "the job was killed at {step}");
         assert_eq!(&content(&out), expected, "the output after a kill at {step}");
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value = crate::util::manifest(&out);
         let keep = if expected == &old { 0.5 } else { 0.3 };
         assert_eq!(manifest["config"]["select"]["keep"], keep, "the manifest belongs to the same output ({step})");
         // The next run commits and clears what the killed one left.
@@ -435,13 +432,12 @@ fn a_run_killed_while_scoring_resumes_and_gives_the_bytes_of_an_uninterrupted_on
     child.wait().unwrap();
     assert!(published > 0, "no shard was published within the deadline");
     assert!(!resumed.exists(), "the job was killed before it committed");
-    sieve_ok(&args(&resumed).iter().map(String::as_str).collect::<Vec<_>>());
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(resumed.join("manifest.json")).unwrap()).unwrap();
+    sieve_ok(&args(&resumed));
+    let m: serde_json::Value = crate::util::manifest(&resumed);
     assert_eq!(m["resumed_proxy"], true, "the proxy was not trained again");
     let reused = m["scoring"]["reused_shards"].as_u64().unwrap();
     assert!(reused >= 1 && reused < files as u64, "reused {reused} shards of {files}");
     let fresh = tmp.path().join("fresh");
-    sieve_ok(&args(&fresh).iter().map(String::as_str).collect::<Vec<_>>());
+    sieve_ok(&args(&fresh));
     assert_eq!(content(&resumed), content(&fresh), "scores.parquet and data/ equal an uninterrupted run's");
 }

@@ -79,8 +79,7 @@ fn shapes_report_shows_hard_easy_and_pruned_images() {
     }
     assert_eq!(html.matches("<img class=\"plot\"").count(), 3, "histograms, kept fraction, training curve");
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::util::manifest(dir);
     assert!(manifest["seconds"]["report"].as_f64().is_some(), "the report is timed as a stage");
 }
 
@@ -139,8 +138,7 @@ fn select_reports_without_a_curve_and_no_report_skips_the_page() {
         let out_arg = out.to_str().unwrap().to_string();
         args.extend_from_slice(&["--out", &out_arg]);
         sieve_ok(&args);
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value = crate::util::manifest(&out);
         (out, manifest)
     };
     let (out, manifest) = select("with", &["--order", "easy"]);

@@ -147,8 +147,7 @@ fn text_dedup_embeds_with_the_encoder_and_flags_exactly_the_planted_duplicates()
     ]);
     let scores = read_parquet(&out.join("scores.parquet"));
     assert_flags_exactly_the_planted_duplicates(&scores, "reviews");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = crate::util::manifest(&out);
     assert_eq!(manifest["dataset"]["embedding"]["encoder"], "models/all-MiniLM-L6-v2");
     let embedding = scores.column_by_name("embedding").unwrap().as_fixed_size_list();
     assert_eq!(embedding.value_length(), 384);
@@ -212,8 +211,7 @@ fn kcenter_keeps_the_kernels_picks_and_the_requested_fraction_of_every_class() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value = crate::util::manifest(&out);
     for class in m["selection"]["per_class"].as_array().unwrap() {
         let (rows, kept) = (class["rows"].as_f64().unwrap(), class["kept"].as_u64().unwrap());
         assert_eq!(kept, (rows * 0.3).round() as u64, "{class}");
@@ -260,8 +258,7 @@ fn order_auto_keeps_easy_examples_when_few_are_kept_per_class() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value = crate::util::manifest(&out);
     assert_eq!(m["config"]["select"]["order"], "easy");
     let scores = read_parquet(&out.join("scores.parquet"));
     let el2n = scores.column_by_name("el2n").unwrap().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
@@ -291,8 +288,7 @@ fn a_config_file_supplies_flags_and_the_command_line_overrides_it() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value = crate::util::manifest(&out);
     assert_eq!(m["config"]["select"]["keep"], 0.5, "the command line wins");
     assert_eq!(m["config"]["select"]["balance"], "none", "the file supplies what the command line leaves out");
     assert_eq!(m["config"]["run"]["quiet"], true);

@@ -13,13 +13,13 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Runs `sieve` with `args` from the repository root.
-pub fn sieve(args: &[&str]) -> Output {
+/// Runs `sieve` with `args` (`&str`s or `String`s) from the repository root.
+pub fn sieve<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sieve")).args(args).current_dir(root()).output().expect("the sieve binary runs")
 }
 
 /// Runs `sieve` and fails the test, showing stderr, unless it succeeds.
-pub fn sieve_ok(args: &[&str]) -> Output {
+pub fn sieve_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
     let out = sieve(args);
     assert!(out.status.success(), "sieve {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     out
@@ -41,6 +41,16 @@ pub fn read_parquet(path: &Path) -> RecordBatch {
         batches.extend(builder.build().unwrap().map(|b| b.unwrap()));
     }
     concat_batches(&schema.unwrap(), &batches).unwrap()
+}
+
+/// A JSON file (eval.json, proxy.json), parsed.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The manifest.json of the output `dir`, parsed.
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    json(&dir.join("manifest.json"))
 }
 
 /// The Arrow schema metadata of a Parquet file.
