@@ -101,14 +101,15 @@ fixtures:
 BENCH_ENV := CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))
 bench: build $(VENV)/.installed
 	$(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
-	$(CARGO) build --release -p sieve-udfs --example bench_conv --example forward_only
+	$(CARGO) build --release -p sieve-proxy --example bench_conv
+	$(CARGO) build --release -p sieve-udfs --example forward_only
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/compare.py --threads 2
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
-	$(CARGO) run --release -p sieve-udfs --example bench_conv
+	$(CARGO) run --release -p sieve-proxy --example bench_conv
 
 clean:
 	rm -rf out

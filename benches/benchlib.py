@@ -38,7 +38,9 @@ def release_binary(name: str) -> Path:
     script with the command that builds it when it is missing."""
     path = target_dir() / "release" / name
     if not path.is_file():
-        build = "-p sieve" if name == "sieve" else f"-p sieve-udfs --example {Path(name).name}"
+        example = Path(name).name
+        crate = {"bench_conv": "sieve-proxy", "forward_only": "sieve-udfs"}.get(example)
+        build = "-p sieve" if name == "sieve" else f"-p {crate} --example {example}"
         sys.exit(f"{path} does not exist: run `make bench`, or `cargo build --release {build}` "
                  "(with the same CARGO_TARGET_DIR)")
     return path

@@ -1,6 +1,6 @@
 """sieve's proxy throughput against PyTorch CPU, measured in the same run.
 
-Runs `udfs/examples/bench_conv.rs` (custom kernels only, `--no-candle --json`) and
+Runs `proxy/examples/bench_conv.rs` (custom kernels only, `--no-candle --json`) and
 `benches/pytorch_resnet.py` in each of its variants in turn, `--rounds` times
 (sieve, torch eager, eager-cl, compile, compile-cl, sieve, ...), keeps the best
 figure of each, and prints one markdown table of ratios. Absolute images/s on a

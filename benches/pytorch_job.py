@@ -50,7 +50,7 @@ from benchlib import cores
 from pytorch_resnet import CROP_PADDING, INFER_BATCH, MEAN, STD, ResNet, fold_batch_norm, random_crop_flip, to_input
 
 # =============================================================================
-# Recipe: sieve's defaults (pipeline/src/train.rs, udfs/src/models/sgd.rs)
+# Recipe: sieve's defaults (pipeline/src/train.rs, proxy/src/sgd.rs)
 # =============================================================================
 
 DEPTH, WIDTH = 8, 16

@@ -1,4 +1,4 @@
-"""PyTorch CPU baseline for sieve's proxy throughput (`udfs/examples/bench_conv.rs`).
+"""PyTorch CPU baseline for sieve's proxy throughput (`proxy/examples/bench_conv.rs`).
 
 Same network, batches, synthetic data and timing as bench_conv, in PyTorch on
 the CPU, so `benches/compare.py` can put the two side by side in one run. One
@@ -18,7 +18,7 @@ a performance-minded user would run:
 
 The network is the CIFAR ResNet of He et al. 2016, "Deep Residual Learning for
 Image Recognition" (arXiv:1512.03385), section 4.2, as sieve builds it
-(`udfs/src/models/resnet.rs`): 3x3 stem, three stages of n basic blocks of widths
+(`proxy/src/resnet.rs`): 3x3 stem, three stages of n basic blocks of widths
 w, 2w, 4w (stride 2 at the start of stages 2 and 3), 1x1 conv + BN shortcut where
 the shape changes (option B), global average pool, linear head; depth 6n + 2.
 

@@ -11,12 +11,12 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array};
 use libfuzzer_sys::fuzz_target;
-use sieve_udfs::device::Placement;
-use sieve_udfs::models::fasttext::{FastText, FastTextConfig};
-use sieve_udfs::models::image_trainer::{ImageTrainer, Normalize};
-use sieve_udfs::models::resnet::ResNetConfig;
-use sieve_udfs::models::sgd::SgdConfig;
-use sieve_udfs::proxy::{Architecture, Proxy, ProxyMeta, WEIGHTS_FILE};
+use sieve_proxy::device::Placement;
+use sieve_proxy::fasttext::{FastText, FastTextConfig};
+use sieve_proxy::image_trainer::{ImageTrainer, Normalize};
+use sieve_proxy::resnet::ResNetConfig;
+use sieve_proxy::sgd::SgdConfig;
+use sieve_proxy::artifact::{Architecture, Proxy, ProxyMeta, WEIGHTS_FILE};
 
 const CLASSES: usize = 3;
 
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(predictions.len(), input.len());
     let mut probs = vec![0.0f32; CLASSES];
     for p in predictions.into_iter().flatten() {
-        let scores = sieve_udfs::scores::row_scores(&p.logits, p.label, &mut probs);
+        let scores = sieve_selection::scores::row_scores(&p.logits, p.label, &mut probs);
         assert!(scores.entropy.is_finite());
     }
 });

@@ -20,10 +20,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use sieve_proxy::artifact::ProxyMeta;
 use sieve_schemas::OutputColumns;
-use sieve_udfs::embedding::kcenter::k_center_greedy;
-use sieve_udfs::embedding::Embeddings;
-use sieve_udfs::proxy::ProxyMeta;
+use sieve_selection::kcenter::k_center_greedy;
+use sieve_selection::Embeddings;
 
 use crate::cli::Acquisition;
 use crate::error::{PipelineError, Result};

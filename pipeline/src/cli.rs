@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sieve_udfs::device::{DeviceChoice, Precision};
+use sieve_proxy::device::{DeviceChoice, Precision};
 
 pub use crate::global::ScheduleOrder;
 pub use crate::log::LogFormat;

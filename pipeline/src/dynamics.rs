@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use sieve_udfs::scores::row_scores;
+use sieve_selection::scores::row_scores;
 
 use crate::error::Result;
 use crate::parquet_io;

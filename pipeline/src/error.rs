@@ -10,9 +10,12 @@ pub enum PipelineError {
     /// A descriptor, path or column problem.
     #[error(transparent)]
     Schema(#[from] sieve_schemas::SchemaError),
-    /// A model or UDF problem.
+    /// A UDF could not read its input column.
     #[error(transparent)]
     Udf(#[from] sieve_udfs::UdfError),
+    /// A model, proxy directory or device problem.
+    #[error(transparent)]
+    Proxy(#[from] sieve_proxy::ProxyError),
     /// An Arrow computation failed.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

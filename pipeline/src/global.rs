@@ -15,12 +15,12 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 use serde::Serialize;
 use sieve_schemas::OutputColumns;
-use sieve_udfs::embedding::kcenter::{k_center_greedy, k_center_greedy_per_class};
-use sieve_udfs::embedding::kmeans::KMeansConfig;
-use sieve_udfs::embedding::prototype::{prototype_scores, prototype_scores_per_class};
-use sieve_udfs::embedding::schedule::{assign_stages, Order as StageOrder, Schedule};
-use sieve_udfs::embedding::semdedup::{semdedup, SemDedupConfig};
-use sieve_udfs::embedding::Embeddings;
+use sieve_selection::kcenter::{k_center_greedy, k_center_greedy_per_class};
+use sieve_selection::kmeans::KMeansConfig;
+use sieve_selection::prototype::{prototype_scores, prototype_scores_per_class};
+use sieve_selection::schedule::{assign_stages, Order as StageOrder, Schedule};
+use sieve_selection::semdedup::{semdedup, SemDedupConfig};
+use sieve_selection::Embeddings;
 
 use crate::cli::{Balance, Prototypes, Strategy};
 use crate::error::{io_err, parquet_err, PipelineError, Result};
@@ -199,7 +199,7 @@ fn timed<T>(outcome: &mut GlobalOutcome, name: &str, f: impl FnOnce() -> Result<
     Ok(out)
 }
 
-fn embedding_err(e: sieve_udfs::embedding::EmbeddingError) -> PipelineError {
+fn embedding_err(e: sieve_selection::EmbeddingError) -> PipelineError {
     PipelineError::Internal(e.to_string())
 }
 

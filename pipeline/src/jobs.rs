@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use sieve_udfs::device::{Placement, Precision};
-use sieve_udfs::proxy::ProxyMeta;
+use sieve_proxy::artifact::ProxyMeta;
+use sieve_proxy::device::{Placement, Precision};
 
 use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
 use crate::error::{io_err, PipelineError, Result};
@@ -42,7 +42,7 @@ pub fn init_run(run: &RunPlan) -> Result<()> {
         )));
     }
     let mut fields = serde_json::json!({
-        "device": sieve_udfs::device::describe(&resolved.device),
+        "device": sieve_proxy::device::describe(&resolved.device),
         "precision": run.precision.to_string(),
     });
     let message = match resolved.fallback {
@@ -52,7 +52,7 @@ pub fn init_run(run: &RunPlan) -> Result<()> {
         }
         None => "the models run here",
     };
-    sieve_udfs::device::init(Placement { device: resolved.device, precision: run.precision })?;
+    sieve_proxy::device::init(Placement { device: resolved.device, precision: run.precision })?;
     crate::log::info("device", message, fields);
     Ok(())
 }
@@ -208,7 +208,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
         }
         None => {
             let dir = work.proxy_dir();
-            if dir.join(sieve_udfs::proxy::META_FILE).is_file() {
+            if dir.join(sieve_proxy::artifact::META_FILE).is_file() {
                 manifest.resumed_proxy = true;
             } else {
                 let tmp = work.temporary("proxy");

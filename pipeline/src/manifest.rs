@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sieve_udfs::proxy::ProxyMeta;
+use sieve_proxy::artifact::ProxyMeta;
 
 use crate::error::{io_err, Result};
 use crate::input::InputFiles;

@@ -9,10 +9,10 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use serde::Serialize;
+use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
-use sieve_udfs::device::{DeviceChoice, Precision};
 
 use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy, TrainOpts};
 use crate::error::{PipelineError, Result};
@@ -354,8 +354,7 @@ impl SelectPlan {
             return Err(PipelineError::Usage("--clusters must be at least 1".into()));
         }
         if let Some(spec) = &opts.schedule {
-            spec.parse::<sieve_udfs::embedding::schedule::Schedule>()
-                .map_err(|e| PipelineError::Usage(e.to_string()))?;
+            spec.parse::<sieve_selection::schedule::Schedule>().map_err(|e| PipelineError::Usage(e.to_string()))?;
         }
         if opts.rows_per_file == 0 {
             return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));
@@ -380,9 +379,9 @@ impl SelectPlan {
 
 impl SelectPlan {
     /// Replaces `--order auto` by hard or easy for a job over `rows` rows of
-    /// `classes` classes (see [`sieve_udfs::embedding::prototype::auto_order`]).
+    /// `classes` classes (see [`sieve_selection::prototype::auto_order`]).
     pub fn resolve_order(&mut self, rows: u64, classes: usize) {
-        use sieve_udfs::embedding::prototype::{auto_order, Order as Auto};
+        use sieve_selection::prototype::{auto_order, Order as Auto};
         if self.order == Order::Auto {
             let kept = (self.keep * rows as f64).round() as usize;
             self.order = match auto_order(kept, classes) {

@@ -16,13 +16,13 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use sieve_proxy::artifact::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
+use sieve_proxy::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
+use sieve_proxy::image_trainer::{ImageTrainer, Normalize};
+use sieve_proxy::resnet::ResNetConfig;
+use sieve_proxy::sgd::SgdConfig;
 use sieve_schemas::InputKind;
 use sieve_udfs::decode::decode_image;
-use sieve_udfs::models::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
-use sieve_udfs::models::image_trainer::{ImageTrainer, Normalize};
-use sieve_udfs::models::resnet::ResNetConfig;
-use sieve_udfs::models::sgd::SgdConfig;
-use sieve_udfs::proxy::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
 
 use crate::dynamics::{self, Dynamics};
 use crate::error::{io_err, PipelineError, Result};
@@ -80,7 +80,7 @@ pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(dir)?;
     if let Some(heldout) = &dataset.heldout {
-        let proxy = Proxy::load(dir, &sieve_udfs::device::current())?;
+        let proxy = Proxy::load(dir, &sieve_proxy::device::current())?;
         meta.heldout_accuracy = Some(accuracy(&proxy, dataset, heldout, run.quiet)?);
         meta.write(dir)?;
     }
@@ -136,10 +136,10 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     let batch = plan.batch_size.unwrap_or(IMAGE_BATCH);
     let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
     let sgd = SgdConfig::default();
-    let device = sieve_udfs::device::current().device;
+    let device = sieve_proxy::device::current().device;
     let config = serde_json::json!({"epochs": epochs, "batch_size": batch, "peak_lr": peak, "warmup": WARMUP,
         "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed,
-        "device": sieve_udfs::device::describe(&device)});
+        "device": sieve_proxy::device::describe(&device)});
     let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed, &device)?;
     let normalize = Some(trainer.normalize().clone());
     let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
@@ -219,7 +219,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
     let order = if cached.is_some() { "whole split shuffled per epoch" } else { "streamed, shuffle buffer" };
     let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": order});
     let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);
-    let mut model = FastText::new(cfg, plan.seed).map_err(sieve_udfs::UdfError::from)?;
+    let mut model = FastText::new(cfg, plan.seed).map_err(sieve_proxy::ProxyError::from)?;
     let cached: Option<Vec<TextRow>> =
         cached.map(|rows| rows.par_iter().map(|ex| TextRow::new(&model, ex, classes)).collect());
     let rows = dataset.train.total_rows();
@@ -238,8 +238,8 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
                 Some((features, y)) => {
                     let out = model
                         .train_features(features, *y, schedule.lr_at(step, total_steps), &mut scratch)
-                        .map_err(sieve_udfs::UdfError::from)?;
-                    let pred = sieve_udfs::scores::argmax(out.logits);
+                        .map_err(sieve_proxy::ProxyError::from)?;
+                    let pred = sieve_selection::scores::argmax(out.logits);
                     dynamics.record(row.pos, epoch, out.logits, *y);
                     stats.loss_sum += out.loss as f64;
                     stats.correct += u64::from(pred == *y);
@@ -269,7 +269,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
         meta.epochs = epoch;
     }
     bar.finish_and_clear();
-    model.save(&dir.join(WEIGHTS_FILE)).map_err(sieve_udfs::UdfError::from)?;
+    model.save(&dir.join(WEIGHTS_FILE)).map_err(sieve_proxy::ProxyError::from)?;
     dynamics.write(&dir.join(dynamics::FILE))?;
     Ok(meta)
 }
@@ -303,7 +303,7 @@ pub fn accuracy(proxy: &Proxy, dataset: &DatasetPlan, files: &InputFiles, quiet:
         let labels = labels.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("cast to Int64");
         for p in sieve_udfs::infer::predict(proxy, batch.column(0), Some(labels))?.into_iter().flatten() {
             total += 1;
-            correct += u64::from(Some(sieve_udfs::scores::argmax(&p.logits)) == p.label);
+            correct += u64::from(Some(sieve_selection::scores::argmax(&p.logits)) == p.label);
         }
         bar.inc(batch.num_rows() as u64);
         Ok(())

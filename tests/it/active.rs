@@ -91,7 +91,7 @@ fn the_next_batch_is_the_most_uncertain_pool_rows_copied_unchanged() {
 /// same proxy) as the initial centers, in pick order.
 #[test]
 fn the_kcenter_batch_is_the_kernels_picks_from_the_labeled_centers() {
-    use sieve_udfs::embedding::{kcenter::k_center_greedy, Embeddings};
+    use sieve_selection::{kcenter::k_center_greedy, Embeddings};
     let tmp = tempfile::tempdir().unwrap();
     let (scores, picked) = next_batch(tmp.path(), "kcenter");
     let lab = tmp.path().join("labeled-scores");

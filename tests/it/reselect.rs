@@ -193,7 +193,7 @@ fn embedding_methods_flag_exact_duplicates_and_write_exact_schedules() {
 /// the requested fraction of every class.
 #[test]
 fn kcenter_keeps_the_kernels_picks_and_the_requested_fraction_of_every_class() {
-    use sieve_udfs::embedding::{kcenter::k_center_greedy_per_class, Embeddings};
+    use sieve_selection::{kcenter::k_center_greedy_per_class, Embeddings};
     let scored = pruned("shapes");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("k");

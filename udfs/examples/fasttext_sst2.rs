@@ -1,6 +1,6 @@
 //! This should reach 82% validation accuracy on SST-2 in under a second of training.
 //!
-//! Trains sieve's fastText proxy ([`sieve_udfs::models::fasttext`]) on the
+//! Trains sieve's fastText proxy ([`sieve_proxy::fasttext`]) on the
 //! SST-2 train split (67,349 phrases) and scores the validation split (872
 //! sentences), to check the default hyperparameters against the ≥ 78% target.
 //!
@@ -38,7 +38,7 @@ use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sieve_udfs::models::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
+use sieve_proxy::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
 
 /// Where the SST-2 splits live unless `data=` says otherwise: the `shared/`
 /// folder that sits beside the repository.

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rayon::prelude::*;
+use sieve_proxy::artifact::Proxy;
+use sieve_proxy::device::Placement;
 use sieve_udfs::decode::{decode_image, ImageBytes};
-use sieve_udfs::device::Placement;
-use sieve_udfs::proxy::Proxy;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,6 +1,6 @@
 //! Batched inference over an Arrow input column: validate labels, decode
 //! inputs in parallel, cut the batch into model micro-batches (sized to the
-//! device, [`crate::device::image_micro_batch`]), and return
+//! device, [`sieve_proxy::device::image_micro_batch`]), and return
 //! each row's logits or the reason it has none. Shared by the scoring UDF and
 //! the proxy's held-out evaluation.
 
@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::decode::{decode_image, text_value, ImageBytes, RowError};
 use crate::error::Result;
-use crate::proxy::{Forward, Proxy};
+use sieve_proxy::artifact::{Forward, Proxy};
 
 /// Texts per forward pass; fastText inference is a gather and a tiny matmul.
 pub const TEXT_MICRO_BATCH: usize = 4096;

@@ -1,19 +1,15 @@
-//! DataFusion UDFs for sieve and everything they run: image and text decoding,
-//! the candle proxy models, the fast CPU kernels those models need, and the
-//! score math. [`register_all`] puts every UDF into a `SessionContext`.
+//! sieve's DataFusion functions: decoding the input column ([`decode`]),
+//! batched proxy inference over Arrow arrays ([`infer`]) and the SQL functions
+//! themselves ([`functions`]). The models they run live in `sieve-proxy`, the
+//! score math in `sieve-selection`. [`register_all`] puts every UDF into a
+//! `SessionContext`.
 
 #![deny(missing_docs)]
 
 pub mod decode;
-pub mod device;
-pub mod embedding;
 pub mod error;
 pub mod functions;
 pub mod infer;
-pub mod kernels;
-pub mod models;
-pub mod proxy;
-pub mod scores;
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;

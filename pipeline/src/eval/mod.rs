@@ -512,8 +512,8 @@ async fn proxy_agreement(
     work: &Path,
 ) -> Result<Vec<rank::Agreement>> {
     let width = plan.width.unwrap_or(match dataset.kind {
-        sieve_schemas::InputKind::Image => sieve_udfs::models::resnet::ResNetConfig::resnet20(1).width,
-        sieve_schemas::InputKind::Text => sieve_udfs::models::fasttext::FastTextConfig::new(1).dim,
+        sieve_schemas::InputKind::Image => sieve_proxy::resnet::ResNetConfig::resnet20(1).width,
+        sieve_schemas::InputKind::Text => sieve_proxy::fasttext::FastTextConfig::new(1).dim,
     });
     let variants = [
         ("seed", TrainPlan { seed: plan.seed + 1, ..plan.clone() }),

@@ -6,7 +6,7 @@
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use sieve_udfs::proxy::EpochRecord;
+use sieve_proxy::artifact::EpochRecord;
 
 use super::rows::{Bins, Histograms};
 use crate::error::Result;

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! # Performance
-//! The proxy is loaded once per process ([`crate::proxy::shared`]); each
+//! The proxy is loaded once per process ([`sieve_proxy::artifact::shared`]); each
 //! DataFusion batch is decoded in parallel and cut into model micro-batches,
 //! so every row costs one forward pass.
 
@@ -36,7 +36,8 @@ use sieve_schemas::OutputColumns;
 
 use crate::decode::RowError;
 use crate::infer::{self, Prediction};
-use crate::proxy::{self, Proxy};
+use crate::UdfError;
+use sieve_proxy::artifact::{self as proxy, Proxy};
 
 /// The `proxy_scores` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -121,7 +122,7 @@ impl ScalarUDFImpl for ProxyScores {
 
 /// The proxy a literal directory argument names, loaded once per process.
 pub fn literal_proxy(function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
-    Ok(proxy::shared(&literal_dir(function, "proxy", value)?)?)
+    Ok(proxy::shared(&literal_dir(function, "proxy", value)?).map_err(UdfError::from)?)
 }
 
 /// The directory a string-literal argument (`what`: proxy, encoder) names.
@@ -168,8 +169,8 @@ fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<
     for row in rows {
         match row {
             Ok(p) => {
-                let s = crate::scores::row_scores(&p.logits, p.label, &mut probs);
-                let grand = s.el2n.map(|e| crate::scores::grand(e, &p.features));
+                let s = sieve_selection::scores::row_scores(&p.logits, p.label, &mut probs);
+                let grand = s.el2n.map(|e| sieve_selection::scores::grand(e, &p.features));
                 let values = [Some(s.entropy), Some(s.least_confidence), Some(s.margin), s.el2n, s.loss, grand];
                 for (b, v) in floats.iter_mut().zip(values) {
                     b.append_option(v);

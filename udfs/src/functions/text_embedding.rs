@@ -1,6 +1,6 @@
 //! `text_embedding(encoder, text)`: each row's sentence embedding from a
 //! pretrained encoder (all-MiniLM-L6-v2 by default, see
-//! [`crate::models::text_encoder`]), as `FixedSizeList<Float32>` of unit
+//! [`sieve_proxy::text_encoder`]), as `FixedSizeList<Float32>` of unit
 //! length. Null, empty or non-UTF-8 text gets NULL.
 
 use std::sync::{Arc, LazyLock};
@@ -16,7 +16,8 @@ use sieve_schemas::OutputColumns;
 
 use super::proxy_scores::{literal_dir, vectors_array};
 use crate::decode::text_value;
-use crate::models::text_encoder::{self, TextEncoder};
+use crate::UdfError;
+use sieve_proxy::text_encoder::{self, TextEncoder};
 
 /// The `text_embedding` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -50,7 +51,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
 });
 
 fn literal_encoder(function: &str, value: Option<&datafusion::common::ScalarValue>) -> Result<Arc<TextEncoder>> {
-    Ok(text_encoder::shared(&literal_dir(function, "encoder", value)?)?)
+    Ok(text_encoder::shared(&literal_dir(function, "encoder", value)?).map_err(UdfError::from)?)
 }
 
 impl ScalarUDFImpl for TextEmbedding {
@@ -82,7 +83,7 @@ impl ScalarUDFImpl for TextEmbedding {
         let text = text.into_array(n)?;
         let texts: Vec<Option<&str>> = (0..n).map(|i| text_value(text.as_ref(), i).ok()).collect();
         let valid: Vec<&str> = texts.iter().flatten().copied().collect();
-        let vectors = encoder.encode(&valid)?;
+        let vectors = encoder.encode(&valid).map_err(UdfError::from)?;
         let dim = encoder.dim();
         let mut next = vectors.chunks_exact(dim);
         let rows = texts.iter().map(|t| t.and_then(|_| next.next()));

@@ -2,7 +2,7 @@
 //! web-scale through semantic deduplication"
 //! (<https://arxiv.org/abs/2303.09540>), Algorithm 1.
 //!
-//! Rows are clustered with spherical k-means ([`super::kmeans`]); inside each
+//! Rows are clustered with spherical k-means ([`crate::kmeans`]); inside each
 //! cluster, rows are visited in row order and a row is a *duplicate* of the
 //! first earlier **kept** row whose cosine similarity to it exceeds
 //! `1 - eps`; otherwise it is kept. Only pairs inside one cluster are
@@ -28,8 +28,8 @@
 
 use rayon::prelude::*;
 
-use super::kmeans::{fit, KMeansConfig};
-use super::{dot, EmbeddingError, Embeddings, Result};
+use crate::embeddings::{dot, EmbeddingError, Embeddings, Result};
+use crate::kmeans::{fit, KMeansConfig};
 
 /// Options of [`semdedup`].
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +61,7 @@ pub struct SemDedup {
 /// # Errors
 ///
 /// [`EmbeddingError::OutOfRange`] when `eps` is not in `[0, 2]`; the
-/// k-means errors of [`super::kmeans::spherical_kmeans`].
+/// k-means errors of [`crate::kmeans::spherical_kmeans`].
 pub fn semdedup(emb: &Embeddings, cfg: &SemDedupConfig) -> Result<SemDedup> {
     if !(0.0..=2.0).contains(&cfg.eps) {
         return Err(EmbeddingError::OutOfRange { what: "eps", value: f64::from(cfg.eps), expected: "0 <= eps <= 2" });
@@ -102,7 +102,7 @@ pub fn semdedup(emb: &Embeddings, cfg: &SemDedupConfig) -> Result<SemDedup> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedding::tests::blobs;
+    use crate::embeddings::tests::blobs;
 
     #[test]
     fn at_tiny_eps_exactly_the_planted_copies_are_flagged_and_point_at_the_first_occurrence() {

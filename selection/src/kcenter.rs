@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{class_seed, classes, sq_dist, EmbeddingError, Embeddings, Result};
+use crate::embeddings::{class_seed, classes, sq_dist, EmbeddingError, Embeddings, Result};
 
 /// Rows per rayon task in the distance update: big enough (about 256 KiB of
 /// dim-64 rows) that scheduling costs nothing next to the distance math.
@@ -145,7 +145,7 @@ pub fn k_center_greedy_per_class(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedding::tests::blobs;
+    use crate::embeddings::tests::blobs;
 
     #[test]
     fn first_eight_picks_cover_all_eight_clusters_before_any_repeats() {

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use crate::device::{Placement, Precision};
-use crate::error::{Result, UdfError};
-use crate::models::fasttext::{FastText, FastTextConfig};
-use crate::models::image_trainer::{images_to_tensor, Normalize};
-use crate::models::resnet::{FoldedResNet, ResNetConfig};
+use crate::error::{ProxyError, Result};
+use crate::fasttext::{FastText, FastTextConfig};
+use crate::image_trainer::{images_to_tensor, Normalize};
+use crate::resnet::{FoldedResNet, ResNetConfig};
 
 /// File name of the weights inside a proxy directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -112,15 +112,15 @@ impl ProxyMeta {
     /// Reads `dir/proxy.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| UdfError::Io { path: path.clone(), source })?;
-        serde_json::from_str(&text).map_err(|e| UdfError::Proxy { dir: dir.to_path_buf(), message: e.to_string() })
+        let text = std::fs::read_to_string(&path).map_err(|source| ProxyError::Io { path: path.clone(), source })?;
+        serde_json::from_str(&text).map_err(|e| ProxyError::Proxy { dir: dir.to_path_buf(), message: e.to_string() })
     }
 
     /// Writes `dir/proxy.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(META_FILE);
         let text = serde_json::to_string_pretty(self).expect("ProxyMeta serializes");
-        std::fs::write(&path, text).map_err(|source| UdfError::Io { path, source })
+        std::fs::write(&path, text).map_err(|source| ProxyError::Io { path, source })
     }
 }
 
@@ -234,8 +234,11 @@ impl Proxy {
         }
     }
 
-    fn wrong_kind(&self, input: &str) -> UdfError {
-        UdfError::Proxy { dir: self.dir.clone(), message: format!("a {} proxy cannot read {input}", self.meta.preset) }
+    fn wrong_kind(&self, input: &str) -> ProxyError {
+        ProxyError::Proxy {
+            dir: self.dir.clone(),
+            message: format!("a {} proxy cannot read {input}", self.meta.preset),
+        }
     }
 }
 
@@ -265,7 +268,7 @@ pub fn shared(dir: &Path) -> Result<Arc<Proxy>> {
 pub fn cached<T: Send + Sync + 'static>(dir: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<Arc<T>> {
     type Models = HashMap<(TypeId, PathBuf), Arc<dyn Any + Send + Sync>>;
     static CACHE: OnceLock<Mutex<Models>> = OnceLock::new();
-    let path = dir.canonicalize().map_err(|source| UdfError::Io { path: dir.to_path_buf(), source })?;
+    let path = dir.canonicalize().map_err(|source| ProxyError::Io { path: dir.to_path_buf(), source })?;
     let key = (TypeId::of::<T>(), path);
     // Holding the lock while loading makes concurrent first calls wait for one
     // load instead of each loading its own copy.

@@ -2,7 +2,7 @@
 //! scaling laws: beating power law scaling via data pruning"
 //! (<https://arxiv.org/abs/2206.14486>), Section 5.
 //!
-//! Cluster the embeddings with k-means (here spherical, [`super::kmeans`]);
+//! Cluster the embeddings with k-means (here spherical, [`crate::kmeans`]);
 //! an example's difficulty is its cosine distance to the nearest centroid,
 //! `prototype = 1 - cos(x, c_nearest)`, in `[0, 2]`. **Higher = harder**:
 //! examples far from every prototype are atypical. The paper uses k = the
@@ -12,8 +12,8 @@
 //! [`auto_order`] picks whether to keep the hard or the easy end, after the
 //! paper's Section 2 and Fig. 1.
 
-use super::kmeans::{spherical_kmeans, KMeansConfig};
-use super::{class_seed, classes, Embeddings, Result};
+use crate::embeddings::{class_seed, classes, Embeddings, Result};
+use crate::kmeans::{spherical_kmeans, KMeansConfig};
 
 /// Per-row output of the prototype score.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,8 +41,8 @@ pub fn prototype_scores(emb: &Embeddings, cfg: &KMeansConfig) -> Result<Prototyp
 ///
 /// # Errors
 ///
-/// [`super::EmbeddingError::Mismatch`] when `labels` does not match the rows;
-/// [`super::EmbeddingError::InvalidK`] when `k` is 0.
+/// [`crate::EmbeddingError::Mismatch`] when `labels` does not match the rows;
+/// [`crate::EmbeddingError::InvalidK`] when `k` is 0.
 pub fn prototype_scores_per_class(emb: &Embeddings, labels: &[u32], cfg: &KMeansConfig) -> Result<Prototypes> {
     let n = emb.n();
     let mut out = Prototypes { prototype: vec![0.0; n], cluster: vec![0; n] };
@@ -111,8 +111,8 @@ pub fn auto_order(n_keep: usize, n_classes: usize) -> Order {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedding::tests::blobs;
-    use crate::embedding::EmbeddingError;
+    use crate::embeddings::tests::blobs;
+    use crate::EmbeddingError;
 
     /// 5 blobs of 100 rows in 16-d plus `outliers` rows pointing along axes
     /// 8..16, which no blob centre uses (blob `c` sits on axis `c`).

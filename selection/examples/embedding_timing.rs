@@ -1,4 +1,4 @@
-//! Wall-clock seconds of each `sieve_udfs::embedding` algorithm on uniform
+//! Wall-clock seconds of each `sieve_selection` algorithm on uniform
 //! random embeddings of CIFAR-10 size (50,000 x 64, k = 10 classes) and
 //! SST-2 size (67,349 x 32, k = 2 classes). One run each, no warm-up: these
 //! are order-of-magnitude figures, not a benchmark.
@@ -10,7 +10,7 @@
 //! ## Usage
 //!
 //! ```text
-//! cargo run --release -p sieve-udfs --example embedding_timing
+//! cargo run --release -p sieve-selection --example embedding_timing
 //! ```
 //!
 //! prints one line per dataset and algorithm, for example
@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sieve_udfs::embedding::kcenter::k_center_greedy;
-use sieve_udfs::embedding::kmeans::{spherical_kmeans, KMeansConfig};
-use sieve_udfs::embedding::prototype::prototype_scores;
-use sieve_udfs::embedding::schedule::{assign_stages, Order};
-use sieve_udfs::embedding::semdedup::{semdedup, SemDedupConfig};
-use sieve_udfs::embedding::Embeddings;
+use sieve_selection::kcenter::k_center_greedy;
+use sieve_selection::kmeans::{spherical_kmeans, KMeansConfig};
+use sieve_selection::prototype::prototype_scores;
+use sieve_selection::schedule::{assign_stages, Order};
+use sieve_selection::semdedup::{semdedup, SemDedupConfig};
+use sieve_selection::Embeddings;
 
 /// Runs `f`, prints its time under `label`, returns its value.
 fn timed<T>(label: &str, f: impl FnOnce() -> T) -> T {

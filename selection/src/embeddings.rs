@@ -1,24 +1,5 @@
-//! Selection algorithms over embeddings: the proxy's penultimate features or
-//! sentence embeddings, given as a row-major `&[f32]` of `n * dim` values.
-//!
-//! - [`kmeans`]: spherical k-means (cosine geometry), k-means++ seeding.
-//! - [`prototype`]: the self-supervised prototype score of Sorscher et al.
-//!   2022 (arXiv:2206.14486) and the `--order auto` rule.
-//! - [`kcenter`]: the greedy k-center core-set of Sener & Savarese 2018
-//!   (arXiv:1708.00489), as used by Selection via Proxy.
-//! - [`semdedup`]: SemDeDup (Abbas et al. 2023, arXiv:2303.09540).
-//! - [`schedule`]: Data Step / Data Increment / Data Cut schedules as data.
-//!
-//! Everything here is pure (no Arrow), deterministic (same input and seed
-//! give bit-identical output, whatever the rayon thread count: every
-//! parallel loop writes per-row results or reduces with a total order), and
-//! linear in `n` in memory: nothing allocates an `n x n` matrix.
-
-pub mod kcenter;
-pub mod kmeans;
-pub mod prototype;
-pub mod schedule;
-pub mod semdedup;
+//! The input every embedding algorithm takes ([`Embeddings`]: `n * dim`
+//! row-major values), its error type and the small vector helpers they share.
 
 use rayon::prelude::*;
 
@@ -149,14 +130,14 @@ impl<'a> Embeddings<'a> {
 
     /// Copies the rows `idx` (in that order) into a new buffer, for running an
     /// algorithm on one class.
-    fn gather(&self, idx: &[usize]) -> Vec<f32> {
+    pub(crate) fn gather(&self, idx: &[usize]) -> Vec<f32> {
         idx.iter().flat_map(|&i| self.row(i)).copied().collect()
     }
 }
 
 /// Rows grouped by label: `(label, row indices in ascending order)`, labels
 /// ascending. Errors when `labels` does not have one entry per row.
-fn classes(labels: &[u32], n: usize) -> Result<Vec<(u32, Vec<usize>)>> {
+pub(crate) fn classes(labels: &[u32], n: usize) -> Result<Vec<(u32, Vec<usize>)>> {
     if labels.len() != n {
         return Err(EmbeddingError::Mismatch { what: "labels length", found: labels.len(), n });
     }
@@ -201,7 +182,7 @@ pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
 /// A seed for one class, derived from the user's seed and the label with
 /// SplitMix64's finaliser, so classes get unrelated random streams while the
 /// whole run still depends on one `u64`.
-fn class_seed(seed: u64, label: u32) -> u64 {
+pub(crate) fn class_seed(seed: u64, label: u32) -> u64 {
     let mut z = seed ^ (u64::from(label).wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -104,8 +104,8 @@ impl CustomOp3 for Conv2dBias {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
     use candle_core::Var;
 
     /// candle's own convolution on the same data: NHWC -> NCHW, HWIO -> OIHW

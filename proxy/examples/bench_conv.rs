@@ -1,5 +1,5 @@
 //! Throughput of the ResNet proxy on the CPU: candle's own convolution and
-//! batch-norm ops against the custom kernels of `sieve_udfs::kernels`, for
+//! batch-norm ops against the custom kernels of `sieve_kernels`, for
 //! ResNet-8 and ResNet-20 (width 16, 32x32 images, synthetic data).
 //!
 //! Training is a full `ImageTrainer::step` on 128 images (augmentation,
@@ -12,7 +12,7 @@
 //! ## Usage
 //!
 //! ```text
-//! cargo run --release -p sieve-udfs --example bench_conv -- --threads 2
+//! cargo run --release -p sieve-proxy --example bench_conv -- --threads 2
 //! ```
 //!
 //! (`--no-candle` skips the slow baseline; `--json` prints one JSON object a
@@ -37,9 +37,9 @@
 use candle_core::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sieve_udfs::models::image_trainer::{images_to_tensor, ImageTrainer};
-use sieve_udfs::models::resnet::{ConvImpl, ResNetConfig};
-use sieve_udfs::models::sgd::SgdConfig;
+use sieve_proxy::image_trainer::{images_to_tensor, ImageTrainer};
+use sieve_proxy::resnet::{ConvImpl, ResNetConfig};
+use sieve_proxy::sgd::SgdConfig;
 use std::time::Instant;
 
 /// Images per training step, the usual CIFAR batch.

@@ -64,8 +64,8 @@ impl CustomOp2 for AddRelu {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
     use candle_core::Var;
 
     #[test]

@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::error::{Result, UdfError};
+use crate::error::{ProxyError, Result};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for
 /// all-MiniLM-L6-v2); longer texts are truncated, as there.
@@ -37,8 +37,8 @@ impl std::fmt::Debug for TextEncoder {
     }
 }
 
-fn encoder_err(dir: &Path, message: impl std::fmt::Display) -> UdfError {
-    UdfError::Encoder { dir: dir.to_path_buf(), message: message.to_string() }
+fn encoder_err(dir: &Path, message: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Encoder { dir: dir.to_path_buf(), message: message.to_string() }
 }
 
 impl TextEncoder {
@@ -54,7 +54,7 @@ impl TextEncoder {
             }
         };
         let config_text = std::fs::read_to_string(read("config.json")?)
-            .map_err(|source| UdfError::Io { path: dir.join("config.json"), source })?;
+            .map_err(|source| ProxyError::Io { path: dir.join("config.json"), source })?;
         let config: Config =
             serde_json::from_str(&config_text).map_err(|e| encoder_err(dir, format!("config.json: {e}")))?;
         let weights = read("model.safetensors")?;
@@ -87,7 +87,7 @@ impl TextEncoder {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| UdfError::Encoder { dir: PathBuf::from(&self.name), message: e.to_string() })?;
+            .map_err(|e| ProxyError::Encoder { dir: PathBuf::from(&self.name), message: e.to_string() })?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
@@ -134,7 +134,7 @@ impl TextEncoder {
 /// The encoder in `dir`, loaded once per process and shared by every
 /// partition and batch that embeds with it.
 pub fn shared(dir: &Path) -> Result<std::sync::Arc<TextEncoder>> {
-    crate::proxy::cached(dir, TextEncoder::load)
+    crate::artifact::cached(dir, TextEncoder::load)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{dot, sq_dist, EmbeddingError, Embeddings, Result};
+use crate::embeddings::{dot, sq_dist, EmbeddingError, Embeddings, Result};
 
 /// Rows per rayon task when summing the seeding distances; a fixed size so
 /// the partial sums, and hence the draws, are the same on every machine.
@@ -221,7 +221,7 @@ fn update(unit: &[f32], dim: usize, assignments: &[u32], centroids: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedding::tests::blobs;
+    use crate::embeddings::tests::blobs;
 
     /// Whether `assignments` splits rows into blocks of `per` exactly like
     /// the planted clusters (up to relabelling).

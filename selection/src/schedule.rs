@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{EmbeddingError, Result};
+use crate::embeddings::{EmbeddingError, Result};
 
 /// Slack for the last increment fraction: `0.1 + 9 * 0.1` is
 /// `1.0000000000000002` in f64, which means 1.

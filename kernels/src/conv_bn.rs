@@ -242,8 +242,8 @@ impl CustomOp3 for ConvBnTrain {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
     use candle_core::Var;
 
     const EPS: f64 = 1e-5;

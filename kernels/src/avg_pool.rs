@@ -61,8 +61,8 @@ impl CustomOp1 for GlobalAvgPool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
     use candle_core::Var;
 
     #[test]

@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, UdfError};
-use crate::kernels::conv_impl::ConvImpl;
+use crate::error::{ProxyError, Result};
+use sieve_kernels::conv_impl::ConvImpl;
 
 /// The device asked for on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,7 +79,7 @@ impl DeviceChoice {
             Self::Cuda(n) => Ok(Resolved { device: open_cuda(n)?, fallback: None }),
             Self::Auto => Ok(match open_cuda(0) {
                 Ok(device) => Resolved { device, fallback: None },
-                Err(UdfError::Device(why)) => Resolved { device: Device::Cpu, fallback: Some(why) },
+                Err(ProxyError::Device(why)) => Resolved { device: Device::Cpu, fallback: Some(why) },
                 Err(e) => Resolved { device: Device::Cpu, fallback: Some(e.to_string()) },
             }),
         }
@@ -97,8 +97,8 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     Err(no_gpu(ordinal, "this sieve was built without the `cuda` feature (build it with `make build-cuda`)"))
 }
 
-fn no_gpu(ordinal: usize, why: &str) -> UdfError {
-    UdfError::Device(format!("cuda:{ordinal} is not available: {why}"))
+fn no_gpu(ordinal: usize, why: &str) -> ProxyError {
+    ProxyError::Device(format!("cuda:{ordinal} is not available: {why}"))
 }
 
 /// Where the image proxy infers, and in what precision.
@@ -132,7 +132,7 @@ pub enum Precision {
 
 /// The process's placement: set once by [`init`], CPU and f32 until then.
 /// Like rayon's global pool, one choice per process; every proxy loaded
-/// through [`crate::proxy::shared`] lives there.
+/// through [`crate::artifact::shared`] lives there.
 static CURRENT: OnceLock<Placement> = OnceLock::new();
 
 /// Makes `placement` the process's. The first call wins; a later call with
@@ -142,7 +142,7 @@ pub fn init(placement: Placement) -> Result<()> {
     if current.device.same_device(&placement.device) && current.precision == placement.precision {
         Ok(())
     } else {
-        Err(UdfError::Device(format!(
+        Err(ProxyError::Device(format!(
             "this process already runs its models on {} in {:?}, cannot switch to {} in {:?}",
             describe(&current.device),
             current.precision,

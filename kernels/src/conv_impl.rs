@@ -17,7 +17,7 @@ use super::conv_grad;
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// Which kernels run the network: the custom ops of [`crate::kernels`] on
+/// Which kernels run the network: the custom ops of [this crate](crate) on
 /// NHWC activations, or candle's own ops on NCHW activations (the baseline
 /// the benchmark compares against). Parameters are shared and identical.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub enum ConvImpl {
 
 impl ConvImpl {
     /// The NHWC network input in this implementation's layout.
-    pub(crate) fn input(self, x: &Tensor) -> Result<Tensor> {
+    pub fn input(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => Ok(x.clone()),
             Self::Candle | Self::Portable => x.permute((0, 3, 1, 2))?.contiguous(),
@@ -44,7 +44,7 @@ impl ConvImpl {
     }
 
     /// A per-channel `[c]` vector shaped to broadcast against activations.
-    pub(crate) fn per_channel(self, v: &Tensor) -> Result<Tensor> {
+    pub fn per_channel(self, v: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => Ok(v.clone()),
             Self::Candle | Self::Portable => v.reshape((1, (), 1, 1)),
@@ -52,7 +52,7 @@ impl ConvImpl {
     }
 
     /// A convolution with HWIO weights `w`, no bias.
-    pub(crate) fn conv(self, x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    pub fn conv(self, x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
         match self {
             Self::Fast => conv2d::conv2d(x, w, stride, padding),
             Self::Candle => x.conv2d(&oihw(w)?, padding, stride, 1, 1),
@@ -61,7 +61,7 @@ impl ConvImpl {
     }
 
     /// `relu?(conv(x, w) + b)`, the inference unit of a folded network.
-    pub(crate) fn conv_bias(
+    pub fn conv_bias(
         self,
         x: &Tensor,
         w: &Tensor,
@@ -85,7 +85,7 @@ impl ConvImpl {
 
     /// A training unit: `(relu?(bn(conv(x)) + residual?), batch mean, biased
     /// batch var)`, fused into one op on the fast path.
-    pub(crate) fn train_unit(
+    pub fn train_unit(
         self,
         x: &Tensor,
         w: &Tensor,
@@ -112,7 +112,7 @@ impl ConvImpl {
     }
 
     /// `relu?(y + residual?)`.
-    pub(crate) fn merge(self, y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    pub fn merge(self, y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         match (residual, relu, self) {
             (Some(r), true, Self::Fast) => add_relu(&y, r),
             (Some(r), true, Self::Candle | Self::Portable) => (y + r)?.relu(),
@@ -123,7 +123,7 @@ impl ConvImpl {
     }
 
     /// `[n, c]` means over the spatial axes.
-    pub(crate) fn global_avg_pool(self, x: &Tensor) -> Result<Tensor> {
+    pub fn global_avg_pool(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast => global_avg_pool(x),
             Self::Candle | Self::Portable => x.mean((2, 3)),
@@ -138,8 +138,8 @@ fn oihw(w: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
 
     /// Both implementations of a training unit agree on values and moments
     /// (relative 1e-4; gradients are compared network-wide in the ResNet's

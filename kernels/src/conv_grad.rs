@@ -140,8 +140,8 @@ fn weight_grad(
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::test_util::{assert_close, random};
     use super::*;
+    use crate::cpu::test_util::{assert_close, random};
     use candle_core::Var;
 
     /// Against candle's own `conv2d` autograd (transposed convolutions) on

@@ -7,7 +7,7 @@
 //! this file follows candle-transformers' `models/resnet.rs`.
 //!
 //! Activations are NHWC and convolution weights HWIO (`[ksize, ksize, c_in,
-//! c_out]`) so that the fast kernels of [`crate::kernels`] apply; safetensors
+//! c_out]`) so that the fast kernels of [`sieve_kernels`] apply; safetensors
 //! keys are the `vb.pp` paths, e.g. `stem.conv.weight`,
 //! `stages.0.blocks.1.bn2.weight`, `stages.1.blocks.0.shortcut.bn.running_var`,
 //! `head.weight`. Batch-norm running statistics live in the same `VarMap` as
@@ -18,12 +18,12 @@
 //! `b' = beta - mean gamma / sigma`), giving a [`FoldedResNet`] that runs one
 //! fused conv + bias + ReLU op per layer.
 
-use crate::kernels::conv_bn::ConvBnConfig;
-pub use crate::kernels::conv_impl::ConvImpl;
-use crate::kernels::malloc::retain_freed_memory;
 use candle_core::{bail, DType, Device, Module, Result, Tensor, Var};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
+use sieve_kernels::conv_bn::ConvBnConfig;
+pub use sieve_kernels::conv_impl::ConvImpl;
+use sieve_kernels::malloc::retain_freed_memory;
 use std::path::Path;
 
 /// Batch-norm epsilon, PyTorch's default.
@@ -389,7 +389,7 @@ pub struct FoldedResNet {
 
 impl FoldedResNet {
     /// Loads a safetensors file written by `VarMap::save` (e.g.
-    /// [`crate::models::image_trainer::ImageTrainer::save`]) for `cfg` onto
+    /// [`crate::image_trainer::ImageTrainer::save`]) for `cfg` onto
     /// `device`, with that device's kernels ([`crate::device::conv_impl`]).
     pub fn load(path: &Path, cfg: &ResNetConfig, device: &Device) -> Result<Self> {
         let tensors = candle_core::safetensors::load(path, device)?;
@@ -457,7 +457,7 @@ impl FoldedResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::image_trainer::seeded_var_builder;
+    use crate::image_trainer::seeded_var_builder;
     use candle_core::backprop::GradStore;
     use candle_nn::VarMap;
     use rand::{Rng, SeedableRng};
@@ -627,7 +627,7 @@ mod tests {
         let x = images(3, &tiny(), 3)?;
         net.forward_train(&x)?;
         // The stem's pre-BN activations, to take their moments directly.
-        let conv = crate::kernels::conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
+        let conv = sieve_kernels::conv2d::conv2d(&x, &net.body.stem.weight, 1, 1)?.reshape(((), 4))?;
         let mean = conv.mean(0)?;
         let rows = conv.dim(0)? as f64;
         let var = (conv.broadcast_sub(&mean)?.sqr()?.sum(0)? / (rows - 1.0))?;

@@ -1,9 +1,13 @@
+//! sieve-kernels: the convolution kernels of the image proxy, on candle alone.
+//!
 //! Fast CPU kernels written as candle custom ops: 2-D convolution (AVX-512
 //! register tiles, or im2col + gemm), the fused conv + batch-norm +
 //! residual + ReLU training unit (batch statistics in `batch_stats`), residual add + ReLU and
 //! global average pooling, with [`conv_impl::ConvImpl`] switching the ResNet
 //! between them and candle's own ops; and [`conv_grad`], the convolution
 //! whose gradients are forward convolutions, for GPUs.
+
+#![deny(missing_docs)]
 
 pub mod add_relu;
 pub mod avg_pool;

@@ -12,8 +12,8 @@
 //! a run is reproducible from its seed; every reduction in the kernels uses
 //! fixed chunks, so it does not depend on the thread count either.
 
-use crate::models::resnet::{ConvImpl, FoldedResNet, ResNet, ResNetConfig};
-use crate::models::sgd::{SgdConfig, SgdMomentum};
+use crate::resnet::{ConvImpl, FoldedResNet, ResNet, ResNetConfig};
+use crate::sgd::{SgdConfig, SgdMomentum};
 use candle_core::{bail, DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};

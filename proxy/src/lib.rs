@@ -1,0 +1,29 @@
+//! sieve-proxy: the proxy models, how they train and how they live on disk,
+//! with no Arrow and no DataFusion.
+//!
+//! - [`resnet`]: the CIFAR-style ResNet of Selection via Proxy, and its
+//!   inference form with batch norm folded into the convolutions.
+//! - [`image_trainer`]: one SGD step of the ResNet on a batch of pixels
+//!   (augmentation, normalisation, mixed precision).
+//! - [`fasttext`]: the fastText-style text classifier (hashed n-grams, its
+//!   own sparse trainer), with its embedding table in [`hashed_table`].
+//! - [`sgd`]: SGD with Nesterov momentum and weight decay.
+//! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2).
+//! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
+//!   and the loaded model it becomes.
+//! - [`device`]: where the models run (CPU or a CUDA device) and at which
+//!   precision.
+
+#![deny(missing_docs)]
+
+pub mod artifact;
+pub mod device;
+pub mod error;
+pub mod fasttext;
+pub mod hashed_table;
+pub mod image_trainer;
+pub mod resnet;
+pub mod sgd;
+pub mod text_encoder;
+
+pub use error::{ProxyError, Result};
