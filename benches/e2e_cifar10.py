@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -50,16 +49,14 @@ KEEP = 0.5
 def sieve_recipe(proxy: dict) -> dict:
     """sieve's training recipe, as its proxy.json records it, in pytorch_job.py's terms."""
     cfg, arch = proxy["train_config"], proxy["architecture"]
-    crop = re.fullmatch(r"random crop \(pad (\d+)\) \+ horizontal flip", cfg["augment"])
-    for what, ok in (("weight decay", cfg["sgd"]["decay"] == "L2"), ("schedule", cfg["schedule"] == "one-cycle linear"),
-                     ("augmentation", crop)):
+    for what, ok in (("model", cfg["kind"] == "resnet"), ("weight decay", cfg["sgd"]["decay"] == "L2"),
+                     ("augmentation", cfg["flip"])):
         if not ok:
             sys.exit(f"sieve's {what} is not pytorch_job.py's: {cfg}")
     return dict(depth=arch["depth"], width=arch["width"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                 peak_lr=cfg["peak_lr"], warmup=cfg["warmup"], momentum=cfg["sgd"]["momentum"],
                 nesterov=cfg["sgd"]["nesterov"], weight_decay=cfg["sgd"]["weight_decay"],
-                crop_padding=int(crop.group(1)),
-                mean=proxy["normalize"]["mean"], std=proxy["normalize"]["std"])
+                crop_padding=cfg["crop_padding"], mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
 
 
 def same(a, b):

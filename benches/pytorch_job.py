@@ -1,7 +1,7 @@
 """The whole CIFAR-10 pruning job of `sieve prune --keep 0.5 --balance class` as a
 plain PyTorch CPU script, for benches/e2e_cifar10.py to time against sieve.
 
-It trains the proxy with sieve's shipped recipe (pipeline/src/train.rs, defaults
+It trains the proxy with sieve's shipped recipe (proxy/src/recipe.rs, defaults
 of schemas/datasets/cifar10.toml; e2e_cifar10.py checks them against the
 proxy.json of the sieve run it compares with):
   ResNet-8, width 16 (benches/pytorch_resnet.py's network), convolutions
@@ -50,7 +50,7 @@ from benchlib import cores
 from pytorch_resnet import CROP_PADDING, INFER_BATCH, MEAN, STD, ResNet, fold_batch_norm, random_crop_flip, to_input
 
 # =============================================================================
-# Recipe: sieve's defaults (pipeline/src/train.rs, proxy/src/sgd.rs)
+# Recipe: sieve's defaults (proxy/src/recipe.rs)
 # =============================================================================
 
 DEPTH, WIDTH = 8, 16

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sieve_proxy::device::{DeviceChoice, Precision};
+use sieve_proxy::recipe::Overrides;
 
 pub use crate::global::ScheduleOrder;
 pub use crate::log::LogFormat;
@@ -106,6 +107,13 @@ pub struct TrainOpts {
     /// Peak learning rate (default: 0.2 for ResNets at batch 128, scaled linearly with the batch; 0.5 for fastText).
     #[arg(long)]
     pub lr: Option<f64>,
+}
+
+impl TrainOpts {
+    /// What these flags change about the preset's recipe.
+    pub fn overrides(&self) -> Overrides {
+        Overrides { width: self.width, epochs: self.epochs, batch_size: self.batch_size, lr: self.lr }
+    }
 }
 
 /// Flags every stage shares.
@@ -535,5 +543,25 @@ mod tests {
         assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
         assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
         assert!(parse_size("0").is_err() && parse_size("12Q").is_err() && parse_size("x").is_err());
+    }
+
+    /// `--help` states the recipe's defaults; this keeps the two from drifting.
+    #[test]
+    fn the_learning_rate_help_states_the_recipes_defaults() {
+        use clap::CommandFactory;
+        use sieve_proxy::recipe::{Recipe, FASTTEXT};
+        let cmd = Cli::command();
+        let train = cmd.find_subcommand("train").expect("a train subcommand");
+        let lr = train.get_arguments().find(|a| a.get_id() == "lr").expect("--lr");
+        let help = lr.get_help().expect("--lr has help").to_string();
+        let none = Overrides::default();
+        let (Recipe::Resnet(image), Recipe::Fasttext(text)) =
+            (Recipe::new("resnet8", 10, &none).unwrap(), Recipe::new(FASTTEXT, 2, &none).unwrap())
+        else {
+            unreachable!("the presets' kinds")
+        };
+        let image_default = format!("{} for ResNets at batch {}", image.peak_lr, image.batch_size);
+        let text_default = format!("{} for fastText", text.schedule.lr);
+        assert!(help.contains(&image_default) && help.contains(&text_default), "{help}");
     }
 }

@@ -2,7 +2,7 @@
 //! either streamed (row groups visited in a shuffled order, rows passed
 //! through a bounded shuffle buffer, as `tf.data`'s `shuffle(buffer)` does),
 //! so memory is bounded by the buffer, or, for a training split small enough
-//! to hold ([`cached`], at most [`CACHE_BYTES`] of payload), read once and
+//! to hold ([`cached`], under the recipe's `cache_bytes` of payload), read once and
 //! shuffled whole each epoch by the trainer.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -17,17 +17,6 @@ use sieve_udfs::decode::{text_bytes, ImageBytes};
 use crate::error::{PipelineError, Result};
 use crate::input::Chunk;
 use crate::plan::DatasetPlan;
-
-/// Examples held for shuffling: 16,384 CIFAR images are about 40 MB encoded,
-/// and with row groups also shuffled, neighbours in a batch rarely come from
-/// the same part of a file.
-pub const SHUFFLE_BUFFER: usize = 16_384;
-
-/// Payload bytes a training split may take to be held in memory for its
-/// epochs ([`cached`]): SST-2's 67,349 sentences are 4.5 MB, so reading the
-/// Parquet once instead of every epoch saves a third of the text proxy's
-/// training time, and a whole-split shuffle replaces the buffer's local one.
-pub const CACHE_BYTES: usize = 256 << 20;
 
 /// One row as the trainer sees it: the encoded payload (image bytes or UTF-8
 /// text) and the label, either of which may be missing.
@@ -113,17 +102,19 @@ fn for_each_row(dataset: &DatasetPlan, chunks: &[Chunk], mut f: impl FnMut(Examp
 }
 
 /// Calls `f` once on every training row of `dataset` (those of its
-/// `subset`, when it has one), in an order drawn from `rng`.
+/// `subset`, when it has one), in an order drawn from `rng` through a
+/// shuffle buffer of `buffer_rows` rows.
 pub fn for_each_shuffled(
     dataset: &DatasetPlan,
+    buffer_rows: usize,
     rng: &mut ChaCha8Rng,
     mut f: impl FnMut(Example) -> Result<()>,
 ) -> Result<()> {
     let mut chunks = dataset.train.chunks();
     chunks.shuffle(rng);
-    let mut buffer: Vec<Example> = Vec::with_capacity(SHUFFLE_BUFFER.min(dataset.train_rows() as usize));
+    let mut buffer: Vec<Example> = Vec::with_capacity(buffer_rows.min(dataset.train_rows() as usize));
     for_each_row(dataset, &chunks, |example| {
-        if buffer.len() < SHUFFLE_BUFFER {
+        if buffer.len() < buffer_rows {
             buffer.push(example);
         } else {
             let k = rng.random_range(0..buffer.len());

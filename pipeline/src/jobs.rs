@@ -184,7 +184,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
     let mut identity: Vec<String> = vec![env!("CARGO_PKG_VERSION").to_string()];
     identity.extend(dataset.train.files.iter().map(resume::file_identity));
     identity.push(match &args.proxy_dir {
@@ -273,7 +273,7 @@ fn finish(mut manifest: Manifest, staging: Staging, run: RunPlan) -> Result<Path
 /// `sieve train`: a proxy directory.
 pub async fn train(args: TrainArgs) -> Result<PathBuf> {
     let dataset = DatasetPlan::resolve(&args.input)?;
-    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-proxy", dataset.name))?;
     init_run(&run)?;
     let staging = Staging::new(&run.out)?;
@@ -349,7 +349,7 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
     if let (Some(labeled), Some(_)) = (&opts.labeled, &args.input.dataset) {
         dataset = dataset.with_train(labeled)?;
     }
-    let plan = TrainPlan::resolve(&args.train, &args.common, &dataset)?;
+    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-active", dataset.name))?;
     init_run(&run)?;
     let staging = Staging::new(&run.out)?;

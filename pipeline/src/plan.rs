@@ -10,11 +10,12 @@ use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use serde::Serialize;
 use sieve_proxy::device::{DeviceChoice, Precision};
+use sieve_proxy::recipe::{Overrides, Recipe, DEFAULT_IMAGE_PRESET, FASTTEXT};
 use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
 
-use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy, TrainOpts};
+use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy};
 use crate::error::{PipelineError, Result};
 use crate::input::InputFiles;
 
@@ -242,54 +243,50 @@ fn max_label(files: &InputFiles, label: &str) -> Result<usize> {
     Ok(best.max(0) as usize)
 }
 
-/// How to train the proxy; `None` fields take the model's defaults.
+/// How to train the proxy: a preset, what the user changed about it, and
+/// the recipe the two make ([`Recipe`], recorded in `proxy.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainPlan {
     /// Architecture preset.
     pub preset: String,
-    /// ResNet first-stage width.
-    pub width: Option<usize>,
-    /// Epochs.
-    pub epochs: Option<usize>,
-    /// Mini-batch size.
-    pub batch_size: Option<usize>,
-    /// Peak learning rate.
-    pub lr: Option<f64>,
+    /// The user's changes to the preset's recipe (`None`: the recipe's).
+    #[serde(flatten)]
+    pub overrides: Overrides,
     /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
+    /// The preset's recipe with the overrides applied.
+    #[serde(skip)]
+    pub recipe: Recipe,
 }
 
-/// The text model's preset name (every other preset is a ResNet).
-pub const FASTTEXT: &str = "fasttext";
-
 impl TrainPlan {
-    /// Fills in the dataset's defaults, then the kind's default preset.
-    pub fn resolve(opts: &TrainOpts, common: &CommonOpts, dataset: &DatasetPlan) -> Result<Self> {
+    /// The plan for `preset` (default: the dataset's, else the input kind's)
+    /// with `overrides` (where `None`, the dataset descriptor's defaults).
+    pub fn new(preset: Option<String>, overrides: Overrides, seed: u64, dataset: &DatasetPlan) -> Result<Self> {
         let d = &dataset.defaults;
-        let preset = opts.proxy.clone().or_else(|| d.proxy.clone()).unwrap_or_else(|| {
+        let preset = preset.or_else(|| d.proxy.clone()).unwrap_or_else(|| {
             match dataset.kind {
-                InputKind::Image => "resnet8",
+                InputKind::Image => DEFAULT_IMAGE_PRESET,
                 InputKind::Text => FASTTEXT,
             }
             .to_string()
         });
-        let is_text = preset == FASTTEXT;
-        if is_text != (dataset.kind == InputKind::Text) {
+        if (preset == FASTTEXT) != (dataset.kind == InputKind::Text) {
             return Err(PipelineError::Usage(format!("proxy '{preset}' cannot read {:?} input", dataset.kind)));
         }
-        for (name, v) in [("--epochs", opts.epochs), ("--batch-size", opts.batch_size), ("--width", opts.width)] {
-            if v == Some(0) {
-                return Err(PipelineError::Usage(format!("{name} must be at least 1")));
-            }
-        }
-        Ok(Self {
-            preset,
-            width: opts.width,
-            epochs: opts.epochs.or(d.epochs),
-            batch_size: opts.batch_size.or(d.batch_size),
-            lr: opts.lr,
-            seed: common.seed,
-        })
+        let overrides = Overrides {
+            epochs: overrides.epochs.or(d.epochs),
+            batch_size: overrides.batch_size.or(d.batch_size),
+            ..overrides
+        };
+        let recipe =
+            Recipe::new(&preset, dataset.classes.len(), &overrides).map_err(|e| PipelineError::Usage(e.to_string()))?;
+        Ok(Self { preset, overrides, seed, recipe })
+    }
+
+    /// This plan with other overrides or another seed (the recipe rebuilt).
+    pub fn with(&self, overrides: Overrides, seed: u64, dataset: &DatasetPlan) -> Result<Self> {
+        Self::new(Some(self.preset.clone()), overrides, seed, dataset)
     }
 }
 

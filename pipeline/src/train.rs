@@ -1,13 +1,8 @@
 //! The train stage: stream the training split for a number of epochs,
 //! train the proxy (a CIFAR ResNet or a fastText classifier), measure its
 //! held-out accuracy, and save it as a proxy directory (`model.safetensors`
-//! + `proxy.json`).
-//!
-//! Hyperparameters of the image proxy follow the short-budget recipes of
-//! fast CIFAR trainers (airbench, Page's DAWNBench ResNet): SGD with Nesterov
-//! momentum 0.9, weight decay 5e-4, batch 128, a one-cycle learning rate
-//! (linear warm-up over the first 20% of steps to the peak, then linear decay
-//! to zero), random crop (4-pixel padding) and horizontal flip.
+//! and `proxy.json`). It trains by the plan's recipe
+//! ([`sieve_proxy::recipe`]), which `proxy.json` records.
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,53 +11,17 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use sieve_proxy::artifact::{Architecture, EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
-use sieve_proxy::fasttext::{FastText, FastTextConfig, FastTextTrainConfig};
+use sieve_proxy::artifact::{EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
+use sieve_proxy::fasttext::FastText;
 use sieve_proxy::image_trainer::{ImageTrainer, Normalize};
-use sieve_proxy::resnet::ResNetConfig;
-use sieve_proxy::sgd::SgdConfig;
-use sieve_schemas::InputKind;
+use sieve_proxy::recipe::{ImageRecipe, Recipe, TextRecipe};
 use sieve_udfs::decode::decode_image;
 
 use crate::dynamics::{self, Dynamics};
-use crate::error::{io_err, PipelineError, Result};
+use crate::error::{io_err, Result};
 use crate::examples::{self, for_each_shuffled, Example};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
-
-/// Default ResNet mini-batch: the batch the PyTorch baselines use.
-const IMAGE_BATCH: usize = 128;
-/// Default peak learning rate for batch 128, scaled linearly with the batch.
-const IMAGE_PEAK_LR: f64 = 0.2;
-/// Default ResNet epochs: SVP's "fewer epochs" proxy on a CPU budget.
-const IMAGE_EPOCHS: usize = 4;
-/// Fraction of steps spent warming the learning rate up.
-const WARMUP: f64 = 0.2;
-
-/// The ResNet of a preset name such as `resnet20`.
-pub fn resnet_config(preset: &str, width: Option<usize>, classes: usize) -> Result<ResNetConfig> {
-    let depth: usize = preset
-        .strip_prefix("resnet")
-        .and_then(|d| d.parse().ok())
-        .ok_or_else(|| PipelineError::Usage(format!("unknown proxy '{preset}': resnet8, resnet20, ... or fasttext")))?;
-    if depth < 8 || !(depth - 2).is_multiple_of(6) {
-        return Err(PipelineError::Usage(format!("a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 56...), not {depth}")));
-    }
-    let mut cfg = ResNetConfig::resnet20(classes);
-    cfg.depth = depth;
-    cfg.width = width.unwrap_or(cfg.width);
-    Ok(cfg)
-}
-
-/// One-cycle schedule: linear warm-up to `peak`, then linear decay to 0.
-fn one_cycle(peak: f64, step: u64, total: u64) -> f64 {
-    let t = step as f64 / total.max(1) as f64;
-    if t < WARMUP {
-        peak * t / WARMUP
-    } else {
-        peak * (1.0 - t).max(0.0) / (1.0 - WARMUP)
-    }
-}
 
 /// Validates a label against the classes.
 fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
@@ -73,9 +32,9 @@ fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
 pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let started = Instant::now();
-    let mut meta = match dataset.kind {
-        InputKind::Image => train_image(dataset, plan, run, dir)?,
-        InputKind::Text => train_text(dataset, plan, run, dir)?,
+    let mut meta = match &plan.recipe {
+        Recipe::Resnet(recipe) => train_image(dataset, plan, recipe, run, dir)?,
+        Recipe::Fasttext(recipe) => train_text(dataset, plan, recipe, run, dir)?,
     };
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(dir)?;
@@ -112,37 +71,38 @@ impl EpochStats {
 fn new_meta(
     plan: &TrainPlan,
     dataset: &DatasetPlan,
-    architecture: Architecture,
     normalize: Option<Normalize>,
     config: serde_json::Value,
 ) -> ProxyMeta {
     let files = dataset.train.files.iter().map(|f| f.path.clone()).collect();
-    ProxyMeta::new(&plan.preset, architecture, dataset.classes.clone(), normalize, files, config)
+    ProxyMeta::new(&plan.preset, plan.recipe.architecture(), dataset.classes.clone(), normalize, files, config)
 }
 
-/// The epochs `plan` trains: its own, else its model's default.
-pub fn epochs(plan: &TrainPlan) -> usize {
-    plan.epochs.unwrap_or(if plan.preset == crate::plan::FASTTEXT {
-        FastTextTrainConfig::default().epochs
-    } else {
-        IMAGE_EPOCHS
-    })
+/// `proxy.json`'s `train_config`: the recipe's fields, the seed, and `extra`.
+fn train_config(plan: &TrainPlan, extra: serde_json::Value) -> serde_json::Value {
+    let mut config = serde_json::to_value(&plan.recipe).expect("a recipe serializes");
+    let fields = config.as_object_mut().expect("a recipe is an object");
+    fields.insert("seed".into(), plan.seed.into());
+    fields.extend(extra.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+    config
 }
 
-fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+fn train_image(
+    dataset: &DatasetPlan,
+    plan: &TrainPlan,
+    recipe: &ImageRecipe,
+    run: &RunPlan,
+    dir: &Path,
+) -> Result<ProxyMeta> {
     let classes = dataset.classes.len();
-    let cfg = resnet_config(&plan.preset, plan.width, classes)?;
-    let epochs = epochs(plan);
-    let batch = plan.batch_size.unwrap_or(IMAGE_BATCH);
-    let peak = plan.lr.unwrap_or(IMAGE_PEAK_LR * batch as f64 / IMAGE_BATCH as f64);
-    let sgd = SgdConfig::default();
+    let cfg = &recipe.network;
+    let (epochs, batch) = (recipe.epochs, recipe.batch_size);
     let device = sieve_proxy::device::current().device;
-    let config = serde_json::json!({"epochs": epochs, "batch_size": batch, "peak_lr": peak, "warmup": WARMUP,
-        "schedule": "one-cycle linear", "sgd": sgd, "augment": "random crop (pad 4) + horizontal flip", "seed": plan.seed,
-        "device": sieve_proxy::device::describe(&device)});
-    let mut trainer = ImageTrainer::new(cfg.clone(), sgd, plan.seed, &device)?;
-    let normalize = Some(trainer.normalize().clone());
-    let mut meta = new_meta(plan, dataset, Architecture::Resnet(cfg.clone()), normalize, config);
+    let config = train_config(plan, serde_json::json!({"device": sieve_proxy::device::describe(&device)}));
+    let mut trainer = ImageTrainer::new(cfg.clone(), recipe.sgd.clone(), plan.seed, &device)?
+        .with_normalize(recipe.normalize.clone())
+        .with_augment(recipe.crop_padding, recipe.flip);
+    let mut meta = new_meta(plan, dataset, Some(recipe.normalize.clone()), config);
     let rows = dataset.train.total_rows();
     let total_steps = epochs as u64 * dataset.train_rows().div_ceil(batch as u64);
     let side = cfg.image_size;
@@ -161,7 +121,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
             |pixels: &[u8], labels: &mut Vec<u32>, positions: &mut Vec<u64>, stats: &mut EpochStats| -> Result<()> {
                 // BatchNorm needs two examples to have a variance.
                 if labels.len() >= 2 {
-                    let out = trainer.step(pixels, labels, one_cycle(peak, step, total_steps))?;
+                    let out = trainer.step(pixels, labels, recipe.lr_at(step, total_steps))?;
                     for ((logits, &y), &pos) in
                         out.logits.chunks_exact(classes).zip(labels.iter()).zip(positions.iter())
                     {
@@ -177,7 +137,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
                 positions.clear();
                 Ok(())
             };
-        for_each_shuffled(dataset, &mut rng, |ex: Example| {
+        for_each_shuffled(dataset, recipe.shuffle_buffer, &mut rng, |ex: Example| {
             let k = labels.len();
             let slot = &mut pixels[k * pixels_per_image..(k + 1) * pixels_per_image];
             let decoded = ex.payload.as_deref().map(|b| decode_image(b, side, slot));
@@ -197,7 +157,7 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
         train_batch(&pixels[..n * pixels_per_image], &mut labels, &mut positions, &mut stats)?;
         meta.train_rows = stats.seen;
         meta.train_rows_skipped = stats.skipped;
-        meta.history.push(stats.record(epoch, one_cycle(peak, step, total_steps), started));
+        meta.history.push(stats.record(epoch, recipe.lr_at(step, total_steps), started));
         meta.epochs = epoch;
     }
     bar.finish_and_clear();
@@ -206,20 +166,22 @@ fn train_image(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Pat
     Ok(meta)
 }
 
-fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+fn train_text(
+    dataset: &DatasetPlan,
+    plan: &TrainPlan,
+    recipe: &TextRecipe,
+    run: &RunPlan,
+    dir: &Path,
+) -> Result<ProxyMeta> {
     let classes = dataset.classes.len();
-    let base = FastTextConfig::new(classes);
-    // `--width` is the fastText embedding width.
-    let cfg = FastTextConfig { dim: plan.width.unwrap_or(base.dim), ..base };
-    let defaults = FastTextTrainConfig::default();
-    let schedule = FastTextTrainConfig { lr: plan.lr.map_or(defaults.lr, |lr| lr as f32), epochs: epochs(plan) };
+    let schedule = &recipe.schedule;
     // Held in memory when it fits (hashed once, in parallel, shuffled whole
     // each epoch), else streamed through the shuffle buffer every epoch.
-    let cached = examples::cached(dataset, examples::CACHE_BYTES)?;
+    let cached = examples::cached(dataset, recipe.cache_bytes)?;
     let order = if cached.is_some() { "whole split shuffled per epoch" } else { "streamed, shuffle buffer" };
-    let config = serde_json::json!({"schedule": schedule, "seed": plan.seed, "order": order});
-    let mut meta = new_meta(plan, dataset, Architecture::Fasttext(cfg.clone()), None, config);
-    let mut model = FastText::new(cfg, plan.seed).map_err(sieve_proxy::ProxyError::from)?;
+    let config = train_config(plan, serde_json::json!({"order": order}));
+    let mut meta = new_meta(plan, dataset, None, config);
+    let mut model = FastText::new(recipe.network.clone(), plan.seed).map_err(sieve_proxy::ProxyError::from)?;
     let cached: Option<Vec<TextRow>> =
         cached.map(|rows| rows.par_iter().map(|ex| TextRow::new(&model, ex, classes)).collect());
     let rows = dataset.train.total_rows();
@@ -258,7 +220,7 @@ fn train_text(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path
                 order.shuffle(&mut rng);
                 order.iter().try_for_each(|&i| visit(&mut model, &rows[i]))?;
             }
-            None => for_each_shuffled(dataset, &mut rng, |ex| {
+            None => for_each_shuffled(dataset, recipe.shuffle_buffer, &mut rng, |ex| {
                 let row = TextRow::new(&model, &ex, classes);
                 visit(&mut model, &row)
             })?,

@@ -23,9 +23,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Pixels of black padding on each side before the random crop.
-pub const CROP_PADDING: i32 = 4;
-
 /// The ChaCha8 stream the augmentation draws from; initialisation uses
 /// streams derived from tensor names, so the two never overlap in practice.
 const AUGMENT_STREAM: u64 = 0xA06;
@@ -48,7 +45,7 @@ impl Normalize {
 /// Where one training image is cropped from and whether it is mirrored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Augment {
-    /// Vertical shift of the crop in pixels, in `-CROP_PADDING..=CROP_PADDING`.
+    /// Vertical shift of the crop in pixels, in `-padding..=padding`.
     pub dy: i32,
     /// Horizontal shift of the crop in pixels, same range.
     pub dx: i32,
@@ -57,10 +54,12 @@ pub struct Augment {
 }
 
 impl Augment {
-    /// A uniformly random crop and a fair coin for the flip.
-    pub fn random(rng: &mut impl Rng) -> Self {
-        let r = -CROP_PADDING..=CROP_PADDING;
-        Self { dy: rng.random_range(r.clone()), dx: rng.random_range(r), flip: rng.random() }
+    /// A uniformly random crop with `padding` pixels of padding and, when
+    /// `flip`, a fair coin for the mirror (drawn either way, so the crops
+    /// do not depend on it).
+    pub fn random(rng: &mut impl Rng, padding: i32, flip: bool) -> Self {
+        let r = -padding..=padding;
+        Self { dy: rng.random_range(r.clone()), dx: rng.random_range(r), flip: rng.random::<bool>() && flip }
     }
 }
 
@@ -187,12 +186,15 @@ pub struct ImageTrainer {
     opt: SgdMomentum,
     rng: ChaCha8Rng,
     norm: Normalize,
+    crop_padding: i32,
+    flip: bool,
 }
 
 impl ImageTrainer {
     /// A freshly initialised network on `device` (weights from `seed`, see
     /// [`seeded_var_builder`]; kernels from [`crate::device::conv_impl`])
-    /// normalising with [`Normalize::CIFAR10`].
+    /// normalising with [`Normalize::CIFAR10`] and augmenting as the image
+    /// recipe does ([`crate::recipe::CROP_PADDING`], flips).
     pub fn new(cfg: ResNetConfig, opt: SgdConfig, seed: u64, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let model = ResNet::new(&cfg, seeded_var_builder_on(&varmap, seed, device))?
@@ -200,13 +202,21 @@ impl ImageTrainer {
         let opt = SgdMomentum::new(model.trainable_vars(), opt)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(AUGMENT_STREAM);
-        Ok(Self { model, device: device.clone(), varmap, opt, rng, norm: Normalize::CIFAR10 })
+        let (norm, crop_padding, flip) = (Normalize::CIFAR10, crate::recipe::CROP_PADDING, true);
+        Ok(Self { model, device: device.clone(), varmap, opt, rng, norm, crop_padding, flip })
     }
 
     /// Normalises with other channel statistics, for datasets other than
     /// CIFAR-10.
     pub fn with_normalize(mut self, norm: Normalize) -> Self {
         self.norm = norm;
+        self
+    }
+
+    /// Augments with `crop_padding` pixels of padding around the random crop,
+    /// and random mirrors when `flip`.
+    pub fn with_augment(mut self, crop_padding: i32, flip: bool) -> Self {
+        (self.crop_padding, self.flip) = (crop_padding, flip);
         self
     }
 
@@ -233,7 +243,8 @@ impl ImageTrainer {
         if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
             bail!("step: label {l} is not below num_classes {classes}")
         }
-        let augment: Vec<Augment> = (0..n).map(|_| Augment::random(&mut self.rng)).collect();
+        let augment: Vec<Augment> =
+            (0..n).map(|_| Augment::random(&mut self.rng, self.crop_padding, self.flip)).collect();
         let x = images_to_tensor(images, size, &self.norm, Some(&augment))?.to_device(&self.device)?;
         let logits = self.model.forward_train(&x)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &self.device)?)?;

@@ -8,6 +8,8 @@
 //! - [`fasttext`]: the fastText-style text classifier (hashed n-grams, its
 //!   own sparse trainer), with its embedding table in [`hashed_table`].
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay.
+//! - [`recipe`]: each preset's training recipe (network, optimiser, schedule,
+//!   augmentation), the one place the defaults live.
 //! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2).
 //! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
 //!   and the loaded model it becomes.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fasttext;
 pub mod hashed_table;
 pub mod image_trainer;
+pub mod recipe;
 pub mod resnet;
 pub mod sgd;
 pub mod text_encoder;

@@ -21,6 +21,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
+use sieve_proxy::recipe::{Overrides, FASTTEXT};
 
 use crate::cli::{EvalArgs, Order, Strategy, TargetBudget};
 use crate::error::{io_err, PipelineError, Result};
@@ -138,30 +139,25 @@ pub struct EvalReport {
 /// images and a wider fastText (dim 64) for text.
 fn target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64) -> Result<TrainPlan> {
     let image = dataset.kind == sieve_schemas::InputKind::Image;
-    let opts = crate::cli::TrainOpts {
-        proxy: Some(
-            args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { crate::plan::FASTTEXT }.to_string()),
-        ),
+    let preset = args.target.clone().unwrap_or_else(|| if image { "resnet20" } else { FASTTEXT }.to_string());
+    let overrides = Overrides {
         width: args.target_width.or(if image { None } else { Some(64) }),
         epochs: args.target_epochs,
-        batch_size: None,
-        lr: None,
+        ..Overrides::default()
     };
-    let mut common = args.common.clone();
-    common.seed = seed;
-    TrainPlan::resolve(&opts, &common, dataset)
+    TrainPlan::new(Some(preset), overrides, seed, dataset)
 }
 
 /// The target's plan on a subset of `kept` rows: the full data's epochs, or
 /// with `--target-budget steps` as many epochs as give the full data's SGD
 /// steps (rounded to the nearest, so never more than half an epoch off).
 fn subset_target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64, kept: u64) -> Result<TrainPlan> {
-    let mut plan = target_plan(args, dataset, seed)?;
-    if args.target_budget == TargetBudget::Steps {
-        let epochs = train::epochs(&plan) as f64 * dataset.train.total_rows() as f64 / kept.max(1) as f64;
-        plan.epochs = Some((epochs.round() as usize).max(1));
+    let plan = target_plan(args, dataset, seed)?;
+    if args.target_budget != TargetBudget::Steps {
+        return Ok(plan);
     }
-    Ok(plan)
+    let epochs = plan.recipe.epochs() as f64 * dataset.train.total_rows() as f64 / kept.max(1) as f64;
+    plan.with(Overrides { epochs: Some((epochs.round() as usize).max(1)), ..plan.overrides }, seed, dataset)
 }
 
 /// The methods of the sweep: every score strategy in each order, then
@@ -245,7 +241,7 @@ async fn proxy_scores(
             embed_seconds: 0.0,
         });
     }
-    let plan = TrainPlan::resolve(&args.train, &args.common, dataset)?;
+    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, dataset)?;
     let dir = work.join(PROXY_DIR);
     let started = Instant::now();
     let meta = train::run(dataset, &plan, run, &dir)?;
@@ -511,13 +507,10 @@ async fn proxy_agreement(
     run: &RunPlan,
     work: &Path,
 ) -> Result<Vec<rank::Agreement>> {
-    let width = plan.width.unwrap_or(match dataset.kind {
-        sieve_schemas::InputKind::Image => sieve_proxy::resnet::ResNetConfig::resnet20(1).width,
-        sieve_schemas::InputKind::Text => sieve_proxy::fasttext::FastTextConfig::new(1).dim,
-    });
+    let width = plan.recipe.width();
     let variants = [
-        ("seed", TrainPlan { seed: plan.seed + 1, ..plan.clone() }),
-        ("width", TrainPlan { width: Some((width / 2).max(1)), ..plan.clone() }),
+        ("seed", plan.with(plan.overrides, plan.seed + 1, dataset)?),
+        ("width", plan.with(Overrides { width: Some((width / 2).max(1)), ..plan.overrides }, plan.seed, dataset)?),
     ];
     // Rankings compare scores only: no text encoder needed for the embedding.
     let dataset = &DatasetPlan { embedding: Embedding::Proxy, ..dataset.clone() };

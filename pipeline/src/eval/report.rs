@@ -78,8 +78,8 @@ pub fn markdown(report: &EvalReport) -> String {
         md,
         "Target: {} (width {}, {} epochs on the full data; {}), {seeds} seed(s) per cell; proxy: {} (held-out accuracy {}), {:.1} s to train, {:.1} s to score {} rows{}.\n",
         t.preset,
-        t.width.map_or("default".to_string(), |w| w.to_string()),
-        crate::train::epochs(t),
+        t.overrides.width.map_or("default".to_string(), |w| w.to_string()),
+        t.recipe.epochs(),
         match report.target_budget {
             TargetBudget::Epochs => "a subset trains as many epochs, so fewer steps",
             TargetBudget::Steps => "a subset trains epochs ÷ kept fraction, so as many steps",
