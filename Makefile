@@ -61,6 +61,7 @@ VENV := .venv
 test: models $(VENV)/.installed
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	python3 hack/module_cycles.py
 	PATH=$(abspath $(VENV))/bin:$$PATH DATA_DIR=$(abspath $(DATA_DIR)) $(CARGO) test --release --workspace
 
 $(VENV)/.installed: tests/requirements.txt

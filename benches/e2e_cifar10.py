@@ -50,13 +50,13 @@ def sieve_recipe(proxy: dict) -> dict:
     """sieve's training recipe, as its proxy.json records it, in pytorch_job.py's terms."""
     cfg, arch = proxy["train_config"], proxy["architecture"]
     for what, ok in (("model", cfg["kind"] == "resnet"), ("weight decay", cfg["sgd"]["decay"] == "L2"),
-                     ("augmentation", cfg["flip"])):
+                     ("augmentation", cfg["augment"]["flip"])):
         if not ok:
             sys.exit(f"sieve's {what} is not pytorch_job.py's: {cfg}")
     return dict(depth=arch["depth"], width=arch["width"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                 peak_lr=cfg["peak_lr"], warmup=cfg["warmup"], momentum=cfg["sgd"]["momentum"],
                 nesterov=cfg["sgd"]["nesterov"], weight_decay=cfg["sgd"]["weight_decay"],
-                crop_padding=cfg["crop_padding"], mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
+                crop_padding=cfg["augment"]["crop_padding"], mean=cfg["normalize"]["mean"], std=cfg["normalize"]["std"])
 
 
 def same(a, b):

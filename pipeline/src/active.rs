@@ -21,11 +21,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sieve_proxy::artifact::ProxyMeta;
-use sieve_schemas::OutputColumns;
+use sieve_schemas::{layout, OutputColumns};
 use sieve_selection::kcenter::k_center_greedy;
 use sieve_selection::Embeddings;
 
-use crate::cli::Acquisition;
+use crate::choices::Acquisition;
 use crate::error::{PipelineError, Result};
 use crate::global::{read_valid, Valid};
 use crate::input::InputFiles;
@@ -146,7 +146,7 @@ pub async fn next_batch(
     budget: usize,
     staging: &Path,
 ) -> Result<ActiveOutcome> {
-    let proxy_dir = staging.join(crate::jobs::PROXY_DIR);
+    let proxy_dir = layout::proxy(staging);
     train::run(labeled, plan, run, &proxy_dir)?;
     let raw = staging.join(".pool.parquet");
     let valid = score_pool(ctx, pool, &proxy_dir, run, acquisition, &raw).await?;
@@ -159,7 +159,7 @@ pub async fn next_batch(
         Vec::new()
     };
     let picks = pick(&valid, &RowSet::new(0), &centers, budget, acquisition, plan.seed)?;
-    write_picks(ctx, &raw, &picks, &staging.join(crate::jobs::SCORES_FILE)).await?;
+    write_picks(ctx, &raw, &picks, &layout::scores(staging)).await?;
     std::fs::remove_file(&raw).map_err(crate::error::io_err(&raw))?;
     Ok(ActiveOutcome {
         acquisition: Some(acquisition),

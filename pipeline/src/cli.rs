@@ -4,11 +4,14 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_proxy::recipe::Overrides;
+use sieve_schemas::ScoreName;
 
-pub use crate::global::ScheduleOrder;
+use crate::choices::{Acquisition, Balance, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget};
+
 pub use crate::log::LogFormat;
 
 /// Prune training datasets with a cheap proxy model scored inside DataFusion.
@@ -109,6 +112,12 @@ pub struct TrainOpts {
     pub lr: Option<f64>,
 }
 
+/// `--score`: one of [`ScoreName::ALL`], listed in `--help`.
+fn score_parser() -> impl TypedValueParser<Value = ScoreName> {
+    PossibleValuesParser::new(ScoreName::ALL.map(ScoreName::column))
+        .map(|name| name.parse::<ScoreName>().expect("every listed score parses"))
+}
+
 impl TrainOpts {
     /// What these flags change about the preset's recipe.
     pub fn overrides(&self) -> Overrides {
@@ -175,16 +184,6 @@ pub struct LogOpts {
     pub log_format: LogFormat,
 }
 
-/// What to do with a row that cannot be scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Null scores, an `error` reason, never kept.
-    Skip,
-    /// Stop with an error naming the file, row and column.
-    Fail,
-}
-
 /// How rows are chosen.
 #[derive(Debug, Clone, Args)]
 pub struct SelectOpts {
@@ -194,9 +193,9 @@ pub struct SelectOpts {
     /// Fraction of rows to remove, in [0, 1): same as --keep 1-F.
     #[arg(long)]
     pub prune: Option<f64>,
-    /// Score to rank by: entropy, least_confidence, margin, el2n, loss.
-    #[arg(long, default_value = "el2n")]
-    pub score: String,
+    /// Score to rank by (every score: higher = harder).
+    #[arg(long, default_value = "el2n", value_parser = score_parser())]
+    pub score: ScoreName,
     /// Keep the hardest (abundant data) or the easiest (scarce data) rows; `auto` picks by the kept rows per class (Sorscher et al. 2022: hard when at least 1,000 per class are kept).
     #[arg(long, value_enum, default_value_t = Order::Hard)]
     pub order: Order,
@@ -227,60 +226,6 @@ pub struct SelectOpts {
     /// Do not write report.html (summary, plots, hardest and easiest examples) into the output of `prune` or `select`.
     #[arg(long)]
     pub no_report: bool,
-}
-
-/// Which end of the ranking is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Order {
-    /// Highest scores (hard examples).
-    Hard,
-    /// Lowest scores (easy examples).
-    Easy,
-    /// Hard when the kept set is large, easy when it is small (resolved per job; the manifest records the choice).
-    Auto,
-}
-
-/// How long a target trains on a subset, against the full data's epochs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetBudget {
-    /// The same epochs: a subset of 70% trains 70% of the steps.
-    Epochs,
-    /// The same SGD steps: epochs ÷ kept fraction, rounded to the nearest.
-    Steps,
-}
-
-/// Per-class quotas or one global ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Every class keeps the same fraction (window functions per label).
-    Class,
-    /// One ranking over all rows.
-    None,
-}
-
-/// Where the prototype score's k-means runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prototypes {
-    /// One k-means over all rows, labels unused.
-    Global,
-    /// One k-means per class.
-    Class,
-}
-
-/// How the ranking is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Rank by the chosen score.
-    Score,
-    /// A seeded random subset of the same size (the baseline).
-    Random,
-    /// Greedy k-center on the embeddings (per class with `--balance class`).
-    Kcenter,
 }
 
 /// Where embeddings come from.
@@ -403,20 +348,6 @@ pub struct ActiveOpts {
     /// How the next batch is picked: the most uncertain rows by a score, or k-center on the proxy's embeddings against the labeled set.
     #[arg(long, value_enum, default_value_t = Acquisition::LeastConfidence)]
     pub acquisition: Acquisition,
-}
-
-/// How active learning picks rows to label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Acquisition {
-    /// Highest `1 - max p`.
-    LeastConfidence,
-    /// Highest entropy of the softmax.
-    Entropy,
-    /// Smallest gap between the top two classes.
-    Margin,
-    /// Greedy k-center: the rows farthest from the labeled set and each other.
-    Kcenter,
 }
 
 /// `sieve eval`.

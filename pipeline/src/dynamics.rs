@@ -28,6 +28,8 @@ use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use sieve_selection::scores::row_scores;
 
+use sieve_schemas::ScoreName;
+
 use crate::error::Result;
 use crate::parquet_io;
 
@@ -35,7 +37,12 @@ use crate::parquet_io;
 pub const FILE: &str = "dynamics.parquet";
 
 /// The score columns the dynamics add, all "higher = harder".
-pub const COLUMNS: [&str; 4] = ["forgetting", "aum", "learned_epoch", "el2n_early"];
+pub const COLUMNS: [&str; 4] = [
+    ScoreName::Forgetting.column(),
+    ScoreName::Aum.column(),
+    ScoreName::LearnedEpoch.column(),
+    ScoreName::El2nEarly.column(),
+];
 
 /// What is known of one example so far.
 #[derive(Clone, Copy, Debug, Default)]

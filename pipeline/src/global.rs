@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Sche
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 use serde::Serialize;
-use sieve_schemas::OutputColumns;
+use sieve_schemas::{OutputColumns, ScoreName};
 use sieve_selection::kcenter::{k_center_greedy, k_center_greedy_per_class};
 use sieve_selection::kmeans::KMeansConfig;
 use sieve_selection::prototype::{prototype_scores, prototype_scores_per_class};
@@ -22,14 +22,14 @@ use sieve_selection::schedule::{assign_stages, Order as StageOrder, Schedule};
 use sieve_selection::semdedup::{semdedup, SemDedupConfig};
 use sieve_selection::Embeddings;
 
-use crate::cli::{Balance, Prototypes, Strategy};
+use crate::choices::{Balance, Prototypes, ScheduleOrder, Strategy};
 use crate::error::{io_err, parquet_err, PipelineError, Result};
 use crate::parquet_io;
 use crate::plan::SelectPlan;
 use crate::score::ROW;
 
 /// Column of the prototype score (higher = farther from its centroid = harder).
-pub const PROTOTYPE: &str = "prototype";
+pub const PROTOTYPE: &str = ScoreName::Prototype.column();
 /// Column of the k-center pick order (0 = first pick; null = not picked).
 pub const KCENTER_RANK: &str = "kcenter_rank";
 /// Column of the SemDeDup cluster.
@@ -54,7 +54,10 @@ pub struct GlobalOutcome {
 
 /// Whether `plan` needs the embeddings at all.
 pub fn needed(plan: &SelectPlan) -> bool {
-    plan.score == PROTOTYPE || plan.strategy == Strategy::Kcenter || plan.dedup.is_some() || plan.schedule.is_some()
+    plan.score == ScoreName::Prototype
+        || plan.strategy == Strategy::Kcenter
+        || plan.dedup.is_some()
+        || plan.schedule.is_some()
 }
 
 /// The valid rows' positions, labels, embeddings and one score.
@@ -168,7 +171,7 @@ fn schedule_score(
     extras: &[PathBuf],
     prototype: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
-    if plan.score == PROTOTYPE {
+    if plan.score == ScoreName::Prototype {
         return prototype.map(<[f32]>::to_vec).ok_or_else(|| {
             PipelineError::Internal("the schedule ranks by a prototype score that was not computed".into())
         });
@@ -177,8 +180,8 @@ fn schedule_score(
         return Ok(valid.score.clone());
     }
     for extra in extras {
-        if columns_of(extra)?.contains(&plan.score) {
-            let by_row = read_by_row(extra, &plan.score)?;
+        if columns_of(extra)?.iter().any(|c| c == plan.score.column()) {
+            let by_row = read_by_row(extra, plan.score.column())?;
             return Ok(valid
                 .rows
                 .iter()
@@ -210,15 +213,15 @@ pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, de
     let mut outcome = GlobalOutcome::default();
     // The score comes with the rows when the raw scores hold it (a schedule
     // ranks by it); else from `extras` or this step, if at all.
-    let in_raw = columns_of(raw)?.contains(&plan.score);
-    let valid = read_valid(raw, in_raw.then_some(plan.score.as_str()))?;
+    let in_raw = columns_of(raw)?.iter().any(|c| c == plan.score.column());
+    let valid = read_valid(raw, in_raw.then_some(plan.score.column()))?;
     let n = valid.rows.len();
     let mut fields = vec![Field::new(ROW, DataType::Int64, false)];
     let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(valid.rows.clone()))];
     if n > 0 {
         let emb = Embeddings::new(&valid.embeddings, valid.dim).map_err(embedding_err)?;
         let mut prototype = None;
-        if plan.score == PROTOTYPE {
+        if plan.score == ScoreName::Prototype {
             let p = timed(&mut outcome, PROTOTYPE, || {
                 match plan.prototypes {
                     Prototypes::Global => {
@@ -290,14 +293,4 @@ pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, de
     parquet_io::write(&mut writer, &RecordBatch::try_new(schema, columns)?, dest)?;
     parquet_io::close(writer, dest)?;
     Ok(outcome)
-}
-
-/// In which order examples enter a data schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleOrder {
-    /// Easiest first, by the `--score` column.
-    Easy,
-    /// A seeded random order.
-    Random,
 }

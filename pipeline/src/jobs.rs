@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use sieve_proxy::artifact::ProxyMeta;
-use sieve_proxy::device::{Placement, Precision};
+use sieve_schemas::{layout, ScoreName, ScoreSource, Stage};
 
 use crate::cli::{PruneArgs, ScoreArgs, SelectArgs, TrainArgs};
 use crate::error::{io_err, PipelineError, Result};
@@ -16,73 +14,11 @@ use crate::input::InputFiles;
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::resume::{self, WorkDir};
+use crate::session::{init_run, session};
 use crate::staging::Staging;
 use crate::{active, global, report, score, select, train, write};
 
-/// Name of the proxy directory inside a `prune` output.
-pub const PROXY_DIR: &str = "proxy";
-/// Name of the scores file inside an output.
-pub const SCORES_FILE: &str = "scores.parquet";
-/// Name of the kept-rows directory inside an output.
-pub const DATA_DIR: &str = "data";
-
-/// Sets up what a run shares process-wide: the rayon pool that runs the
-/// models and decoding (`--threads`; the first call in a process wins, as
-/// rayon's global pool is set once) and the device and precision of the
-/// image proxy (`--device`, `--precision`; `auto` without a GPU logs why it
-/// runs on the CPU).
-pub fn init_run(run: &RunPlan) -> Result<()> {
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(run.threads).build_global();
-    let resolved = run.device.resolve()?;
-    if resolved.device.is_cpu() && run.precision != Precision::F32 {
-        return Err(PipelineError::Usage(format!(
-            "--precision {} needs a GPU (the CPU kernels are f32); {}",
-            run.precision,
-            resolved.fallback.as_deref().unwrap_or("drop --precision or pass --device cuda:N")
-        )));
-    }
-    let mut fields = serde_json::json!({
-        "device": sieve_proxy::device::describe(&resolved.device),
-        "precision": run.precision.to_string(),
-    });
-    let message = match resolved.fallback {
-        Some(reason) => {
-            fields["fallback"] = reason.into();
-            "no usable GPU: the models run on the CPU"
-        }
-        None => "the models run here",
-    };
-    sieve_proxy::device::init(Placement { device: resolved.device, precision: run.precision })?;
-    crate::log::info("device", message, fields);
-    Ok(())
-}
-
-/// A DataFusion session with sieve's functions. One partition: the input is
-/// read in order and the proxy already uses every thread, so partitions x
-/// model threads never exceed the cores. `s3://` tables resolve through
-/// [`crate::store::registry`]. Strings and binaries are read as
-/// plain Utf8/Binary rather than DataFusion's default view types, so the
-/// files sieve writes keep the types every Parquet reader knows.
-///
-/// With `memory_limit`, operators share a pool of that many bytes and spill
-/// (sorts) or stop with a resources error instead of growing without bound.
-pub fn session(memory_limit: Option<usize>) -> Result<SessionContext> {
-    let mut config = SessionConfig::new().with_target_partitions(1);
-    config.options_mut().execution.parquet.schema_force_view_types = false;
-    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(crate::store::registry());
-    if let Some(bytes) = memory_limit {
-        runtime = runtime.with_memory_limit(bytes, 1.0);
-        // A sort holds this much back for merging its spills (10 MiB by
-        // default); a quarter of a small pool leaves room to sort at all.
-        let reserve = &mut config.options_mut().execution.sort_spill_reservation_bytes;
-        *reserve = (*reserve).min(bytes / 4);
-    }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-    sieve_udfs::register_all(&ctx);
-    Ok(ctx)
-}
-
-fn timed<T>(manifest: &mut Manifest, stage: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+fn timed<T>(manifest: &mut Manifest, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
     let out = f()?;
     record(manifest, stage, started);
@@ -90,10 +26,10 @@ fn timed<T>(manifest: &mut Manifest, stage: &str, f: impl FnOnce() -> Result<T>)
 }
 
 /// Records a finished stage's seconds in the manifest and logs it.
-fn record(manifest: &mut Manifest, stage: &str, started: Instant) {
+fn record(manifest: &mut Manifest, stage: Stage, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
-    manifest.seconds.insert(stage.to_string(), seconds);
-    crate::log::info(stage, "done", serde_json::json!({"seconds": seconds}));
+    manifest.seconds.insert(stage, seconds);
+    crate::log::info(stage.name(), "done", serde_json::json!({"seconds": seconds}));
 }
 
 /// The proxy record for the manifest, pointing at where the proxy will live.
@@ -134,7 +70,7 @@ async fn score_select_write(
             let started = Instant::now();
             let (shards, outcome) = score::run_resumable(&ctx, dataset, dir, run, work).await?;
             manifest.scoring = Some(outcome);
-            record(manifest, "score", started);
+            record(manifest, Stage::Score, started);
             (shards, Some(dir))
         }
         Source::Scores(existing) => (existing.to_path_buf(), None),
@@ -142,18 +78,18 @@ async fn score_select_write(
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
-        manifest.global = Some(timed(manifest, "embedding_methods", || {
+        manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {
             global::run(&scores_in, &extras, select_plan, dataset.classes.len(), &dest)
         })?);
         extras.push(dest);
     }
-    let scores = staging.path().join(SCORES_FILE);
+    let scores = layout::scores(staging.path());
     let started = Instant::now();
     manifest.selection = Some(select::run(&ctx, &scores_in, &extras, select_plan, &dataset.classes, &scores).await?);
     for extra in extras.iter().filter(|e| e.starts_with(staging.path())) {
         std::fs::remove_file(extra).map_err(io_err(extra))?;
     }
-    record(manifest, "select", started);
+    record(manifest, Stage::Select, started);
     write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
 }
 
@@ -166,9 +102,9 @@ fn write_kept(
     rows_per_file: usize,
     quiet: bool,
 ) -> Result<()> {
-    let scores = staging.path().join(SCORES_FILE);
-    let data = staging.path().join(DATA_DIR);
-    let (files, _) = timed(manifest, "write", || write::run(input, &scores, &data, rows_per_file, quiet))?;
+    let scores = layout::scores(staging.path());
+    let data = layout::data(staging.path());
+    let (files, _) = timed(manifest, Stage::Write, || write::run(input, &scores, &data, rows_per_file, quiet))?;
     manifest.data_files =
         files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
     Ok(())
@@ -196,8 +132,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     let proxy_dir = match &args.proxy_dir {
         Some(dir) => {
             let local = crate::store::localize(dir)?;
-            if crate::dynamics::COLUMNS.contains(&select_plan.score.as_str()) && dynamics_of(&local, &dataset).is_none()
-            {
+            if select_plan.score.source() == ScoreSource::Dynamics && dynamics_of(&local, &dataset).is_none() {
                 return Err(PipelineError::Usage(format!(
                     "--score {} is a training-dynamics score, and the proxy in {} recorded none for these files: drop --proxy-dir to train one here, or choose another --score",
                     select_plan.score,
@@ -212,7 +147,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
                 manifest.resumed_proxy = true;
             } else {
                 let tmp = work.temporary("proxy");
-                timed(&mut manifest, "train", || train::run(&dataset, &plan, &run, &tmp))?;
+                timed(&mut manifest, Stage::Train, || train::run(&dataset, &plan, &run, &tmp))?;
                 resume::publish(&tmp, &dir)?;
             }
             manifest.config.train = Some(plan);
@@ -235,11 +170,11 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
             let mut meta = ProxyMeta::read(&proxy_dir)?;
             meta.train_accuracy = manifest.scoring.as_ref().map(|s| s.train_accuracy);
             meta.write(&proxy_dir)?;
-            resume::publish(&proxy_dir, &staging.path().join(PROXY_DIR))?;
-            run.out.join(PROXY_DIR)
+            resume::publish(&proxy_dir, &layout::proxy(staging.path()))?;
+            layout::proxy(&run.out)
         }
     };
-    let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { staging.path().join(PROXY_DIR) };
+    let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { layout::proxy(staging.path()) };
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
     manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
@@ -257,9 +192,9 @@ fn write_report(manifest: &mut Manifest, dataset: &DatasetPlan, staging: &Stagin
     }
     let started = Instant::now();
     if let Err(e) = report::write(manifest, dataset, staging.path()) {
-        crate::log::error(&format!("report: no {}: {e}", report::FILE));
+        crate::log::error(&format!("report: no {}: {e}", layout::REPORT_FILE));
     }
-    record(manifest, "report", started);
+    record(manifest, Stage::Report, started);
 }
 
 /// Records the run settings, writes the manifest and moves the output into place.
@@ -293,10 +228,10 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     let mut manifest = Manifest::new(&dataset);
     let ctx = session(run.memory_limit)?;
     let started = Instant::now();
-    let dest = staging.path().join(SCORES_FILE);
+    let dest = layout::scores(staging.path());
     let proxy_dir = crate::store::localize(&args.proxy_dir)?;
     manifest.scoring = Some(score::run(&ctx, &dataset, &proxy_dir, &run, &dest).await?);
-    record(&mut manifest, "score", started);
+    record(&mut manifest, Stage::Score, started);
     manifest.proxy = Some(proxy_record(&proxy_dir, args.proxy_dir.clone())?);
     finish(manifest, staging, run)
 }
@@ -313,11 +248,13 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
     init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
-    let scores = if scores.is_dir() { scores.join(SCORES_FILE) } else { scores };
+    let scores = layout::scores_of(&scores);
     // Read the scores before staging: the output may replace their directory.
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
-    if select_plan.score != global::PROTOTYPE && !global::columns_of(copy.path())?.contains(&select_plan.score) {
+    if select_plan.score != ScoreName::Prototype
+        && !global::columns_of(copy.path())?.iter().any(|c| c == select_plan.score.column())
+    {
         return Err(PipelineError::Usage(format!(
             "--score {}: {} has no such column",
             select_plan.score,
@@ -362,17 +299,17 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
             let outcome =
                 active::next_batch(&ctx, &dataset, &pool, &plan, &run, opts.acquisition, budget, staging.path())
                     .await?;
-            record(&mut manifest, "active", started);
+            record(&mut manifest, Stage::Active, started);
             write_kept(&mut manifest, &pool.train, &staging, usize::MAX, run.quiet)?;
-            let proxy_dir = staging.path().join(PROXY_DIR);
-            manifest.proxy = Some(proxy_record(&proxy_dir, run.out.join(PROXY_DIR))?);
+            let proxy_dir = layout::proxy(staging.path());
+            manifest.proxy = Some(proxy_record(&proxy_dir, layout::proxy(&run.out))?);
             outcome
         }
         (None, Some(rounds)) => {
             let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
             let outcome =
                 active::simulate(&ctx, &dataset, &plan, &run, opts.acquisition, budget, rounds, work.path()).await?;
-            record(&mut manifest, "active", started);
+            record(&mut manifest, Stage::Active, started);
             outcome
         }
         (None, None) => unreachable!("clap requires --unlabeled with --labeled"),

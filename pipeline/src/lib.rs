@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod active;
+pub mod choices;
 pub mod cli;
 pub mod config;
 pub mod dynamics;
@@ -30,6 +31,7 @@ pub mod report;
 pub mod resume;
 pub mod score;
 pub mod select;
+pub mod session;
 pub mod sql;
 pub mod sqlgen;
 pub mod staging;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
-use sieve::{eval, jobs, log, sql, PipelineError};
+use sieve::{eval, jobs, log, session, sql, PipelineError};
 
 fn main() -> ExitCode {
     let args = match sieve::config::expand(std::env::args_os().collect()) {
@@ -85,7 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(query) = &args.query else {
                 return Err(PipelineError::Usage("give a query, or --functions".into()).into());
             };
-            let ctx = jobs::session(None)?;
+            let ctx = session::session(None)?;
             sql::register_tables(&ctx, &args).await?;
             sql::run(&ctx, query, args.format, &mut stdout).await?;
             return Ok(());

@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sieve_proxy::artifact::ProxyMeta;
 
+use sieve_schemas::{layout, Stage};
+
 use crate::error::{io_err, Result};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
 use crate::score::ScoreOutcome;
 use crate::select::SelectOutcome;
-
-/// File name of the manifest in an output directory.
-pub const FILE: &str = "manifest.json";
 
 /// Versions of what made the output.
 #[derive(Clone, Debug, Serialize)]
@@ -138,8 +137,8 @@ pub struct Manifest {
     pub selection: Option<SelectOutcome>,
     /// Files written under `data/`, relative to the output directory.
     pub data_files: Vec<PathBuf>,
-    /// Seconds per stage (train, score, embedding_methods, select, write, report).
-    pub seconds: BTreeMap<String, f64>,
+    /// Seconds per stage, in pipeline order.
+    pub seconds: BTreeMap<Stage, f64>,
 }
 
 impl Manifest {
@@ -163,7 +162,7 @@ impl Manifest {
 
     /// Writes `dir/manifest.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(FILE);
+        let path = layout::manifest(dir);
         let text = serde_json::to_string_pretty(self).expect("the manifest serializes");
         std::fs::write(&path, text).map_err(io_err(&path))
     }

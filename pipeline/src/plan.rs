@@ -13,9 +13,10 @@ use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_proxy::recipe::{Overrides, Recipe, DEFAULT_IMAGE_PRESET, FASTTEXT};
 use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
-use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, OutputColumns, Split};
+use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, ScoreName, Split};
 
-use crate::cli::{Balance, CommonOpts, InputArgs, OnError, Order, Prototypes, SelectOpts, Strategy};
+use crate::choices::{Balance, OnError, Order, Prototypes, Strategy};
+use crate::cli::{CommonOpts, InputArgs, SelectOpts};
 use crate::error::{PipelineError, Result};
 use crate::input::InputFiles;
 
@@ -296,7 +297,7 @@ pub struct SelectPlan {
     /// Fraction of valid rows kept, in (0, 1].
     pub keep: f64,
     /// Score column ranked by.
-    pub score: String,
+    pub score: ScoreName,
     /// Which end is kept.
     pub order: Order,
     /// Per-class quotas or not.
@@ -316,7 +317,7 @@ pub struct SelectPlan {
     /// Data schedule spec.
     pub schedule: Option<String>,
     /// Order of entry into the schedule.
-    pub schedule_order: crate::global::ScheduleOrder,
+    pub schedule_order: crate::choices::ScheduleOrder,
     /// Whether `prune` and `select` write report.html.
     pub report: bool,
 }
@@ -335,15 +336,6 @@ impl SelectPlan {
                 "the kept fraction must be in (0, 1], got {keep} (--keep F, or --prune F with F in [0, 1))"
             )));
         }
-        let known: Vec<&str> = OutputColumns::FLOAT_SCORES
-            .iter()
-            .chain(&crate::dynamics::COLUMNS)
-            .chain(&[crate::global::PROTOTYPE])
-            .copied()
-            .collect();
-        if !known.contains(&opts.score.as_str()) {
-            return Err(PipelineError::Usage(format!("unknown score '{}': one of {}", opts.score, known.join(", "))));
-        }
         if opts.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
             return Err(PipelineError::Usage("--dedup EPS must be in [0, 2] (a cosine distance)".into()));
         }
@@ -358,7 +350,7 @@ impl SelectPlan {
         }
         Ok(Self {
             keep,
-            score: opts.score.clone(),
+            score: opts.score,
             order: opts.order,
             balance: opts.balance,
             strategy: opts.strategy,

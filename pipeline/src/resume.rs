@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use sieve_schemas::layout;
+
 use crate::error::{io_err, Result};
 use crate::input::FileInfo;
 
@@ -55,7 +57,7 @@ impl WorkDir {
 
     /// Where the trained proxy lives once complete.
     pub fn proxy_dir(&self) -> PathBuf {
-        self.dir.join("proxy")
+        layout::proxy(&self.dir)
     }
 
     /// A temporary name to build something before renaming it into place.

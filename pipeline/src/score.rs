@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::prelude::SessionContext;
 use sieve_schemas::OutputColumns;
 
-use crate::cli::OnError;
+use crate::choices::OnError;
 use crate::error::{PipelineError, Result};
 use crate::input::{InputFiles, POS};
 use crate::resume::{publish, WorkDir};

@@ -22,7 +22,7 @@ use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use crate::cli::{Balance, Order, Strategy};
+use crate::choices::{Balance, Order, Strategy};
 use futures::StreamExt;
 use sieve_schemas::OutputColumns;
 
@@ -117,7 +117,7 @@ async fn quota_sql(ctx: &SessionContext, plan: &SelectPlan) -> Result<String> {
 /// order), and `keep` for the first `quota` of each.
 pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
     let key = match plan.strategy {
-        Strategy::Score => ident(&plan.score),
+        Strategy::Score => ident(plan.score.column()),
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
         Strategy::Kcenter => format!("-{}", ident(global::KCENTER_RANK)),
     };
@@ -151,10 +151,17 @@ pub async fn run(
     // A directory (the shards of a resumable run) is read whole.
     let raw_files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
     let narrow = dest.with_extension("decision.parquet");
-    let columns =
-        [ROW, OutputColumns::ID, "label", OutputColumns::ERROR, &plan.score, global::KCENTER_RANK, global::DUP_OF];
+    let columns = [
+        ROW,
+        OutputColumns::ID,
+        "label",
+        OutputColumns::ERROR,
+        plan.score.column(),
+        global::KCENTER_RANK,
+        global::DUP_OF,
+    ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
-    let decision = crate::jobs::session(Some(decision_memory(ctx)))?;
+    let decision = crate::session::session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
@@ -217,7 +224,7 @@ mod tests {
 
     #[test]
     fn the_decision_never_takes_more_memory_than_the_job_allows() {
-        let with = |limit| decision_memory(&crate::jobs::session(limit).unwrap());
+        let with = |limit| decision_memory(&crate::session::session(limit).unwrap());
         assert_eq!(with(None), DECISION_MEMORY);
         assert_eq!(with(Some(64 << 20)), 64 << 20);
         assert_eq!(with(Some(1 << 30)), DECISION_MEMORY);

@@ -9,6 +9,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
 
+use sieve_schemas::layout;
+
 use crate::cli::{Format, SqlArgs};
 use crate::error::{io_err, Result};
 use crate::plan::DatasetPlan;
@@ -36,11 +38,11 @@ pub async fn register_tables(ctx: &SessionContext, args: &SqlArgs) -> Result<()>
     if let Some(out) = &args.out {
         // A remote output is complete when its manifest exists (see crate::store).
         let remote = crate::store::is_remote(out);
-        let scores = out.join("scores.parquet");
+        let scores = layout::scores(out);
         if remote || scores.is_file() {
             ctx.register_parquet("scores", scores.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
         }
-        let data = out.join("data");
+        let data = layout::data(out);
         if remote || data.is_dir() {
             let data = format!("{}/", data.to_string_lossy());
             ctx.register_parquet("kept", &data, ParquetReadOptions::default()).await?;

@@ -30,13 +30,15 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use url::Url;
 
+use sieve_schemas::layout;
+
 use crate::error::{io_err, PipelineError, Result};
 
 /// The URL scheme sieve reads and writes besides local paths.
 pub const S3_PREFIX: &str = "s3://";
 
 /// Files uploaded last, in this order: their presence marks an output whole.
-const MARKERS: [&str; 2] = ["proxy.json", "manifest.json"];
+const MARKERS: [&str; 2] = [sieve_proxy::artifact::META_FILE, layout::MANIFEST_FILE];
 
 /// Upload part size: S3's parts must be at least 5 MiB.
 const PART_BYTES: usize = 16 << 20;

@@ -101,7 +101,7 @@ fn train_image(
     let config = train_config(plan, serde_json::json!({"device": sieve_proxy::device::describe(&device)}));
     let mut trainer = ImageTrainer::new(cfg.clone(), recipe.sgd.clone(), plan.seed, &device)?
         .with_normalize(recipe.normalize.clone())
-        .with_augment(recipe.crop_padding, recipe.flip);
+        .with_augment(recipe.augment);
     let mut meta = new_meta(plan, dataset, Some(recipe.normalize.clone()), config);
     let rows = dataset.train.total_rows();
     let total_steps = epochs as u64 * dataset.train_rows().div_ceil(batch as u64);

@@ -42,6 +42,21 @@ impl Normalize {
     pub const CIFAR10: Self = Self { mean: [0.4914, 0.4822, 0.4465], std: [0.2470, 0.2435, 0.2616] };
 }
 
+/// The augmentation of every training image: a random crop of the image
+/// padded by `crop_padding` black pixels on each side, and random mirrors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Augmentation {
+    /// Pixels of padding around the random crop.
+    pub crop_padding: i32,
+    /// Random horizontal flips.
+    pub flip: bool,
+}
+
+impl Augmentation {
+    /// The standard CIFAR augmentation: 4 pixels of padding and flips.
+    pub const CIFAR: Self = Self { crop_padding: 4, flip: true };
+}
+
 /// Where one training image is cropped from and whether it is mirrored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Augment {
@@ -54,12 +69,12 @@ pub struct Augment {
 }
 
 impl Augment {
-    /// A uniformly random crop with `padding` pixels of padding and, when
-    /// `flip`, a fair coin for the mirror (drawn either way, so the crops
-    /// do not depend on it).
-    pub fn random(rng: &mut impl Rng, padding: i32, flip: bool) -> Self {
-        let r = -padding..=padding;
-        Self { dy: rng.random_range(r.clone()), dx: rng.random_range(r), flip: rng.random::<bool>() && flip }
+    /// A uniformly random crop within `a`'s padding and, when `a` flips, a
+    /// fair coin for the mirror (drawn either way, so the crops do not
+    /// depend on it).
+    pub fn random(rng: &mut impl Rng, a: Augmentation) -> Self {
+        let r = -a.crop_padding..=a.crop_padding;
+        Self { dy: rng.random_range(r.clone()), dx: rng.random_range(r), flip: rng.random::<bool>() && a.flip }
     }
 }
 
@@ -186,15 +201,14 @@ pub struct ImageTrainer {
     opt: SgdMomentum,
     rng: ChaCha8Rng,
     norm: Normalize,
-    crop_padding: i32,
-    flip: bool,
+    augment: Augmentation,
 }
 
 impl ImageTrainer {
     /// A freshly initialised network on `device` (weights from `seed`, see
     /// [`seeded_var_builder`]; kernels from [`crate::device::conv_impl`])
-    /// normalising with [`Normalize::CIFAR10`] and augmenting as the image
-    /// recipe does ([`crate::recipe::CROP_PADDING`], flips).
+    /// normalising with [`Normalize::CIFAR10`] and augmenting with
+    /// [`Augmentation::CIFAR`].
     pub fn new(cfg: ResNetConfig, opt: SgdConfig, seed: u64, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let model = ResNet::new(&cfg, seeded_var_builder_on(&varmap, seed, device))?
@@ -202,8 +216,8 @@ impl ImageTrainer {
         let opt = SgdMomentum::new(model.trainable_vars(), opt)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(AUGMENT_STREAM);
-        let (norm, crop_padding, flip) = (Normalize::CIFAR10, crate::recipe::CROP_PADDING, true);
-        Ok(Self { model, device: device.clone(), varmap, opt, rng, norm, crop_padding, flip })
+        let (norm, augment) = (Normalize::CIFAR10, Augmentation::CIFAR);
+        Ok(Self { model, device: device.clone(), varmap, opt, rng, norm, augment })
     }
 
     /// Normalises with other channel statistics, for datasets other than
@@ -213,10 +227,9 @@ impl ImageTrainer {
         self
     }
 
-    /// Augments with `crop_padding` pixels of padding around the random crop,
-    /// and random mirrors when `flip`.
-    pub fn with_augment(mut self, crop_padding: i32, flip: bool) -> Self {
-        (self.crop_padding, self.flip) = (crop_padding, flip);
+    /// Augments every training image with `augment`.
+    pub fn with_augment(mut self, augment: Augmentation) -> Self {
+        self.augment = augment;
         self
     }
 
@@ -243,8 +256,7 @@ impl ImageTrainer {
         if let Some(l) = labels.iter().find(|&&l| l as usize >= classes) {
             bail!("step: label {l} is not below num_classes {classes}")
         }
-        let augment: Vec<Augment> =
-            (0..n).map(|_| Augment::random(&mut self.rng, self.crop_padding, self.flip)).collect();
+        let augment: Vec<Augment> = (0..n).map(|_| Augment::random(&mut self.rng, self.augment)).collect();
         let x = images_to_tensor(images, size, &self.norm, Some(&augment))?.to_device(&self.device)?;
         let logits = self.model.forward_train(&x)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_slice(labels, n, &self.device)?)?;

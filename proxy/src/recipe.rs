@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::Architecture;
 use crate::fasttext::{FastTextConfig, FastTextTrainConfig};
-use crate::image_trainer::Normalize;
+use crate::image_trainer::{Augmentation, Normalize};
 use crate::resnet::ResNetConfig;
 use crate::sgd::SgdConfig;
 
@@ -34,8 +34,6 @@ const IMAGE_PEAK_LR: f64 = 0.2;
 const IMAGE_EPOCHS: usize = 4;
 /// Fraction of steps spent warming the learning rate up.
 const WARMUP: f64 = 0.2;
-/// Pixels of black padding on each side before the random crop.
-pub const CROP_PADDING: i32 = 4;
 /// Rows of the shuffle buffer a streamed training split passes through:
 /// 16,384 CIFAR images are about 40 MB encoded, and with row groups also
 /// shuffled, neighbours in a batch rarely come from the same part of a file.
@@ -90,10 +88,8 @@ pub struct ImageRecipe {
     pub warmup: f64,
     /// Momentum and weight decay.
     pub sgd: SgdConfig,
-    /// Pixels of padding around the random crop.
-    pub crop_padding: i32,
-    /// Random horizontal flips.
-    pub flip: bool,
+    /// Random crops and flips.
+    pub augment: Augmentation,
     /// Pixel normalisation, in training and scoring alike.
     pub normalize: Normalize,
     /// Rows of the shuffle buffer the training split streams through.
@@ -177,8 +173,7 @@ impl Recipe {
             peak_lr: overrides.lr.unwrap_or(IMAGE_PEAK_LR * batch_size as f64 / IMAGE_BATCH as f64),
             warmup: WARMUP,
             sgd: SgdConfig::default(),
-            crop_padding: CROP_PADDING,
-            flip: true,
+            augment: Augmentation::CIFAR,
             normalize: Normalize::CIFAR10,
             shuffle_buffer: SHUFFLE_BUFFER,
         }))

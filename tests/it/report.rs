@@ -5,7 +5,8 @@ use base64::Engine as _;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float32Type, Int64Type};
 use sieve::report::html::{escape, truncate, TEXT_CHARS};
-use sieve::report::{FILE, GRID};
+use sieve::report::GRID;
+use sieve_schemas::layout::REPORT_FILE as FILE;
 use sieve_udfs::decode::{text_bytes, ImageBytes};
 
 use crate::util::{pruned, read_parquet, root, sieve_ok, truth};

@@ -22,12 +22,17 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sieve_proxy::recipe::{Overrides, FASTTEXT};
+use sieve_schemas::score::UnknownScore;
+use sieve_schemas::Stage;
 
-use crate::cli::{EvalArgs, Order, Strategy, TargetBudget};
+use sieve_schemas::layout;
+
+use crate::choices::{Order, Strategy, TargetBudget};
+use crate::cli::EvalArgs;
 use crate::error::{io_err, PipelineError, Result};
-use crate::jobs::{init_run, session, PROXY_DIR, SCORES_FILE};
 use crate::manifest::Manifest;
 use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
+use crate::session::{init_run, session};
 use crate::staging::Staging;
 use crate::{global, score, select, train};
 
@@ -189,7 +194,7 @@ fn select_plan(
         RANDOM => Strategy::Random,
         KCENTER => Strategy::Kcenter,
         score => {
-            opts.score = score.to_string();
+            opts.score = score.parse().map_err(|e: UnknownScore| PipelineError::Usage(e.to_string()))?;
             Strategy::Score
         }
     };
@@ -223,26 +228,26 @@ async fn proxy_scores(
 ) -> Result<Scored> {
     if let Some(dir) = &args.scores {
         let dir = &crate::store::localize(dir)?;
-        let raw = if dir.is_dir() { dir.join(SCORES_FILE) } else { dir.clone() };
-        let manifest_path = raw.with_file_name(crate::manifest::FILE);
+        let raw = layout::scores_of(dir);
+        let manifest_path = raw.with_file_name(layout::MANIFEST_FILE);
         let manifest: serde_json::Value =
             std::fs::read_to_string(&manifest_path).ok().and_then(|t| serde_json::from_str(&t).ok()).ok_or_else(
                 || PipelineError::Data(format!("--scores: no readable manifest.json beside {}", raw.display())),
             )?;
-        let seconds = |stage: &str| manifest["seconds"][stage].as_f64().unwrap_or(0.0);
+        let seconds = |stage: Stage| manifest["seconds"][stage.name()].as_f64().unwrap_or(0.0);
         return Ok(Scored {
             raw,
             extras: Vec::new(),
             proxy: manifest["proxy"]["preset"].as_str().unwrap_or("proxy").to_string(),
             proxy_accuracy: manifest["proxy"]["heldout_accuracy"].as_f64(),
             proxy_plan: None,
-            train_seconds: seconds("train"),
-            score_seconds: seconds("score"),
+            train_seconds: seconds(Stage::Train),
+            score_seconds: seconds(Stage::Score),
             embed_seconds: 0.0,
         });
     }
     let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, dataset)?;
-    let dir = work.join(PROXY_DIR);
+    let dir = layout::proxy(work);
     let started = Instant::now();
     let meta = train::run(dataset, &plan, run, &dir)?;
     let train_seconds = started.elapsed().as_secs_f64();
@@ -489,7 +494,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     drop(work);
     report::write(&report, staging.path())?;
     manifest.seconds =
-        BTreeMap::from([("eval".to_string(), report.runs.iter().map(|r| r.train_seconds + r.select_seconds).sum())]);
+        BTreeMap::from([(Stage::Eval, report.runs.iter().map(|r| r.train_seconds + r.select_seconds).sum())]);
     manifest.config.train = scored.proxy_plan;
     manifest.config.run = Some(run.clone());
     manifest.write(staging.path())?;

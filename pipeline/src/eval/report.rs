@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::{Cell, EvalReport};
-use crate::cli::TargetBudget;
+use crate::choices::TargetBudget;
 use crate::error::{io_err, Result};
 use crate::plot::{self, PALETTE};
 

@@ -12,7 +12,7 @@ use plotters::style::RGBColor;
 
 use super::plots::{class_name, Figure, KEPT, MAX_CLASSES, PRUNED};
 use super::rows::{Scan, Scored};
-use crate::cli::{Balance, Order, Strategy};
+use crate::choices::{Balance, Order, Strategy};
 use crate::manifest::Manifest;
 use crate::plan::SelectPlan;
 
@@ -196,10 +196,7 @@ fn proxy(m: &Manifest) -> String {
 
 /// Seconds of each stage, in pipeline order.
 fn seconds(m: &Manifest) -> String {
-    const ORDER: [&str; 5] = ["train", "score", "embedding_methods", "select", "write"];
-    let mut stages: Vec<(&String, &f64)> = m.seconds.iter().collect();
-    stages.sort_by_key(|(stage, _)| ORDER.iter().position(|o| o == stage).unwrap_or(ORDER.len()));
-    stages.iter().map(|(stage, s)| format!("{stage} {s:.1} s")).collect::<Vec<_>>().join(", ")
+    m.seconds.iter().map(|(stage, s)| format!("{stage} {s:.1} s")).collect::<Vec<_>>().join(", ")
 }
 
 /// Rows, kept rows and kept fraction of each class.

@@ -22,14 +22,13 @@ pub mod rows;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use sieve_schemas::layout;
+
 use crate::error::{io_err, PipelineError, Result};
-use crate::jobs::SCORES_FILE;
 use crate::manifest::Manifest;
 use crate::plan::DatasetPlan;
 use plots::Figure;
 
-/// File name of the report in an output directory.
-pub const FILE: &str = "report.html";
 /// Rows per grid (hardest, easiest, pruned sample).
 pub const GRID: usize = 24;
 /// Bins of each class's score histogram.
@@ -45,9 +44,9 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
         .select
         .as_ref()
         .ok_or_else(|| PipelineError::Internal("report: the job made no selection".into()))?;
-    let scores = dir.join(SCORES_FILE);
-    let scan = rows::scan(&scores, &plan.score, GRID, plan.seed)?;
-    let histograms = scan.range.map(|range| rows::histograms(&scores, &plan.score, range, BINS)).transpose()?;
+    let scores = layout::scores(dir);
+    let scan = rows::scan(&scores, plan.score.column(), GRID, plan.seed)?;
+    let histograms = scan.range.map(|range| rows::histograms(&scores, plan.score.column(), range, BINS)).transpose()?;
     let shown: BTreeSet<u64> =
         [&scan.hardest, &scan.easiest, &scan.pruned_sample].into_iter().flatten().map(|r| r.pos).collect();
     let payloads = payloads::fetch(dataset, &shown)?;
@@ -58,7 +57,7 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
         kind: dataset.kind,
         scan: &scan,
         payloads: &payloads,
-        histograms: &plots::histograms(histograms.as_ref(), &dataset.classes, &plan.score),
+        histograms: &plots::histograms(histograms.as_ref(), &dataset.classes, plan.score.column()),
         kept: &plots::kept_fraction(per_class, &dataset.classes),
         curve: &curve(manifest),
     };
@@ -67,7 +66,7 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
             crate::log::error(&format!("report: no plot: {why}"));
         }
     }
-    let path = dir.join(FILE);
+    let path = layout::report(dir);
     std::fs::write(&path, html::render(&page)).map_err(io_err(&path))
 }
 
