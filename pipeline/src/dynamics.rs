@@ -28,21 +28,13 @@ use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use sieve_selection::scores::row_scores;
 
-use sieve_schemas::ScoreName;
+use sieve_schemas::{ScoreName, ScoreSource};
 
 use crate::error::Result;
 use crate::parquet_io;
 
 /// File name of the dynamics inside a proxy directory.
 pub const FILE: &str = "dynamics.parquet";
-
-/// The score columns the dynamics add, all "higher = harder".
-pub const COLUMNS: [&str; 4] = [
-    ScoreName::Forgetting.column(),
-    ScoreName::Aum.column(),
-    ScoreName::LearnedEpoch.column(),
-    ScoreName::El2nEarly.column(),
-];
 
 /// What is known of one example so far.
 #[derive(Clone, Copy, Debug, Default)]
@@ -104,7 +96,8 @@ impl Dynamics {
         }
     }
 
-    /// The four columns for every row, in row order; rows never presented
+    /// The four columns for every row, in row order and in the order
+    /// [`ScoreName::ALL`] names them; rows never presented
     /// (bad inputs) are null.
     pub fn columns(&self) -> [Float32Array; 4] {
         let seen = |d: &RowDynamics| d.presentations > 0;
@@ -123,7 +116,8 @@ impl Dynamics {
     /// Writes `row` and the four columns to `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut fields = vec![Field::new("row", DataType::Int64, false)];
-        fields.extend(COLUMNS.iter().map(|c| Field::new(*c, DataType::Float32, true)));
+        let names = ScoreName::columns_of(ScoreSource::Dynamics);
+        fields.extend(names.map(|c| Field::new(c, DataType::Float32, true)));
         let schema = Arc::new(Schema::new(fields));
         let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..self.rows.len() as i64))];
         columns.extend(self.columns().into_iter().map(|c| Arc::new(c) as ArrayRef));

@@ -123,14 +123,14 @@ fn read_valid_file(raw: &Path, score: Option<&str>, valid: &mut Valid) -> Result
     Ok(())
 }
 
-/// The column names of the first Parquet file of `path` (a file, or a
-/// directory of shards with one schema).
-pub(crate) fn columns_of(path: &Path) -> Result<Vec<String>> {
+/// Whether the first Parquet file of `path` (a file, or a directory of
+/// shards with one schema) has a column `name`.
+pub(crate) fn has_column(path: &Path, name: &str) -> Result<bool> {
     let files = sieve_schemas::paths::resolve_files(&path.to_string_lossy())?;
-    let Some(first) = files.first() else { return Ok(Vec::new()) };
+    let Some(first) = files.first() else { return Ok(false) };
     let file = std::fs::File::open(first).map_err(io_err(first))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(first))?;
-    Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+    Ok(builder.schema().fields().iter().any(|f| f.name() == name))
 }
 
 /// The Float32 column `name` of the file `path`, indexed by its `row`
@@ -180,7 +180,7 @@ fn schedule_score(
         return Ok(valid.score.clone());
     }
     for extra in extras {
-        if columns_of(extra)?.iter().any(|c| c == plan.score.column()) {
+        if has_column(extra, plan.score.column())? {
             let by_row = read_by_row(extra, plan.score.column())?;
             return Ok(valid
                 .rows
@@ -213,7 +213,7 @@ pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, de
     let mut outcome = GlobalOutcome::default();
     // The score comes with the rows when the raw scores hold it (a schedule
     // ranks by it); else from `extras` or this step, if at all.
-    let in_raw = columns_of(raw)?.iter().any(|c| c == plan.score.column());
+    let in_raw = has_column(raw, plan.score.column())?;
     let valid = read_valid(raw, in_raw.then_some(plan.score.column()))?;
     let n = valid.rows.len();
     let mut fields = vec![Field::new(ROW, DataType::Int64, false)];

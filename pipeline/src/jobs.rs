@@ -252,9 +252,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     // Read the scores before staging: the output may replace their directory.
     let copy = tempfile::Builder::new().suffix(".parquet").tempfile().map_err(io_err(&scores))?;
     std::fs::copy(&scores, copy.path()).map_err(io_err(&scores))?;
-    if select_plan.score != ScoreName::Prototype
-        && !global::columns_of(copy.path())?.iter().any(|c| c == select_plan.score.column())
-    {
+    if select_plan.score != ScoreName::Prototype && !global::has_column(copy.path(), select_plan.score.column())? {
         return Err(PipelineError::Usage(format!(
             "--score {}: {} has no such column",
             select_plan.score,

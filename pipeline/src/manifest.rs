@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sieve_proxy::artifact::ProxyMeta;
-
 use sieve_schemas::{layout, Stage};
 
 use crate::error::{io_err, Result};

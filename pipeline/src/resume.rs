@@ -13,9 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::xxh3_64;
-
 use sieve_schemas::layout;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{io_err, Result};
 use crate::input::FileInfo;

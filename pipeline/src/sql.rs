@@ -8,7 +8,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
-
 use sieve_schemas::layout;
 
 use crate::cli::{Format, SqlArgs};

@@ -28,9 +28,8 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use url::Url;
-
 use sieve_schemas::layout;
+use url::Url;
 
 use crate::error::{io_err, PipelineError, Result};
 

@@ -179,24 +179,11 @@ impl Recipe {
         }))
     }
 
-    /// Whether this recipe trains a text model.
-    pub fn is_text(&self) -> bool {
-        matches!(self, Self::Fasttext(_))
-    }
-
     /// The epochs it trains.
     pub fn epochs(&self) -> usize {
         match self {
             Self::Resnet(r) => r.epochs,
             Self::Fasttext(r) => r.schedule.epochs,
-        }
-    }
-
-    /// Rows of the shuffle buffer a streamed split passes through.
-    pub fn shuffle_buffer(&self) -> usize {
-        match self {
-            Self::Resnet(r) => r.shuffle_buffer,
-            Self::Fasttext(r) => r.shuffle_buffer,
         }
     }
 
@@ -231,7 +218,7 @@ mod tests {
         assert_eq!(Recipe::new("vgg", 10, &none), Err(RecipeError::UnknownPreset("vgg".into())));
         let zero = Overrides { epochs: Some(0), ..none };
         assert_eq!(Recipe::new("fasttext", 2, &zero), Err(RecipeError::Zero("--epochs")));
-        assert!(Recipe::new(FASTTEXT, 2, &none).unwrap().is_text());
+        assert!(matches!(Recipe::new(FASTTEXT, 2, &none).unwrap(), Recipe::Fasttext(_)));
     }
 
     #[test]

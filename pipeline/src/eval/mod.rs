@@ -23,9 +23,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sieve_proxy::recipe::{Overrides, FASTTEXT};
 use sieve_schemas::score::UnknownScore;
-use sieve_schemas::Stage;
-
-use sieve_schemas::layout;
+use sieve_schemas::{layout, Stage};
 
 use crate::choices::{Order, Strategy, TargetBudget};
 use crate::cli::EvalArgs;
