@@ -70,8 +70,13 @@ pub enum PipelineError {
     Usage(String),
     /// The data cannot make this job: scores made from other data, shards
     /// out of order, a file without a column the job reads.
-    #[error("{0}")]
-    Data(String),
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The file, directory or object at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The machine cannot run the job: a runtime that does not start, a
     /// font that cannot be loaded.
     #[error("{0}")]
@@ -81,12 +86,59 @@ pub enum PipelineError {
     Internal(String),
 }
 
+/// Whose fault an error is, which decides the exit code of `sieve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The options do not make a valid job (exit code 2).
+    Usage,
+    /// The data cannot make this job: a file, row or column at fault (exit code 1).
+    Data,
+    /// The machine cannot run the job: no GPU, an unreachable store, a full
+    /// disk, a memory limit (exit code 1).
+    Environment,
+    /// A bug in sieve (exit code 3).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The exit code of a job that ends with an error of this kind.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Usage => 2,
+            Self::Data | Self::Environment => 1,
+            Self::Internal => 3,
+        }
+    }
+
+    /// Its name in the error's log line (`kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::Data => "data",
+            Self::Environment => "environment",
+            Self::Internal => "internal",
+        }
+    }
+}
+
 impl PipelineError {
-    /// Whether this is a usage error: the job's options are wrong, not its
-    /// data or the machine (the binary exits with 2 for these).
-    pub fn is_usage(&self) -> bool {
+    /// Whose fault the error is.
+    pub fn kind(&self) -> ErrorKind {
+        use sieve_proxy::ProxyError;
         use sieve_schemas::SchemaError;
-        matches!(self, Self::Usage(_) | Self::Schema(SchemaError::UnknownDataset { .. } | SchemaError::BadGlob { .. }))
+        match self {
+            Self::Usage(_) | Self::Schema(SchemaError::UnknownDataset { .. } | SchemaError::BadGlob { .. }) => {
+                ErrorKind::Usage
+            }
+            Self::Proxy(ProxyError::Device(_)) | Self::Io { .. } | Self::Store { .. } | Self::Environment(_) => {
+                ErrorKind::Environment
+            }
+            Self::DataFusion(datafusion::error::DataFusionError::ResourcesExhausted(_)) => ErrorKind::Environment,
+            Self::Proxy(ProxyError::Model(_)) | Self::Candle(_) | Self::ReaderStopped | Self::Internal(_) => {
+                ErrorKind::Internal
+            }
+            _ => ErrorKind::Data,
+        }
     }
 }
 
@@ -105,4 +157,27 @@ pub fn parquet_err(
 ) -> impl FnOnce(datafusion::parquet::errors::ParquetError) -> PipelineError {
     let path = path.into();
     move |source| PipelineError::Parquet { path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_error_has_its_exit_code() {
+        let data = PipelineError::Data { path: "scores.parquet".into(), reason: "rows are not sorted".into() };
+        assert_eq!(data.to_string(), "scores.parquet: rows are not sorted");
+        let device = PipelineError::Proxy(sieve_proxy::ProxyError::Device("cuda:0 is not available".into()));
+        let full = datafusion::error::DataFusionError::ResourcesExhausted("memory".into());
+        let cases = [
+            (PipelineError::Usage("--keep 2".into()), ErrorKind::Usage, 2),
+            (data, ErrorKind::Data, 1),
+            (device, ErrorKind::Environment, 1),
+            (PipelineError::DataFusion(full), ErrorKind::Environment, 1),
+            (PipelineError::Internal("a broken invariant".into()), ErrorKind::Internal, 3),
+        ];
+        for (error, kind, code) in cases {
+            assert_eq!((error.kind(), error.kind().exit_code()), (kind, code), "{error}");
+        }
+    }
 }

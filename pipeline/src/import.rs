@@ -44,7 +44,7 @@ pub fn images(root: &Path, out: &Path, shard_rows: usize) -> Result<usize> {
         .collect();
     classes.sort();
     if classes.is_empty() {
-        return Err(PipelineError::Data(format!("{} has no class subdirectories", root.display())));
+        return Err(PipelineError::Data { path: root.into(), reason: "no class subdirectories".into() });
     }
     let mut files: Vec<(PathBuf, i64)> = Vec::new();
     for (label, class) in classes.iter().enumerate() {

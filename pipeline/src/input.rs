@@ -159,7 +159,13 @@ impl InputFiles {
             None => self.schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             Some(cols) => cols
                 .iter()
-                .map(|c| Ok(self.schema.field_with_name(c).map_err(|e| PipelineError::Data(e.to_string()))?.clone()))
+                .map(|c| {
+                    let field = self
+                        .schema
+                        .field_with_name(c)
+                        .map_err(|e| PipelineError::Data { path: self.files[0].path.clone(), reason: e.to_string() })?;
+                    Ok(field.clone())
+                })
                 .collect::<Result<_>>()?,
         };
         fields.push(Field::new(POS, DataType::Int64, false));

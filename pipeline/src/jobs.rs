@@ -192,7 +192,7 @@ fn write_report(manifest: &mut Manifest, dataset: &DatasetPlan, staging: &Stagin
     }
     let started = Instant::now();
     if let Err(e) = report::write(manifest, dataset, staging.path()) {
-        crate::log::error(&format!("report: no {}: {e}", layout::REPORT_FILE));
+        crate::log::error(&format!("report: no {}: {e}", layout::REPORT_FILE), serde_json::Value::Null);
     }
     record(manifest, Stage::Report, started);
 }

@@ -57,7 +57,7 @@ pub fn info(stage: &str, message: &str, fields: Value) {
     }
 }
 
-/// An error that ends the job.
-pub fn error(message: &str) {
-    write("error", "error", message, Value::Null);
+/// An error, with its fields (a JSON object, or null).
+pub fn error(message: &str, fields: Value) {
+    write("error", "error", message, fields);
 }

@@ -1,13 +1,12 @@
 //! The `sieve` binary: parses the command line, runs the job, and maps the
 //! outcome to an exit code.
 //!
-//! Exit codes: 0 success, or a reader of the output that stopped reading
-//! (`sieve sql ... | head`: a broken pipe ends the job quietly); 1 the job
-//! failed: bad data (a bad row with `--on-error fail`, unreadable files,
-//! scores made from other data), the machine (a runtime, a font), or a fault
-//! inside sieve, each with its own message; 2 usage error (bad flags, as
-//! clap reports them, or an invalid value or combination of values). Errors
-//! are written as log lines (`--log-format json` makes them JSON).
+//! Exit codes follow the error's kind ([`ErrorKind::exit_code`]): 0 success,
+//! or a reader of the output that stopped reading (`sieve sql ... | head`: a
+//! broken pipe ends the job quietly); 1 bad data or a machine that cannot run
+//! the job; 2 a usage error (bad flags, as clap reports them, or an invalid
+//! value or combination of values); 3 a bug in sieve. Errors are written as
+//! log lines with their `kind` (`--log-format json` makes them JSON).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,6 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
+use sieve::error::ErrorKind;
 use sieve::{eval, jobs, log, session, sql, PipelineError};
 
 fn main() -> ExitCode {
@@ -40,9 +40,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error(&format!("{e:#}"));
-            let usage = e.downcast_ref::<PipelineError>().is_some_and(PipelineError::is_usage);
-            ExitCode::from(if usage { 2 } else { 1 })
+            // Errors raised outside the library (the runtime, clap) are the machine's.
+            let kind = e.downcast_ref::<PipelineError>().map_or(ErrorKind::Environment, PipelineError::kind);
+            log::error(&format!("{e:#}"), serde_json::json!({"kind": kind.name()}));
+            ExitCode::from(kind.exit_code())
         }
     }
 }

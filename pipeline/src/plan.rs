@@ -127,10 +127,10 @@ impl DatasetPlan {
             };
         let train = Arc::new(InputFiles::open(&train)?);
         if train.total_rows() == 0 {
-            return Err(PipelineError::Data(format!(
-                "the training split '{}' has no rows",
-                train.files[0].path.display()
-            )));
+            return Err(PipelineError::Data {
+                path: train.files[0].path.clone(),
+                reason: "the training split has no rows".into(),
+            });
         }
         let heldout = heldout.map(|h| InputFiles::open(&h).map(Arc::new)).transpose()?;
         for files in std::iter::once(&train).chain(heldout.as_ref()) {

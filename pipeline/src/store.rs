@@ -435,7 +435,7 @@ pub fn download(location: &Path, dest: &Path) -> Result<()> {
             .collect()
     };
     if objects.is_empty() {
-        return Err(PipelineError::Data(format!("{url}: no such object or prefix")));
+        return Err(PipelineError::Data { path: url.into(), reason: "no such object or prefix".into() });
     }
     for (location, path) in objects {
         if let Some(parent) = path.parent() {

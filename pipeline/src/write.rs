@@ -64,10 +64,10 @@ impl ScoreCursor {
                 None => match self.reader.next() {
                     Some(b) => b?,
                     None => {
-                        return Err(PipelineError::Data(format!(
-                            "{} has fewer rows than the input: it was made from other data",
-                            self.path.display()
-                        )))
+                        return Err(PipelineError::Data {
+                            path: self.path.clone(),
+                            reason: "fewer rows than the input: it was made from other data".into(),
+                        })
                     }
                 },
             };
@@ -87,10 +87,10 @@ impl ScoreCursor {
         let rest = self.pending.map_or(0, |b| b.num_rows())
             + self.reader.by_ref().map(|b| b.map_or(0, |b| b.num_rows())).sum::<usize>();
         if rest > 0 {
-            return Err(PipelineError::Data(format!(
-                "{} has {rest} more rows than the input: it was made from other data",
-                self.path.display()
-            )));
+            return Err(PipelineError::Data {
+                path: self.path.clone(),
+                reason: format!("{rest} more rows than the input: it was made from other data"),
+            });
         }
         Ok(())
     }

@@ -156,7 +156,10 @@ impl Proxy {
         let weights = dir.join(WEIGHTS_FILE);
         let model = match &meta.architecture {
             Architecture::Resnet(cfg) => {
-                let model = FoldedResNet::load(&weights, cfg, &placement.device)?;
+                // A weights file that does not fit the architecture is the proxy's fault.
+                let bad_weights =
+                    |e: candle_core::Error| ProxyError::Proxy { dir: dir.to_path_buf(), message: e.to_string() };
+                let model = FoldedResNet::load(&weights, cfg, &placement.device).map_err(bad_weights)?;
                 ProxyModel::Resnet(match placement.precision {
                     Precision::F32 => model,
                     half => model.to_dtype(half.dtype())?,

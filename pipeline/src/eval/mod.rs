@@ -228,10 +228,13 @@ async fn proxy_scores(
         let dir = &crate::store::localize(dir)?;
         let raw = layout::scores_of(dir);
         let manifest_path = raw.with_file_name(layout::MANIFEST_FILE);
-        let manifest: serde_json::Value =
-            std::fs::read_to_string(&manifest_path).ok().and_then(|t| serde_json::from_str(&t).ok()).ok_or_else(
-                || PipelineError::Data(format!("--scores: no readable manifest.json beside {}", raw.display())),
-            )?;
+        let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| PipelineError::Data {
+                path: manifest_path.clone(),
+                reason: "--scores: no readable manifest beside the scores".into(),
+            })?;
         let seconds = |stage: Stage| manifest["seconds"][stage.name()].as_f64().unwrap_or(0.0);
         return Ok(Scored {
             raw,

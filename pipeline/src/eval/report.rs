@@ -30,7 +30,7 @@ pub fn write(report: &EvalReport, dir: &Path) -> Result<()> {
     let md = dir.join(MARKDOWN);
     std::fs::write(&md, markdown(report)).map_err(io_err(&md))?;
     if let Err(e) = plot(report, &dir.join(PLOT)) {
-        crate::log::error(&format!("eval: no plot: {e}"));
+        crate::log::error(&format!("eval: no plot: {e}"), serde_json::Value::Null);
     }
     Ok(())
 }

@@ -63,7 +63,7 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
     };
     for figure in [page.histograms, page.kept, page.curve] {
         if let Figure::Failed(why) = figure {
-            crate::log::error(&format!("report: no plot: {why}"));
+            crate::log::error(&format!("report: no plot: {why}"), serde_json::Value::Null);
         }
     }
     let path = layout::report(dir);

@@ -177,7 +177,7 @@ fn for_each_row(path: &Path, score: &str, mut f: impl FnMut(Option<Scored>)) -> 
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
     let wanted = [ROW, "label", OutputColumns::PRED, OutputColumns::KEEP, OutputColumns::ERROR, score];
     if let Some(missing) = wanted.iter().find(|c| builder.schema().column_with_name(c).is_none()) {
-        return Err(PipelineError::Data(format!("{} has no column '{missing}'", path.display())));
+        return Err(PipelineError::Data { path: path.into(), reason: format!("no column '{missing}'") });
     }
     let idx: Vec<usize> = builder
         .schema()

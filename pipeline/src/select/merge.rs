@@ -63,7 +63,7 @@ impl Extra {
         let row = schema.index_of(ROW)?;
         let rows: Vec<i64> = all.column(row).as_primitive::<Int64Type>().values().to_vec();
         if rows.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(PipelineError::Data(format!("{}: rows are not sorted by position", path.display())));
+            return Err(PipelineError::Data { path: path.into(), reason: "rows are not sorted by position".into() });
         }
         let keep = |i: &usize| *i != row && output.wants(schema.field(*i).name());
         Ok(Self {
@@ -142,10 +142,10 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
             let positions = batch.column(row_in_batch).as_primitive::<Int64Type>().clone();
             for &p in positions.values() {
                 if last.is_some_and(|l| p <= l) {
-                    return Err(PipelineError::Data(format!(
-                        "{}: score shards overlap or are out of order",
-                        file.display()
-                    )));
+                    return Err(PipelineError::Data {
+                        path: file.clone(),
+                        reason: "score shards overlap or are out of order".into(),
+                    });
                 }
                 last = Some(p);
             }
@@ -162,7 +162,7 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
     }
     match writer {
         Some(w) => parquet_io::close(w, dest),
-        None => Err(PipelineError::Data("no scores to select from".into())),
+        None => Err(PipelineError::Data { path: dest.into(), reason: "no scores to select from".into() }),
     }
 }
 
