@@ -31,8 +31,10 @@ use crate::global::{read_valid, Valid};
 use crate::input::InputFiles;
 use crate::plan::{check_columns, DatasetPlan, RowSet, RunPlan, TrainPlan};
 use crate::score::ROW;
+use crate::session::placement_of;
 use crate::sqlgen::ident;
 use crate::{parquet_io, score, train};
+use sieve_proxy::device::Placement;
 
 /// Column of the pick order in an active-learning `scores.parquet`
 /// (0 = label first; null = not picked).
@@ -147,7 +149,7 @@ pub async fn next_batch(
     staging: &Path,
 ) -> Result<ActiveOutcome> {
     let proxy_dir = layout::proxy(staging);
-    train::run(labeled, plan, run, &proxy_dir)?;
+    train::run(labeled, plan, run, &placement_of(ctx), &proxy_dir)?;
     let raw = staging.join(".pool.parquet");
     let valid = score_pool(ctx, pool, &proxy_dir, run, acquisition, &raw).await?;
     let centers = if acquisition == Acquisition::Kcenter {
@@ -205,11 +207,12 @@ fn train_on(
     labeled: &RowSet,
     plan: &TrainPlan,
     run: &RunPlan,
+    placement: &Placement,
     work: &Path,
     name: &str,
 ) -> Result<(f64, PathBuf)> {
     let dir = work.join(name);
-    let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, &dir)?;
+    let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, placement, &dir)?;
     Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), dir))
 }
 
@@ -243,6 +246,7 @@ pub async fn simulate(
             rounds + 1
         )));
     }
+    let placement = placement_of(ctx);
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0xac71);
     let mut order: Vec<u64> = (0..n).collect();
     order.shuffle(&mut rng);
@@ -252,7 +256,7 @@ pub async fn simulate(
     let mut next_random = order[budget..].iter().copied();
     let mut outcome = ActiveOutcome { acquisition: Some(acquisition), pool: n, ..Default::default() };
     let started = Instant::now();
-    let (accuracy, mut proxy) = train_on(dataset, &acquired, plan, run, work, "round-0")?;
+    let (accuracy, mut proxy) = train_on(dataset, &acquired, plan, run, &placement, work, "round-0")?;
     outcome.rounds.push(Round {
         round: 0,
         labeled: acquired.len(),
@@ -273,8 +277,9 @@ pub async fn simulate(
         // `order` is a permutation, so these rows are all new to `random`.
         next_random.by_ref().take(budget).for_each(|p| random.insert(p));
         let started = Instant::now();
-        let (acquired_accuracy, dir) = train_on(dataset, &acquired, plan, run, work, &format!("round-{round}"))?;
-        let (random_accuracy, _) = train_on(dataset, &random, plan, run, work, &format!("random-{round}"))?;
+        let (acquired_accuracy, dir) =
+            train_on(dataset, &acquired, plan, run, &placement, work, &format!("round-{round}"))?;
+        let (random_accuracy, _) = train_on(dataset, &random, plan, run, &placement, work, &format!("random-{round}"))?;
         proxy = dir;
         outcome.rounds.push(Round {
             round,

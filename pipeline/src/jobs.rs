@@ -14,7 +14,7 @@ use crate::input::InputFiles;
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
 use crate::resume::{self, WorkDir};
-use crate::session::{init_run, session};
+use crate::session::{init_run, Runtime};
 use crate::staging::Staging;
 use crate::{active, global, report, score, select, train, write};
 
@@ -61,10 +61,11 @@ async fn score_select_write(
     source: Source<'_>,
     select_plan: &SelectPlan,
     run: &RunPlan,
+    rt: &Runtime,
     staging: &Staging,
     manifest: &mut Manifest,
 ) -> Result<()> {
-    let ctx = session(run.memory_limit)?;
+    let ctx = rt.session(run.memory_limit)?;
     let (scores_in, proxy_dir) = match source {
         Source::Proxy { dir, work } => {
             let started = Instant::now();
@@ -117,7 +118,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
@@ -147,7 +148,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
                 manifest.resumed_proxy = true;
             } else {
                 let tmp = work.temporary("proxy");
-                timed(&mut manifest, Stage::Train, || train::run(&dataset, &plan, &run, &tmp))?;
+                timed(&mut manifest, Stage::Train, || train::run(&dataset, &plan, &run, &rt.placement, &tmp))?;
                 resume::publish(&tmp, &dir)?;
             }
             manifest.config.train = Some(plan);
@@ -159,6 +160,7 @@ pub async fn prune(args: PruneArgs) -> Result<PathBuf> {
         Source::Proxy { dir: &proxy_dir, work: &work },
         &select_plan,
         &run,
+        &rt,
         &staging,
         &mut manifest,
     )
@@ -210,9 +212,9 @@ pub async fn train(args: TrainArgs) -> Result<PathBuf> {
     let dataset = DatasetPlan::resolve(&args.input)?;
     let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-proxy", dataset.name))?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
-    train::run(&dataset, &plan, &run, staging.path())?;
+    train::run(&dataset, &plan, &run, &rt.placement, staging.path())?;
     staging.commit()?;
     Ok(run.out)
 }
@@ -223,10 +225,10 @@ pub async fn score(args: ScoreArgs) -> Result<PathBuf> {
     // Nothing here reads embeddings, so `auto` means the proxy's features.
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, false)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let ctx = session(run.memory_limit)?;
+    let ctx = rt.session(run.memory_limit)?;
     let started = Instant::now();
     let dest = layout::scores(staging.path());
     let proxy_dir = crate::store::localize(&args.proxy_dir)?;
@@ -246,7 +248,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
     let scores = layout::scores_of(&scores);
     // Read the scores before staging: the output may replace their directory.
@@ -261,7 +263,7 @@ pub async fn select(args: SelectArgs) -> Result<PathBuf> {
     }
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &staging, &mut manifest).await?;
+    score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &rt, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
     finish(manifest, staging, run)
@@ -286,10 +288,10 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
     }
     let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
     let run = RunPlan::resolve(&args.common, args.out, format!("{}-active", dataset.name))?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let ctx = session(run.memory_limit)?;
+    let ctx = rt.session(run.memory_limit)?;
     let started = Instant::now();
     manifest.active = Some(match (&opts.unlabeled, opts.rounds) {
         (Some(unlabeled), _) => {

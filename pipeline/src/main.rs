@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(query) = &args.query else {
                 return Err(PipelineError::Usage("give a query, or --functions".into()).into());
             };
-            let ctx = session::session(None)?;
+            let ctx = session::Runtime::default().session(None)?;
             sql::register_tables(&ctx, &args).await?;
             sql::run(&ctx, query, args.format, &mut stdout).await?;
             return Ok(());

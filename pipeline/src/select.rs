@@ -30,6 +30,7 @@ use crate::error::{io_err, Result};
 use crate::global;
 use crate::plan::{RowSet, SelectPlan};
 use crate::score::ROW;
+use crate::session::Runtime;
 use crate::sqlgen::ident;
 
 mod merge;
@@ -161,7 +162,8 @@ pub async fn run(
         global::DUP_OF,
     ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
-    let decision = crate::session::session(Some(decision_memory(ctx)))?;
+    // The decision is SQL over the scores: it loads no model.
+    let decision = Runtime::default().session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
@@ -224,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_decision_never_takes_more_memory_than_the_job_allows() {
-        let with = |limit| decision_memory(&crate::session::session(limit).unwrap());
+        let with = |limit| decision_memory(&Runtime::default().session(limit).unwrap());
         assert_eq!(with(None), DECISION_MEMORY);
         assert_eq!(with(Some(64 << 20)), 64 << 20);
         assert_eq!(with(Some(1 << 30)), DECISION_MEMORY);

@@ -13,11 +13,12 @@ use sieve_schemas::layout;
 use crate::cli::{Format, SqlArgs};
 use crate::error::{io_err, Result};
 use crate::plan::DatasetPlan;
+use crate::session::Runtime;
 
 /// Lists sieve's SQL functions: signature, description and arguments.
 pub fn functions_help() -> String {
     let mut out = String::new();
-    for f in sieve_udfs::all_functions() {
+    for f in sieve_udfs::all_functions(&Runtime::default().models) {
         let Some(doc) = f.documentation() else { continue };
         out.push_str(&format!("{}\n    {}\n", doc.syntax_example, doc.description));
         for (name, text) in doc.arguments.iter().flatten() {

@@ -7,11 +7,13 @@
 use std::path::Path;
 use std::time::Instant;
 
+use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use sieve_proxy::artifact::{EpochRecord, Proxy, ProxyMeta, WEIGHTS_FILE};
+use sieve_proxy::device::Placement;
 use sieve_proxy::fasttext::FastText;
 use sieve_proxy::image_trainer::{ImageTrainer, Normalize};
 use sieve_proxy::recipe::{ImageRecipe, Recipe, TextRecipe};
@@ -29,17 +31,23 @@ fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
 }
 
 /// Trains the proxy for `dataset` and writes it to `dir`.
-pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, dir: &Path) -> Result<ProxyMeta> {
+pub fn run(
+    dataset: &DatasetPlan,
+    plan: &TrainPlan,
+    run: &RunPlan,
+    placement: &Placement,
+    dir: &Path,
+) -> Result<ProxyMeta> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let started = Instant::now();
     let mut meta = match &plan.recipe {
-        Recipe::Resnet(recipe) => train_image(dataset, plan, recipe, run, dir)?,
+        Recipe::Resnet(recipe) => train_image(dataset, plan, recipe, run, &placement.device, dir)?,
         Recipe::Fasttext(recipe) => train_text(dataset, plan, recipe, run, dir)?,
     };
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(dir)?;
     if let Some(heldout) = &dataset.heldout {
-        let proxy = Proxy::load(dir, &sieve_proxy::device::current())?;
+        let proxy = Proxy::load(dir, placement)?;
         meta.heldout_accuracy = Some(accuracy(&proxy, dataset, heldout, run.quiet)?);
         meta.write(dir)?;
     }
@@ -92,14 +100,14 @@ fn train_image(
     plan: &TrainPlan,
     recipe: &ImageRecipe,
     run: &RunPlan,
+    device: &Device,
     dir: &Path,
 ) -> Result<ProxyMeta> {
     let classes = dataset.classes.len();
     let cfg = &recipe.network;
     let (epochs, batch) = (recipe.epochs, recipe.batch_size);
-    let device = sieve_proxy::device::current().device;
-    let config = train_config(plan, serde_json::json!({"device": sieve_proxy::device::describe(&device)}));
-    let mut trainer = ImageTrainer::new(cfg.clone(), recipe.sgd.clone(), plan.seed, &device)?
+    let config = train_config(plan, serde_json::json!({"device": sieve_proxy::device::describe(device)}));
+    let mut trainer = ImageTrainer::new(cfg.clone(), recipe.sgd.clone(), plan.seed, device)?
         .with_normalize(recipe.normalize.clone())
         .with_augment(recipe.augment);
     let mut meta = new_meta(plan, dataset, Some(recipe.normalize.clone()), config);

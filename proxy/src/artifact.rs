@@ -1,14 +1,11 @@
-//! A trained proxy as it lives on disk, and the process-wide cache that
-//! loads a model once per process however many partitions and batches score.
+//! A trained proxy as it lives on disk, and the loaded model it becomes
+//! ([`crate::cache::ModelCache`] holds the loaded ones of a job).
 //!
 //! A proxy is a directory: `model.safetensors` (the weights) and
 //! `proxy.json` ([`ProxyMeta`]: architecture, classes, preprocessing, and the
 //! training record: train and held-out accuracy, epochs, seconds).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,29 +254,4 @@ impl Launched {
             features: features.flatten_all()?.to_vec1::<f32>()?,
         })
     }
-}
-
-/// Returns the proxy in `dir`, loading it on first use onto the process's
-/// placement ([`crate::device::current`]). One model per process and
-/// device, shared by every partition and batch that scores with it.
-pub fn shared(dir: &Path) -> Result<Arc<Proxy>> {
-    cached(dir, |dir| Proxy::load(dir, &crate::device::current()))
-}
-
-/// Returns the model of type `T` in `dir`, loading it with `load` on first
-/// use: the process-wide cache behind [`shared`] and the text encoder's.
-pub fn cached<T: Send + Sync + 'static>(dir: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<Arc<T>> {
-    type Models = HashMap<(TypeId, PathBuf), Arc<dyn Any + Send + Sync>>;
-    static CACHE: OnceLock<Mutex<Models>> = OnceLock::new();
-    let path = dir.canonicalize().map_err(|source| ProxyError::Io { path: dir.to_path_buf(), source })?;
-    let key = (TypeId::of::<T>(), path);
-    // Holding the lock while loading makes concurrent first calls wait for one
-    // load instead of each loading its own copy.
-    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(model) = cache.get(&key).and_then(|m| m.clone().downcast::<T>().ok()) {
-        return Ok(model);
-    }
-    let model = Arc::new(load(&key.1)?);
-    cache.insert(key, model.clone());
-    Ok(model)
 }

@@ -1,5 +1,5 @@
 //! Where the image proxy runs: the `--device auto|cpu|cuda:N` choice, its
-//! resolution to a candle [`Device`] once per process, and what differs per
+//! resolution to a candle [`Device`] once per job, and what differs per
 //! device (kernels, micro-batch size).
 //!
 //! `auto` takes the first GPU when the binary was built with the `cuda`
@@ -14,7 +14,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -104,7 +103,7 @@ fn no_gpu(ordinal: usize, why: &str) -> ProxyError {
 /// Where the image proxy infers, and in what precision.
 #[derive(Clone, Debug)]
 pub struct Placement {
-    /// The device every model of the process lives on.
+    /// The device the image proxies live on.
     pub device: Device,
     /// The floating-point type of inference; training is always f32.
     pub precision: Precision,
@@ -128,33 +127,6 @@ pub enum Precision {
     F16,
     /// bfloat16 (f32's range, 8 bits of mantissa).
     Bf16,
-}
-
-/// The process's placement: set once by [`init`], CPU and f32 until then.
-/// Like rayon's global pool, one choice per process; every proxy loaded
-/// through [`crate::artifact::shared`] lives there.
-static CURRENT: OnceLock<Placement> = OnceLock::new();
-
-/// Makes `placement` the process's. The first call wins; a later call with
-/// another device or precision is an error rather than a silent mix.
-pub fn init(placement: Placement) -> Result<()> {
-    let current = CURRENT.get_or_init(|| placement.clone());
-    if current.device.same_device(&placement.device) && current.precision == placement.precision {
-        Ok(())
-    } else {
-        Err(ProxyError::Device(format!(
-            "this process already runs its models on {} in {:?}, cannot switch to {} in {:?}",
-            describe(&current.device),
-            current.precision,
-            describe(&placement.device),
-            placement.precision
-        )))
-    }
-}
-
-/// The process's placement ([`init`]), CPU and f32 when none was set.
-pub fn current() -> Placement {
-    CURRENT.get().cloned().unwrap_or_default()
 }
 
 impl FromStr for Precision {

@@ -12,13 +12,15 @@
 //!   augmentation), the one place the defaults live.
 //! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2).
 //! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
-//!   and the loaded model it becomes.
+//!   and the loaded model it becomes; [`cache`]: the bounded cache of a
+//!   job's loaded models.
 //! - [`device`]: where the models run (CPU or a CUDA device) and at which
 //!   precision.
 
 #![deny(missing_docs)]
 
 pub mod artifact;
+pub mod cache;
 pub mod device;
 pub mod error;
 pub mod fasttext;

@@ -131,12 +131,6 @@ impl TextEncoder {
     }
 }
 
-/// The encoder in `dir`, loaded once per process and shared by every
-/// partition and batch that embeds with it.
-pub fn shared(dir: &Path) -> Result<std::sync::Arc<TextEncoder>> {
-    crate::artifact::cached(dir, TextEncoder::load)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

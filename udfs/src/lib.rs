@@ -10,27 +10,30 @@ pub mod decode;
 pub mod error;
 pub mod functions;
 pub mod infer;
+pub mod models;
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
 pub use error::{Result, UdfError};
+pub use models::Models;
 
 /// Every SQL function sieve provides, for registration and for
 /// `sieve sql --functions`.
-pub fn all_functions() -> Vec<ScalarUDF> {
+pub fn all_functions(models: &Models) -> Vec<ScalarUDF> {
     vec![
-        ScalarUDF::from(functions::proxy_scores::ProxyScores::new()),
-        ScalarUDF::from(functions::proxy_embedding::ProxyEmbedding::new()),
+        ScalarUDF::from(functions::proxy_scores::ProxyScores::new(models.clone())),
+        ScalarUDF::from(functions::proxy_embedding::ProxyEmbedding::new(models.clone())),
         ScalarUDF::from(functions::content_hash::ContentHash::new()),
         ScalarUDF::from(functions::seeded_random::SeededRandom::new()),
-        ScalarUDF::from(functions::text_embedding::TextEmbedding::new()),
+        ScalarUDF::from(functions::text_embedding::TextEmbedding::new(models.clone())),
     ]
 }
 
-/// Registers every sieve UDF in `ctx`.
-pub fn register_all(ctx: &SessionContext) {
-    for f in all_functions() {
+/// Registers every sieve UDF in `ctx`, the model-running ones loading
+/// through `models`.
+pub fn register_all(ctx: &SessionContext, models: &Models) {
+    for f in all_functions(models) {
         ctx.register_udf(f);
     }
 }

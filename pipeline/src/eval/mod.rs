@@ -30,7 +30,9 @@ use crate::cli::EvalArgs;
 use crate::error::{io_err, PipelineError, Result};
 use crate::manifest::Manifest;
 use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
-use crate::session::{init_run, session};
+use sieve_proxy::device::Placement;
+
+use crate::session::{init_run, placement_of};
 use crate::staging::Staging;
 use crate::{global, score, select, train};
 
@@ -250,7 +252,7 @@ async fn proxy_scores(
     let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, dataset)?;
     let dir = layout::proxy(work);
     let started = Instant::now();
-    let meta = train::run(dataset, &plan, run, &dir)?;
+    let meta = train::run(dataset, &plan, run, &placement_of(ctx), &dir)?;
     let train_seconds = started.elapsed().as_secs_f64();
     let raw = work.join("proxy-scores.parquet");
     let started = Instant::now();
@@ -319,11 +321,12 @@ fn train_target(
     rows: Option<&RowSet>,
     plan: &TrainPlan,
     run: &RunPlan,
+    placement: &Placement,
     work: &Path,
 ) -> Result<Trained> {
     let dir = work.join("target");
     let started = Instant::now();
-    let meta = train::run(&dataset.with_subset(rows), plan, run, &dir)?;
+    let meta = train::run(&dataset.with_subset(rows), plan, run, placement, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
     Ok(Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs })
@@ -392,18 +395,18 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
         }
     }
     let run = RunPlan::resolve(&args.common, args.out.clone(), format!("{}-eval", dataset.name))?;
-    init_run(&run)?;
+    let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
     let mut manifest = Manifest::new(&dataset);
-    let ctx = session(run.memory_limit)?;
+    let ctx = rt.session(run.memory_limit)?;
     let scored = proxy_scores(&ctx, &args, &dataset, &run, work.path()).await?;
     let seeds: Vec<u64> = (0..args.seeds as u64).map(|k| args.common.seed + k).collect();
     let total = seeds.len() * (1 + methods.len() * args.fractions.len());
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, work.path())?;
+        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, &rt.placement, work.path())?;
         let rows = dataset.train.total_rows();
         let r = TargetRun {
             method: None,
@@ -455,7 +458,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
                 let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
-                let t = train_target(&dataset, Some(kept), &plan, &run, work.path())?;
+                let t = train_target(&dataset, Some(kept), &plan, &run, &rt.placement, work.path())?;
                 let r = TargetRun {
                     method: Some(method.clone()),
                     fraction,
@@ -523,7 +526,7 @@ async fn proxy_agreement(
     let mut out = Vec::new();
     for (between, variant) in variants {
         let dir = work.join(format!("proxy-{between}"));
-        train::run(dataset, &variant, run, &dir)?;
+        train::run(dataset, &variant, run, &placement_of(ctx), &dir)?;
         let raw = work.join(format!("scores-{between}.parquet"));
         score::run(ctx, dataset, &dir, run, &raw).await?;
         out.extend(rank::agreement(ctx, base, &raw, between).await?);

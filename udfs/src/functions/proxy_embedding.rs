@@ -17,25 +17,21 @@ use datafusion::logical_expr::{
 };
 use sieve_schemas::OutputColumns;
 
-use super::proxy_scores::{embeddings_array, literal_proxy};
+use super::proxy_scores::embeddings_array;
 use crate::infer;
+use crate::models::Models;
 
 /// The `proxy_embedding` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ProxyEmbedding {
     signature: Signature,
-}
-
-impl Default for ProxyEmbedding {
-    fn default() -> Self {
-        Self::new()
-    }
+    models: Models,
 }
 
 impl ProxyEmbedding {
-    /// Builds the UDF.
-    pub fn new() -> Self {
-        Self { signature: Signature::any(2, Volatility::Immutable) }
+    /// Builds the UDF, loading its models through `models`.
+    pub fn new(models: Models) -> Self {
+        Self { signature: Signature::any(2, Volatility::Immutable), models }
     }
 }
 
@@ -64,7 +60,7 @@ impl ScalarUDFImpl for ProxyEmbedding {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let proxy = literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let proxy = self.models.literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
         let field = OutputColumns::embedding_field(proxy.feature_dim());
         Ok(Arc::new(Field::new(self.name(), field.data_type().clone(), true)))
     }
@@ -73,7 +69,7 @@ impl ScalarUDFImpl for ProxyEmbedding {
         let n = args.number_rows;
         let [proxy, input] = take_function_args(self.name(), args.args)?;
         let proxy = match proxy {
-            ColumnarValue::Scalar(s) => literal_proxy(self.name(), Some(&s))?,
+            ColumnarValue::Scalar(s) => self.models.literal_proxy(self.name(), Some(&s))?,
             ColumnarValue::Array(_) => return exec_err!("proxy_embedding: the proxy must be a literal, not a column"),
         };
         let predictions = infer::predict(&proxy, &input.into_array(n)?, None)?;

@@ -12,11 +12,10 @@
 //! ```
 //!
 //! # Performance
-//! The proxy is loaded once per process ([`sieve_proxy::artifact::shared`]); each
+//! The proxy is loaded once per session (its [`crate::Models`] cache); each
 //! DataFusion batch is decoded in parallel and cut into model micro-batches,
 //! so every row costs one forward pass.
 
-use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
@@ -36,25 +35,20 @@ use sieve_schemas::OutputColumns;
 
 use crate::decode::RowError;
 use crate::infer::{self, Prediction};
-use crate::UdfError;
-use sieve_proxy::artifact::{self as proxy, Proxy};
+use crate::models::Models;
+use sieve_proxy::artifact::Proxy;
 
 /// The `proxy_scores` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ProxyScores {
     signature: Signature,
-}
-
-impl Default for ProxyScores {
-    fn default() -> Self {
-        Self::new()
-    }
+    models: Models,
 }
 
 impl ProxyScores {
-    /// Builds the UDF; any argument types, checked in `return_type`.
-    pub fn new() -> Self {
-        Self { signature: Signature::any(3, Volatility::Immutable) }
+    /// Builds the UDF; any argument types, checked in `return_type`, loading its models through `models`.
+    pub fn new(models: Models) -> Self {
+        Self { signature: Signature::any(3, Volatility::Immutable), models }
     }
 }
 
@@ -93,7 +87,7 @@ impl ScalarUDFImpl for ProxyScores {
         if !(label.data_type().is_integer() || label.data_type().is_null()) {
             return plan_err!("proxy_scores: the label must be an integer or NULL, got {}", label.data_type());
         }
-        let proxy = literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let proxy = self.models.literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
         let fields = OutputColumns::scores_struct_fields(proxy.feature_dim());
         Ok(Arc::new(Field::new(self.name(), DataType::Struct(fields), true)))
     }
@@ -102,7 +96,7 @@ impl ScalarUDFImpl for ProxyScores {
         let n = args.number_rows;
         let [proxy, input, label] = take_function_args(self.name(), args.args)?;
         let proxy = match proxy {
-            ColumnarValue::Scalar(s) => literal_proxy(self.name(), Some(&s))?,
+            ColumnarValue::Scalar(s) => self.models.literal_proxy(self.name(), Some(&s))?,
             ColumnarValue::Array(_) => return exec_err!("proxy_scores: the proxy must be a literal, not a column"),
         };
         let input = input.into_array(n)?;
@@ -117,19 +111,6 @@ impl ScalarUDFImpl for ProxyScores {
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&DOC)
-    }
-}
-
-/// The proxy a literal directory argument names, loaded once per process.
-pub fn literal_proxy(function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
-    Ok(proxy::shared(&literal_dir(function, "proxy", value)?).map_err(UdfError::from)?)
-}
-
-/// The directory a string-literal argument (`what`: proxy, encoder) names.
-pub fn literal_dir(function: &str, what: &str, value: Option<&ScalarValue>) -> Result<std::path::PathBuf> {
-    match value.and_then(ScalarValue::try_as_str) {
-        Some(Some(dir)) => Ok(Path::new(dir).to_path_buf()),
-        _ => plan_err!("{function}: the {what} must be a non-null string literal (a directory)"),
     }
 }
 

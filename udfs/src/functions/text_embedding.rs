@@ -14,27 +14,22 @@ use datafusion::logical_expr::{
 };
 use sieve_schemas::OutputColumns;
 
-use super::proxy_scores::{literal_dir, vectors_array};
+use super::proxy_scores::vectors_array;
 use crate::decode::text_value;
+use crate::models::Models;
 use crate::UdfError;
-use sieve_proxy::text_encoder::{self, TextEncoder};
 
 /// The `text_embedding` scalar UDF.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TextEmbedding {
     signature: Signature,
-}
-
-impl Default for TextEmbedding {
-    fn default() -> Self {
-        Self::new()
-    }
+    models: Models,
 }
 
 impl TextEmbedding {
-    /// Builds the UDF.
-    pub fn new() -> Self {
-        Self { signature: Signature::any(2, Volatility::Immutable) }
+    /// Builds the UDF, loading its models through `models`.
+    pub fn new(models: Models) -> Self {
+        Self { signature: Signature::any(2, Volatility::Immutable), models }
     }
 }
 
@@ -50,10 +45,6 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .build()
 });
 
-fn literal_encoder(function: &str, value: Option<&datafusion::common::ScalarValue>) -> Result<Arc<TextEncoder>> {
-    Ok(text_encoder::shared(&literal_dir(function, "encoder", value)?).map_err(UdfError::from)?)
-}
-
 impl ScalarUDFImpl for TextEmbedding {
     fn name(&self) -> &str {
         "text_embedding"
@@ -68,7 +59,7 @@ impl ScalarUDFImpl for TextEmbedding {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let encoder = literal_encoder(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let encoder = self.models.literal_encoder(self.name(), args.scalar_arguments.first().copied().flatten())?;
         let field = OutputColumns::embedding_field(encoder.dim());
         Ok(Arc::new(Field::new(self.name(), field.data_type().clone(), true)))
     }
@@ -77,7 +68,7 @@ impl ScalarUDFImpl for TextEmbedding {
         let n = args.number_rows;
         let [encoder, text] = take_function_args(self.name(), args.args)?;
         let encoder = match encoder {
-            ColumnarValue::Scalar(s) => literal_encoder(self.name(), Some(&s))?,
+            ColumnarValue::Scalar(s) => self.models.literal_encoder(self.name(), Some(&s))?,
             ColumnarValue::Array(_) => return exec_err!("text_embedding: the encoder must be a literal, not a column"),
         };
         let text = text.into_array(n)?;
