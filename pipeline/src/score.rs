@@ -13,7 +13,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::prelude::SessionContext;
-use sieve_schemas::OutputColumns;
+use sieve_schemas::{ErrorColumn, OutputColumns, RowErrorReason};
 
 use crate::choices::OnError;
 use crate::error::{PipelineError, Result};
@@ -77,8 +77,8 @@ impl ScoreOutcome {
     fn count(&mut self, batch: &RecordBatch) {
         let errors = batch.column_by_name(OutputColumns::ERROR).expect("scores have error").as_string::<i32>();
         for i in (0..batch.num_rows()).filter(|&i| errors.is_valid(i)) {
-            let message = errors.value(i);
-            *self.skipped.entry(message.split(':').next().unwrap_or(message).to_string()).or_default() += 1;
+            let reason = RowErrorReason::of(errors.value(i)).map_or("unknown", RowErrorReason::name);
+            *self.skipped.entry(reason.to_string()).or_default() += 1;
         }
         let hits = batch.column_by_name(OutputColumns::CORRECT).expect("scores have correct").as_boolean();
         self.correct += hits.true_count() as u64;
@@ -144,7 +144,10 @@ fn fail_on_bad_row(batch: &RecordBatch, dataset: &DatasetPlan) -> Result<()> {
     let message = errors.value(i);
     let pos = batch.column_by_name(ROW).expect("scores have row").as_primitive::<Int64Type>().value(i);
     let (file, row) = dataset.train.locate(pos as u64);
-    let column = if message.contains("label") { &dataset.label_column } else { &dataset.input_column };
+    let column = match RowErrorReason::of(message).map(RowErrorReason::column) {
+        Some(ErrorColumn::Label) => &dataset.label_column,
+        Some(ErrorColumn::Input) | None => &dataset.input_column,
+    };
     Err(PipelineError::BadRow { file: file.to_path_buf(), row, column: column.clone(), reason: message.to_string() })
 }
 

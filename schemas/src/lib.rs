@@ -13,11 +13,13 @@ pub mod error;
 pub mod huggingface;
 pub mod layout;
 pub mod paths;
+pub mod row_error;
 pub mod score;
 pub mod stage;
 
 pub use columns::{InputKind, OutputColumns};
 pub use descriptor::{DatasetDescriptor, Split};
 pub use error::SchemaError;
+pub use row_error::{ErrorColumn, RowErrorReason};
 pub use score::{ScoreName, ScoreSource};
 pub use stage::Stage;

@@ -6,11 +6,12 @@
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StructArray};
 use datafusion::arrow::datatypes::DataType;
 use image::imageops::FilterType;
+use sieve_schemas::RowErrorReason;
 
 use crate::error::{Result, UdfError};
 
-/// Why one row has no scores. Its `Display` text is what the `error` column
-/// holds; the pipeline counts rows by [`RowError::reason`].
+/// Why one row has no scores: a [`RowErrorReason`] and what it found. The
+/// `error` column holds [`RowError::error_text`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
     /// The input value is null.
@@ -42,18 +43,22 @@ pub enum RowError {
 }
 
 impl RowError {
-    /// A short, stable name of the error kind for counting (`undecodable`,
-    /// `null_label`, ...), without the per-row detail.
-    pub fn reason(&self) -> &'static str {
+    /// Its reason, without the per-row detail.
+    pub fn reason(&self) -> RowErrorReason {
         match self {
-            RowError::NullInput => "null_input",
-            RowError::EmptyImage => "empty_image",
-            RowError::Undecodable(_) => "undecodable_image",
-            RowError::EmptyText => "empty_text",
-            RowError::NotUtf8 => "not_utf8",
-            RowError::NullLabel => "null_label",
-            RowError::LabelOutOfRange { .. } => "label_out_of_range",
+            RowError::NullInput => RowErrorReason::NullInput,
+            RowError::EmptyImage => RowErrorReason::EmptyImage,
+            RowError::Undecodable(_) => RowErrorReason::UndecodableImage,
+            RowError::EmptyText => RowErrorReason::EmptyText,
+            RowError::NotUtf8 => RowErrorReason::NotUtf8,
+            RowError::NullLabel => RowErrorReason::NullLabel,
+            RowError::LabelOutOfRange { .. } => RowErrorReason::LabelOutOfRange,
         }
+    }
+
+    /// The text of the row's `error` column.
+    pub fn error_text(&self) -> String {
+        self.reason().error_text(&self.to_string())
     }
 }
 

@@ -164,7 +164,7 @@ fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<
                 floats.iter_mut().for_each(|b| b.append_null());
                 pred.append_null();
                 correct.append_null();
-                error.append_value(format!("{}: {e}", e.reason()));
+                error.append_value(e.error_text());
             }
         }
     }
