@@ -99,7 +99,7 @@ async fn score_pool(
 }
 
 /// What one active-learning pick did, for the manifest.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct ActiveOutcome {
     /// How rows were picked.
     pub acquisition: Option<Acquisition>,
@@ -115,7 +115,7 @@ pub struct ActiveOutcome {
 
 /// One simulated round: the proxy trained on `labeled` rows picked by the
 /// acquisition, and one trained on as many rows picked at random.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Round {
     /// 0 = the random start.
     pub round: usize,

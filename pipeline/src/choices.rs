@@ -3,10 +3,10 @@
 //! stages use, which the command line parses as they are.
 
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What to do with a row that cannot be scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {
     /// Null scores, an `error` reason, never kept.
@@ -16,7 +16,7 @@ pub enum OnError {
 }
 
 /// Which end of the ranking is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// Highest scores (hard examples).
@@ -28,7 +28,7 @@ pub enum Order {
 }
 
 /// How long a target trains on a subset, against the full data's epochs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetBudget {
     /// The same epochs: a subset of 70% trains 70% of the steps.
@@ -38,7 +38,7 @@ pub enum TargetBudget {
 }
 
 /// Per-class quotas or one global ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Every class keeps the same fraction (window functions per label).
@@ -48,7 +48,7 @@ pub enum Balance {
 }
 
 /// Where the prototype score's k-means runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prototypes {
     /// One k-means over all rows, labels unused.
@@ -58,7 +58,7 @@ pub enum Prototypes {
 }
 
 /// How the ranking is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Rank by the chosen score.
@@ -70,7 +70,7 @@ pub enum Strategy {
 }
 
 /// How active learning picks rows to label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Acquisition {
     /// Highest `1 - max p`.
@@ -84,7 +84,7 @@ pub enum Acquisition {
 }
 
 /// In which order examples enter a data schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleOrder {
     /// Easiest first, by the `--score` column.

@@ -18,7 +18,7 @@ use sieve_schemas::{OutputColumns, ScoreName};
 use sieve_selection::kcenter::{k_center_greedy, k_center_greedy_per_class};
 use sieve_selection::kmeans::KMeansConfig;
 use sieve_selection::prototype::{prototype_scores, prototype_scores_per_class};
-use sieve_selection::schedule::{assign_stages, Order as StageOrder, Schedule};
+use sieve_selection::schedule::{assign_stages, Ranking, Schedule};
 use sieve_selection::semdedup::{semdedup, SemDedupConfig};
 use sieve_selection::Embeddings;
 
@@ -42,7 +42,7 @@ pub const STAGE: &str = "stage";
 pub const LAST_STAGE: &str = "last_stage";
 
 /// What the global step did, for the manifest.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct GlobalOutcome {
     /// Rows flagged as semantic duplicates.
     pub duplicates: Option<u64>,
@@ -276,8 +276,8 @@ pub fn run(raw: &Path, extras: &[PathBuf], plan: &SelectPlan, classes: usize, de
                 ScheduleOrder::Random => Vec::new(),
             };
             let order = match plan.schedule_order {
-                ScheduleOrder::Easy => StageOrder::EasyFirst(&score),
-                ScheduleOrder::Random => StageOrder::Random { n, seed: plan.seed },
+                ScheduleOrder::Easy => Ranking::EasyFirst(&score),
+                ScheduleOrder::Random => Ranking::Random { n, seed: plan.seed },
             };
             let stages = timed(&mut outcome, "schedule", || Ok(assign_stages(order, &schedule)))?;
             outcome.stage_fractions = Some(stages.realised.clone());

@@ -6,39 +6,39 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sieve_proxy::artifact::ProxyMeta;
 use sieve_schemas::{layout, Stage};
 
-use crate::error::{io_err, Result};
+use crate::error::{io_err, PipelineError, Result};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
 use crate::score::ScoreOutcome;
 use crate::select::SelectOutcome;
 
 /// Versions of what made the output.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Versions {
     /// sieve.
-    pub sieve: &'static str,
+    pub sieve: String,
     /// DataFusion (and so Arrow and Parquet).
-    pub datafusion: &'static str,
+    pub datafusion: String,
     /// candle.
-    pub candle: &'static str,
+    pub candle: String,
 }
 
 impl Default for Versions {
     fn default() -> Self {
         Self {
-            sieve: env!("CARGO_PKG_VERSION"),
-            datafusion: env!("SIEVE_DATAFUSION_VERSION"),
-            candle: env!("SIEVE_CANDLE_VERSION"),
+            sieve: env!("CARGO_PKG_VERSION").into(),
+            datafusion: env!("SIEVE_DATAFUSION_VERSION").into(),
+            candle: env!("SIEVE_CANDLE_VERSION").into(),
         }
     }
 }
 
 /// One input file.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InputFile {
     /// Its path as resolved.
     pub path: PathBuf,
@@ -47,7 +47,7 @@ pub struct InputFile {
 }
 
 /// The dataset as the job read it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DatasetRecord {
     /// Name.
     pub name: String,
@@ -90,7 +90,7 @@ impl From<&DatasetPlan> for DatasetRecord {
 }
 
 /// The proxy used: where it is and its `proxy.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProxyRecord {
     /// Its directory (inside the output when trained by this job).
     pub dir: PathBuf,
@@ -100,7 +100,7 @@ pub struct ProxyRecord {
 }
 
 /// The effective configuration.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Config {
     /// Proxy training, when this job trained one.
     pub train: Option<TrainPlan>,
@@ -111,7 +111,7 @@ pub struct Config {
 }
 
 /// `manifest.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     /// The command line, as typed.
     pub command_line: Vec<String>,
@@ -130,7 +130,7 @@ pub struct Manifest {
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
     pub global: Option<crate::global::GlobalOutcome>,
     /// Active learning: the pick, or the simulated rounds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<crate::active::ActiveOutcome>,
     /// Selection: kept rows, per class.
     pub selection: Option<SelectOutcome>,
@@ -157,6 +157,13 @@ impl Manifest {
             data_files: Vec::new(),
             seconds: BTreeMap::new(),
         }
+    }
+
+    /// Reads `dir/manifest.json` as a job of this version wrote it.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = layout::manifest(dir);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| PipelineError::Data { path, reason: e.to_string() })
     }
 
     /// Writes `dir/manifest.json`.

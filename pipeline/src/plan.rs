@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, Int64Type};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_proxy::recipe::{Overrides, Recipe, DEFAULT_IMAGE_PRESET, FASTTEXT};
 use sieve_schemas::columns::{check_label, require};
@@ -162,7 +162,7 @@ impl DatasetPlan {
 
 /// The largest label in the files, for datasets without class names.
 /// Where the embeddings that prototypes, k-center and SemDeDup work on come from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Embedding {
     /// The proxy's penultimate features.
@@ -246,7 +246,7 @@ fn max_label(files: &InputFiles, label: &str) -> Result<usize> {
 
 /// How to train the proxy: a preset, what the user changed about it, and
 /// the recipe the two make ([`Recipe`], recorded in `proxy.json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainPlan {
     /// Architecture preset.
     pub preset: String,
@@ -256,7 +256,6 @@ pub struct TrainPlan {
     /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
     /// The preset's recipe with the overrides applied.
-    #[serde(skip)]
     pub recipe: Recipe,
 }
 
@@ -292,7 +291,7 @@ impl TrainPlan {
 }
 
 /// How to select rows from the scores.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SelectPlan {
     /// Fraction of valid rows kept, in (0, 1].
     pub keep: f64,
@@ -368,21 +367,18 @@ impl SelectPlan {
 
 impl SelectPlan {
     /// Replaces `--order auto` by hard or easy for a job over `rows` rows of
-    /// `classes` classes (see [`sieve_selection::prototype::auto_order`]).
+    /// `classes` classes (see [`sieve_selection::prototype::keeps_hard`]).
     pub fn resolve_order(&mut self, rows: u64, classes: usize) {
-        use sieve_selection::prototype::{auto_order, Order as Auto};
         if self.order == Order::Auto {
             let kept = (self.keep * rows as f64).round() as usize;
-            self.order = match auto_order(kept, classes) {
-                Auto::Hard => Order::Hard,
-                Auto::Easy => Order::Easy,
-            };
+            let hard = sieve_selection::prototype::keeps_hard(kept, classes);
+            self.order = if hard { Order::Hard } else { Order::Easy };
         }
     }
 }
 
 /// Shared run settings.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunPlan {
     /// Threads for model and decoding.
     pub threads: usize,

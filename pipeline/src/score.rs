@@ -27,7 +27,7 @@ use crate::plan::{DatasetPlan, Embedding, RunPlan};
 use crate::sqlgen::{ident, literal};
 
 /// What the score stage measured.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScoreOutcome {
     /// Rows scored (all input rows, bad ones included).
     pub rows: u64,

@@ -36,7 +36,7 @@ use crate::sqlgen::ident;
 mod merge;
 
 /// Kept and total rows of one class.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassCount {
     /// The label; `None` for rows without one.
     pub label: Option<i64>,
@@ -49,7 +49,7 @@ pub struct ClassCount {
 }
 
 /// What the select stage decided.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SelectOutcome {
     /// Rows kept in all.
     pub kept: u64,

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use sieve_selection::kcenter::k_center_greedy;
 use sieve_selection::kmeans::{spherical_kmeans, KMeansConfig};
 use sieve_selection::prototype::prototype_scores;
-use sieve_selection::schedule::{assign_stages, Order};
+use sieve_selection::schedule::{assign_stages, Ranking};
 use sieve_selection::semdedup::{semdedup, SemDedupConfig};
 use sieve_selection::Embeddings;
 
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let cfg = SemDedupConfig { eps: 0.05, kmeans: KMeansConfig::new(100, 0) };
         timed(&format!("{tag} semdedup(k=100)"), || semdedup(&emb, &cfg))?;
         let schedule = "increment:0.2,0.2,5".parse()?;
-        timed(&format!("{tag} schedule"), || assign_stages(Order::EasyFirst(&p.prototype), &schedule));
+        timed(&format!("{tag} schedule"), || assign_stages(Ranking::EasyFirst(&p.prototype), &schedule));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! number of classes (1000 on ImageNet) and SWaV embeddings; the caller
 //! passes `k`.
 //!
-//! [`auto_order`] picks whether to keep the hard or the easy end, after the
+//! [`keeps_hard`] picks whether to keep the hard or the easy end, after the
 //! paper's Section 2 and Fig. 1.
 
 use crate::embeddings::{class_seed, classes, Embeddings, Result};
@@ -68,16 +68,7 @@ fn distance(similarity: f32) -> f32 {
     (1.0 - similarity).max(0.0)
 }
 
-/// Which end of a difficulty ranking to keep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Order {
-    /// Keep the lowest scores (the most prototypical examples).
-    Easy,
-    /// Keep the highest scores (the hardest examples).
-    Hard,
-}
-
-/// Kept examples per class from which [`auto_order`] keeps the hard end.
+/// Kept examples per class from which [`keeps_hard`] keeps the hard end.
 ///
 /// The paper's ImageNet result (Section 5, Fig. 4) is that keeping the
 /// hardest 80% (about 1,000 of 1,281 examples per class) costs no accuracy,
@@ -87,8 +78,8 @@ pub enum Order {
 /// the paper reports keeping hard examples working at scale.
 pub const AUTO_HARD_MIN_KEPT_PER_CLASS: usize = 1000;
 
-/// `--order auto`: keep [`Order::Hard`] when the kept set is large, else
-/// [`Order::Easy`].
+/// `--order auto`: whether to keep the hardest examples (the highest
+/// scores), as when the kept set is large, rather than the easiest ones.
 ///
 /// The rule: with `n_keep` examples kept over `n_classes` classes, keep hard
 /// iff `n_keep / n_classes >= AUTO_HARD_MIN_KEPT_PER_CLASS` (1,000).
@@ -100,12 +91,8 @@ pub const AUTO_HARD_MIN_KEPT_PER_CLASS: usize = 1000;
 /// teacher-student theory, not as an example count, so the count above is
 /// this tool's calibration, not the paper's. `n_classes = 0` (unlabelled
 /// data) counts as one class.
-pub fn auto_order(n_keep: usize, n_classes: usize) -> Order {
-    if n_keep / n_classes.max(1) >= AUTO_HARD_MIN_KEPT_PER_CLASS {
-        Order::Hard
-    } else {
-        Order::Easy
-    }
+pub fn keeps_hard(n_keep: usize, n_classes: usize) -> bool {
+    n_keep / n_classes.max(1) >= AUTO_HARD_MIN_KEPT_PER_CLASS
 }
 
 #[cfg(test)]
@@ -167,10 +154,10 @@ mod tests {
     #[test]
     fn auto_order_keeps_hard_only_with_a_thousand_kept_per_class() {
         // CIFAR-10 at 50%: 25,000 kept / 10 classes = 2,500 per class.
-        assert_eq!(auto_order(25_000, 10), Order::Hard);
+        assert!(keeps_hard(25_000, 10));
         // CIFAR-10 at 10%: 500 per class.
-        assert_eq!(auto_order(5_000, 10), Order::Easy);
-        assert_eq!(auto_order(1_000, 1), Order::Hard);
-        assert_eq!(auto_order(999, 0), Order::Easy);
+        assert!(!keeps_hard(5_000, 10));
+        assert!(keeps_hard(1_000, 1));
+        assert!(!keeps_hard(999, 0));
     }
 }

@@ -3,7 +3,7 @@
 //! subset. sieve does not train the target model; it writes, per row, the
 //! stage from which the row is used, and a training loop filters on it.
 //!
-//! Rows are ranked by an [`Order`]: easy first (lowest score first, scores
+//! Rows are ranked by a [`Ranking`]: easy first (lowest score first, scores
 //! being higher = harder) or a seeded random order. Stage `s` uses exactly
 //! `c_s = round(F_s * n)` rows (`f64::round`, halves away from zero):
 //!
@@ -98,7 +98,7 @@ impl FromStr for Schedule {
 
 /// How rows are ranked before the schedule takes its windows.
 #[derive(Clone, Copy, Debug)]
-pub enum Order<'a> {
+pub enum Ranking<'a> {
     /// Lowest score first (scores are higher = harder); ties by row. A NaN
     /// score ranks after every number: an unscored row counts as hardest.
     EasyFirst(&'a [f32]),
@@ -125,7 +125,7 @@ pub struct Stages {
 }
 
 /// Assigns each row its first and last stage under `schedule`.
-pub fn assign_stages(order: Order, schedule: &Schedule) -> Stages {
+pub fn assign_stages(order: Ranking, schedule: &Schedule) -> Stages {
     let ranking = rank(order);
     let n = ranking.len();
     let counts: Vec<usize> = schedule.fractions.iter().map(|f| (f * n as f64).round() as usize).collect();
@@ -143,9 +143,9 @@ pub fn assign_stages(order: Order, schedule: &Schedule) -> Stages {
 }
 
 /// Rows in the order of `order`, easiest (or first drawn) first.
-fn rank(order: Order) -> Vec<usize> {
+fn rank(order: Ranking) -> Vec<usize> {
     match order {
-        Order::EasyFirst(scores) => {
+        Ranking::EasyFirst(scores) => {
             let mut idx: Vec<usize> = (0..scores.len()).collect();
             // Sort key (is NaN, score, row) is a total order, so the parallel
             // sort gives the same ranking every run.
@@ -155,7 +155,7 @@ fn rank(order: Order) -> Vec<usize> {
             });
             idx
         }
-        Order::Random { n, seed } => {
+        Ranking::Random { n, seed } => {
             let mut idx: Vec<usize> = (0..n).collect();
             idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
             idx
@@ -187,7 +187,7 @@ mod tests {
         let sc = scores(n);
         for spec in ["step:0.1,0.25,0.5,1", "increment:0.2,0.15,5", "cut:1,0.7,0.333,0.05", "step:0,0.0005"] {
             let schedule: Schedule = spec.parse().unwrap();
-            let st = assign_stages(Order::EasyFirst(&sc), &schedule);
+            let st = assign_stages(Ranking::EasyFirst(&sc), &schedule);
             for (s, f) in schedule.fractions.iter().enumerate() {
                 let want = (f * n as f64).round() as usize;
                 assert_eq!(st.counts[s], want, "{spec} stage {s}");
@@ -201,14 +201,14 @@ mod tests {
         let sc = scores(1000);
         let never = u32::MAX;
         for spec in ["step:0.1,0.4,0.9", "increment:0.1,0.2,4"] {
-            let st = assign_stages(Order::EasyFirst(&sc), &spec.parse().unwrap());
+            let st = assign_stages(Ranking::EasyFirst(&sc), &spec.parse().unwrap());
             let mut by_score: Vec<usize> = (0..1000).collect();
             by_score.sort_by(|&a, &b| sc[a].total_cmp(&sc[b]));
             let stages: Vec<u32> = by_score.iter().map(|&i| st.stage[i].unwrap_or(never)).collect();
             assert!(stages.windows(2).all(|w| w[0] <= w[1]), "{spec}: harder rows never start earlier");
         }
         // Data Cut: the easiest rows leave first.
-        let st = assign_stages(Order::EasyFirst(&sc), &"cut:1,0.5,0.1".parse().unwrap());
+        let st = assign_stages(Ranking::EasyFirst(&sc), &"cut:1,0.5,0.1".parse().unwrap());
         let easiest = sc.iter().position(|&s| s == 0.0).unwrap();
         let hardest = sc.iter().position(|&s| s == 999.0).unwrap();
         assert_eq!((st.stage[easiest], st.last_stage[easiest]), (Some(0), Some(0)));
@@ -218,9 +218,9 @@ mod tests {
     #[test]
     fn random_order_is_seeded() {
         let schedule: Schedule = "step:0.3,1".parse().unwrap();
-        let a = assign_stages(Order::Random { n: 500, seed: 4 }, &schedule);
-        let b = assign_stages(Order::Random { n: 500, seed: 4 }, &schedule);
-        let c = assign_stages(Order::Random { n: 500, seed: 5 }, &schedule);
+        let a = assign_stages(Ranking::Random { n: 500, seed: 4 }, &schedule);
+        let b = assign_stages(Ranking::Random { n: 500, seed: 4 }, &schedule);
+        let c = assign_stages(Ranking::Random { n: 500, seed: 5 }, &schedule);
         assert_eq!(a, b);
         assert_ne!(a.stage, c.stage);
         assert_eq!(used_in(&a, 0), 150);
@@ -229,9 +229,9 @@ mod tests {
     #[test]
     fn nan_scores_rank_hardest_and_empty_input_gives_empty_stages() {
         let sc = [f32::NAN, 1.0, 0.0];
-        let st = assign_stages(Order::EasyFirst(&sc), &"step:0.67,1".parse().unwrap());
+        let st = assign_stages(Ranking::EasyFirst(&sc), &"step:0.67,1".parse().unwrap());
         assert_eq!(st.stage, vec![Some(1), Some(0), Some(0)]);
-        let empty = assign_stages(Order::EasyFirst(&[]), &"step:0.5".parse().unwrap());
+        let empty = assign_stages(Ranking::EasyFirst(&[]), &"step:0.5".parse().unwrap());
         assert_eq!((empty.stage.len(), empty.realised.clone()), (0, vec![0.0]));
     }
 

@@ -126,6 +126,21 @@ fn manifest_records_the_job() {
     }
 }
 
+/// The manifest reads back as the type that wrote it: every field of the
+/// file survives a read and a write unchanged.
+#[test]
+fn the_manifest_reads_back_as_it_was_written() {
+    for fixture in ["shapes", "reviews"] {
+        let dir = pruned(fixture);
+        let manifest = sieve::manifest::Manifest::read(dir).unwrap();
+        assert_eq!(manifest.dataset.name, fixture);
+        assert!(manifest.seconds.contains_key(&sieve_schemas::Stage::Train), "{fixture}");
+        let written = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        let again = serde_json::to_string_pretty(&manifest).unwrap();
+        assert!(again == written, "{fixture}: a field was lost or changed:\n{again}\n---\n{written}");
+    }
+}
+
 /// What Python's `datasets`, `pyarrow` and `polars` see in the output;
 /// `.ci/run` installs them.
 #[test]

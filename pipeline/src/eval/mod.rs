@@ -229,20 +229,14 @@ async fn proxy_scores(
     if let Some(dir) = &args.scores {
         let dir = &crate::store::localize(dir)?;
         let raw = layout::scores_of(dir);
-        let manifest_path = raw.with_file_name(layout::MANIFEST_FILE);
-        let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| PipelineError::Data {
-                path: manifest_path.clone(),
-                reason: "--scores: no readable manifest beside the scores".into(),
-            })?;
-        let seconds = |stage: Stage| manifest["seconds"][stage.name()].as_f64().unwrap_or(0.0);
+        let manifest = Manifest::read(raw.parent().unwrap_or(Path::new(".")))?;
+        let seconds = |stage| manifest.seconds.get(&stage).copied().unwrap_or(0.0);
+        let proxy = manifest.proxy.as_ref().map(|p| &p.meta);
         return Ok(Scored {
             raw,
             extras: Vec::new(),
-            proxy: manifest["proxy"]["preset"].as_str().unwrap_or("proxy").to_string(),
-            proxy_accuracy: manifest["proxy"]["heldout_accuracy"].as_f64(),
+            proxy: proxy.map_or("proxy", |p| &p.preset).to_string(),
+            proxy_accuracy: proxy.and_then(|p| p.heldout_accuracy),
             proxy_plan: None,
             train_seconds: seconds(Stage::Train),
             score_seconds: seconds(Stage::Score),
