@@ -3,7 +3,7 @@
 //! and writes a pruned Parquet dataset with the scores added.
 //!
 //! The stages are modules named by verb ([`train`], [`score`], [`select`],
-//! [`write`]); [`jobs`] runs them for each subcommand from a [`plan`] that
+//! [`write`]); [`commands`] runs them, a module per subcommand, from a [`plan`] that
 //! [`cli`] flags resolve to.
 
 #![deny(missing_docs)]
@@ -11,6 +11,7 @@
 pub mod active;
 pub mod choices;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod dynamics;
 pub mod error;
@@ -20,7 +21,6 @@ pub mod fault;
 pub mod global;
 pub mod import;
 pub mod input;
-pub mod jobs;
 pub mod log;
 pub mod manifest;
 pub mod parquet_io;

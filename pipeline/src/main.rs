@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use sieve::cli::{Cli, Command};
 use sieve::error::ErrorKind;
-use sieve::{eval, jobs, log, session, sql, PipelineError};
+use sieve::{commands, eval, log, session, sql, PipelineError};
 
 fn main() -> ExitCode {
     let args = match sieve::config::expand(std::env::args_os().collect()) {
@@ -58,10 +58,10 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = match cli.command {
-        Command::Prune(args) => jobs::prune(args).await.context("prune")?,
-        Command::Train(args) => jobs::train(args).await.context("train")?,
-        Command::Score(args) => jobs::score(args).await.context("score")?,
-        Command::Select(args) => jobs::select(args).await.context("select")?,
+        Command::Prune(args) => commands::prune::run(args).await.context("prune")?,
+        Command::Train(args) => commands::train::run(args).await.context("train")?,
+        Command::Score(args) => commands::score::run(args).await.context("score")?,
+        Command::Select(args) => commands::select::run(args).await.context("select")?,
         Command::Eval(args) => eval::run(args).await.context("eval")?,
         Command::Import(args) => {
             if args.shard_rows == 0 {

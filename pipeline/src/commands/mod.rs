@@ -1,0 +1,141 @@
+//! The subcommands, a module each: each resolves its plans, runs its
+//! stages in order into a staging directory, writes the manifest and commits
+//! the directory atomically. This module holds what they share: timing a
+//! stage into the manifest, score + select + write, the report and the
+//! commit.
+
+pub mod prune;
+pub mod score;
+pub mod select;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sieve_proxy::artifact::ProxyMeta;
+use sieve_schemas::{layout, Stage};
+
+use crate::error::{io_err, Result};
+use crate::input::InputFiles;
+use crate::manifest::{Manifest, ProxyRecord};
+use crate::plan::{DatasetPlan, RunPlan, SelectPlan};
+use crate::resume::WorkDir;
+use crate::session::Runtime;
+use crate::staging::Staging;
+use crate::{global, report, write};
+
+pub(crate) fn timed<T>(manifest: &mut Manifest, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = Instant::now();
+    let out = f()?;
+    record(manifest, stage, started);
+    Ok(out)
+}
+
+/// Records a finished stage's seconds in the manifest and logs it.
+pub(crate) fn record(manifest: &mut Manifest, stage: Stage, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    manifest.seconds.insert(stage, seconds);
+    crate::log::info(stage.name(), "done", serde_json::json!({"seconds": seconds}));
+}
+
+/// The proxy record for the manifest, pointing at where the proxy will live.
+pub(crate) fn proxy_record(dir: &Path, final_dir: PathBuf) -> Result<ProxyRecord> {
+    Ok(ProxyRecord { dir: final_dir, meta: ProxyMeta::read(dir)? })
+}
+
+/// The proxy's training dynamics, when it was trained on exactly these files
+/// (its rows are keyed by input position, so other data cannot use them).
+pub(crate) fn dynamics_of(proxy_dir: &Path, dataset: &DatasetPlan) -> Option<PathBuf> {
+    let path = proxy_dir.join(crate::dynamics::FILE);
+    let meta = ProxyMeta::read(proxy_dir).ok()?;
+    let same = meta.train_files.iter().eq(dataset.train.files.iter().map(|f| &f.path));
+    (same && path.is_file()).then_some(path)
+}
+
+/// Where the select stage's scores come from.
+pub(crate) enum Source<'a> {
+    /// Scored now with this proxy, resumably in this work directory.
+    Proxy { dir: &'a Path, work: &'a WorkDir },
+    /// An existing scores.parquet.
+    Scores(&'a Path),
+}
+
+/// Scores, selects and writes into `staging`: the stages `prune` and
+/// `select` share after the proxy exists.
+pub(crate) async fn score_select_write(
+    dataset: &DatasetPlan,
+    source: Source<'_>,
+    select_plan: &SelectPlan,
+    run: &RunPlan,
+    rt: &Runtime,
+    staging: &Staging,
+    manifest: &mut Manifest,
+) -> Result<()> {
+    let ctx = rt.session(run.memory_limit)?;
+    let (scores_in, proxy_dir) = match source {
+        Source::Proxy { dir, work } => {
+            let started = Instant::now();
+            let (shards, outcome) = crate::score::run_resumable(&ctx, dataset, dir, run, work).await?;
+            manifest.scoring = Some(outcome);
+            record(manifest, Stage::Score, started);
+            (shards, Some(dir))
+        }
+        Source::Scores(existing) => (existing.to_path_buf(), None),
+    };
+    let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
+    if global::needed(select_plan) {
+        let dest = staging.path().join(".global.parquet");
+        manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {
+            global::run(&scores_in, &extras, select_plan, dataset.classes.len(), &dest)
+        })?);
+        extras.push(dest);
+    }
+    let scores = layout::scores(staging.path());
+    let started = Instant::now();
+    manifest.selection =
+        Some(crate::select::run(&ctx, &scores_in, &extras, select_plan, &dataset.classes, &scores).await?);
+    for extra in extras.iter().filter(|e| e.starts_with(staging.path())) {
+        std::fs::remove_file(extra).map_err(io_err(extra))?;
+    }
+    record(manifest, Stage::Select, started);
+    write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
+}
+
+/// The write stage: the rows `staging`'s scores.parquet keeps, copied from
+/// `input` into `data/`, recorded in the manifest.
+pub(crate) fn write_kept(
+    manifest: &mut Manifest,
+    input: &InputFiles,
+    staging: &Staging,
+    rows_per_file: usize,
+    quiet: bool,
+) -> Result<()> {
+    let scores = layout::scores(staging.path());
+    let data = layout::data(staging.path());
+    let (files, _) = timed(manifest, Stage::Write, || write::run(input, &scores, &data, rows_per_file, quiet))?;
+    manifest.data_files =
+        files.iter().filter_map(|f| f.strip_prefix(staging.path()).ok().map(Path::to_path_buf)).collect();
+    Ok(())
+}
+
+/// The report stage: report.html in `staging`, unless `--no-report`. A
+/// report that cannot be made is logged and the job goes on: the output
+/// data matters more than the page about it.
+pub(crate) fn write_report(manifest: &mut Manifest, dataset: &DatasetPlan, staging: &Staging) {
+    if !manifest.config.select.as_ref().is_some_and(|plan| plan.report) {
+        return;
+    }
+    let started = Instant::now();
+    if let Err(e) = report::write(manifest, dataset, staging.path()) {
+        crate::log::error(&format!("report: no {}: {e}", layout::REPORT_FILE), serde_json::Value::Null);
+    }
+    record(manifest, Stage::Report, started);
+}
+
+/// Records the run settings, writes the manifest and moves the output into place.
+pub(crate) fn finish(mut manifest: Manifest, staging: Staging, run: RunPlan) -> Result<PathBuf> {
+    manifest.config.run = Some(run.clone());
+    manifest.write(staging.path())?;
+    staging.commit()?;
+    Ok(run.out)
+}

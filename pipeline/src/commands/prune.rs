@@ -1,0 +1,90 @@
+//! `sieve prune`: the whole job.
+
+use std::path::PathBuf;
+
+use sieve_proxy::artifact::ProxyMeta;
+use sieve_schemas::{layout, ScoreSource, Stage};
+
+use super::{dynamics_of, finish, proxy_record, score_select_write, timed, write_report, Source};
+use crate::cli::PruneArgs;
+use crate::error::{PipelineError, Result};
+use crate::global;
+use crate::manifest::Manifest;
+use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
+use crate::resume::{self, WorkDir};
+use crate::session::init_run;
+use crate::staging::Staging;
+
+/// `sieve prune`: train (or load) a proxy, score, select, write.
+pub async fn run(args: PruneArgs) -> Result<PathBuf> {
+    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
+    select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
+    let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
+    let rt = init_run(&run)?;
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
+    let mut identity: Vec<String> = vec![env!("CARGO_PKG_VERSION").to_string()];
+    identity.extend(dataset.train.files.iter().map(resume::file_identity));
+    identity.push(match &args.proxy_dir {
+        Some(dir) => format!("proxy {}", dir.display()),
+        None => serde_json::to_string(&plan).expect("the plan serializes"),
+    });
+    identity.push(format!("{:?}", dataset.embedding));
+    let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
+    let proxy_dir = match &args.proxy_dir {
+        Some(dir) => {
+            let local = crate::store::localize(dir)?;
+            if select_plan.score.source() == ScoreSource::Dynamics && dynamics_of(&local, &dataset).is_none() {
+                return Err(PipelineError::Usage(format!(
+                    "--score {} is a training-dynamics score, and the proxy in {} recorded none for these files: drop --proxy-dir to train one here, or choose another --score",
+                    select_plan.score,
+                    dir.display()
+                )));
+            }
+            local
+        }
+        None => {
+            let dir = work.proxy_dir();
+            if dir.join(sieve_proxy::artifact::META_FILE).is_file() {
+                manifest.resumed_proxy = true;
+            } else {
+                let tmp = work.temporary("proxy");
+                timed(&mut manifest, Stage::Train, || crate::train::run(&dataset, &plan, &run, &rt.placement, &tmp))?;
+                resume::publish(&tmp, &dir)?;
+            }
+            manifest.config.train = Some(plan);
+            dir
+        }
+    };
+    score_select_write(
+        &dataset,
+        Source::Proxy { dir: &proxy_dir, work: &work },
+        &select_plan,
+        &run,
+        &rt,
+        &staging,
+        &mut manifest,
+    )
+    .await?;
+    let final_proxy_dir = match &args.proxy_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            // The training accuracy comes free from scoring: no augmentation, every row.
+            let mut meta = ProxyMeta::read(&proxy_dir)?;
+            meta.train_accuracy = manifest.scoring.as_ref().map(|s| s.train_accuracy);
+            meta.write(&proxy_dir)?;
+            resume::publish(&proxy_dir, &layout::proxy(staging.path()))?;
+            layout::proxy(&run.out)
+        }
+    };
+    let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { layout::proxy(staging.path()) };
+    manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
+    manifest.config.select = Some(select_plan);
+    write_report(&mut manifest, &dataset, &staging);
+    let out = finish(manifest, staging, run)?;
+    work.remove()?;
+    Ok(out)
+}

@@ -1,0 +1,33 @@
+//! `sieve score`: every row scored, no selection.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use sieve_schemas::{layout, Stage};
+
+use super::{finish, proxy_record, record};
+use crate::cli::ScoreArgs;
+use crate::error::Result;
+use crate::manifest::Manifest;
+use crate::plan::{DatasetPlan, Embedding, RunPlan};
+use crate::session::init_run;
+use crate::staging::Staging;
+
+/// `sieve score`: scores.parquet (every row, no selection) and a manifest.
+pub async fn run(args: ScoreArgs) -> Result<PathBuf> {
+    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    // Nothing here reads embeddings, so `auto` means the proxy's features.
+    dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, false)?;
+    let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
+    let rt = init_run(&run)?;
+    let staging = Staging::new(&run.out)?;
+    let mut manifest = Manifest::new(&dataset);
+    let ctx = rt.session(run.memory_limit)?;
+    let started = Instant::now();
+    let dest = layout::scores(staging.path());
+    let proxy_dir = crate::store::localize(&args.proxy_dir)?;
+    manifest.scoring = Some(crate::score::run(&ctx, &dataset, &proxy_dir, &run, &dest).await?);
+    record(&mut manifest, Stage::Score, started);
+    manifest.proxy = Some(proxy_record(&proxy_dir, args.proxy_dir.clone())?);
+    finish(manifest, staging, run)
+}
