@@ -8,9 +8,11 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_proxy::recipe::Overrides;
-use sieve_schemas::ScoreName;
+use sieve_schemas::{InputKind, ScoreName};
 
 use crate::choices::{Acquisition, Balance, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget};
+use crate::error::{PipelineError, Result};
+use crate::plan::{DatasetPlan, DatasetSource, RunPlan, SelectPlan, TrainPlan};
 
 pub use crate::log::LogFormat;
 
@@ -122,6 +124,90 @@ impl TrainOpts {
     /// What these flags change about the preset's recipe.
     pub fn overrides(&self) -> Overrides {
         Overrides { width: self.width, epochs: self.epochs, batch_size: self.batch_size, lr: self.lr }
+    }
+
+    /// The training plan these flags ask for on `dataset`.
+    pub fn plan(&self, seed: u64, dataset: &DatasetPlan) -> Result<TrainPlan> {
+        TrainPlan::new(self.proxy.clone(), self.overrides(), seed, dataset)
+    }
+}
+
+impl InputArgs {
+    /// Where `--dataset` or `--input` and its column flags say the rows are.
+    pub fn source(&self) -> Result<DatasetSource> {
+        match (&self.dataset, &self.input) {
+            (Some(name), _) => Ok(DatasetSource::Named {
+                name: name.clone(),
+                datasets_dir: self.datasets_dir.clone(),
+                data_dir: self.data_dir.clone(),
+            }),
+            (None, Some(input)) => {
+                let (kind, column) = match (&self.image_column, &self.text_column) {
+                    (Some(c), None) => (InputKind::Image, c.clone()),
+                    (None, Some(c)) => (InputKind::Text, c.clone()),
+                    _ => return Err(PipelineError::Usage("--input needs --image-column or --text-column".into())),
+                };
+                Ok(DatasetSource::Files {
+                    train: input.clone(),
+                    heldout: self.heldout.clone(),
+                    kind,
+                    input_column: column,
+                    label_column: self.label_column.clone(),
+                })
+            }
+            (None, None) => Err(PipelineError::Usage("give --dataset NAME or --input PATH".into())),
+        }
+    }
+
+    /// The dataset these flags name.
+    pub fn plan(&self) -> Result<DatasetPlan> {
+        DatasetPlan::new(&self.source()?, self.id_column.clone())
+    }
+}
+
+impl SelectOpts {
+    /// The selection these flags ask for, with `seed` for its random parts.
+    pub fn plan(&self, seed: u64) -> Result<SelectPlan> {
+        let keep = match (self.keep, self.prune) {
+            (Some(k), None) => k,
+            (None, Some(p)) => 1.0 - p,
+            (None, None) => 0.5,
+            (Some(_), Some(_)) => unreachable!("clap rejects --keep with --prune"),
+        };
+        SelectPlan {
+            keep,
+            score: self.score,
+            order: self.order,
+            balance: self.balance,
+            strategy: self.strategy,
+            seed,
+            rows_per_file: self.rows_per_file,
+            clusters: self.clusters,
+            prototypes: self.prototypes,
+            dedup: self.dedup,
+            schedule: self.schedule.clone(),
+            schedule_order: self.schedule_order,
+            report: !self.no_report,
+        }
+        .validated()
+    }
+}
+
+impl CommonOpts {
+    /// The run settings these flags ask for, writing to `out` (default:
+    /// `out/<default_out>`); threads default to the machine's cores.
+    pub fn run_plan(&self, out: Option<PathBuf>, default_out: String) -> Result<RunPlan> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RunPlan {
+            threads: self.threads.unwrap_or(cores),
+            device: self.device,
+            precision: self.precision,
+            quiet: self.log.quiet,
+            on_error: self.on_error,
+            memory_limit: self.memory_limit,
+            out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),
+        }
+        .validated()
     }
 }
 

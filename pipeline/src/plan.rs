@@ -16,7 +16,6 @@ use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, ScoreName, Split};
 
 use crate::choices::{Balance, OnError, Order, Prototypes, Strategy};
-use crate::cli::{CommonOpts, InputArgs, SelectOpts};
 use crate::error::{PipelineError, Result};
 use crate::input::InputFiles;
 
@@ -88,43 +87,56 @@ impl RowSet {
     }
 }
 
+/// Where a dataset's rows come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatasetSource {
+    /// A dataset descriptor: built in, or in `datasets_dir`; its split
+    /// patterns are relative to `data_dir`.
+    Named {
+        /// The descriptor's name.
+        name: String,
+        /// A directory of descriptors of the user's own.
+        datasets_dir: Option<PathBuf>,
+        /// Where the descriptor's splits live.
+        data_dir: PathBuf,
+    },
+    /// Files, a directory or a glob, with the column roles spelled out.
+    Files {
+        /// The training split.
+        train: String,
+        /// A held-out split, for the proxy's accuracy.
+        heldout: Option<String>,
+        /// What the input column holds.
+        kind: InputKind,
+        /// The input column.
+        input_column: String,
+        /// The label column.
+        label_column: String,
+    },
+}
+
 impl DatasetPlan {
-    /// Resolves `--dataset` or `--input` with its column flags.
-    pub fn resolve(args: &InputArgs) -> Result<Self> {
-        let (name, kind, input_column, label_column, id_column, train, heldout, defaults) =
-            match (&args.dataset, &args.input) {
-                (Some(name), _) => {
-                    let d = DatasetDescriptor::find(args.datasets_dir.as_deref(), name)?;
-                    let train = d.split_pattern(Split::Train, &args.data_dir).expect("train is required");
-                    let heldout = d.split_pattern(Split::Heldout, &args.data_dir);
-                    let id = args.id_column.clone().or(d.id);
-                    (d.name, d.kind, d.input, d.label, id, train, heldout, d.defaults)
-                }
-                (None, Some(input)) => {
-                    let (kind, column) = match (&args.image_column, &args.text_column) {
-                        (Some(c), None) => (InputKind::Image, c.clone()),
-                        (None, Some(c)) => (InputKind::Text, c.clone()),
-                        _ => return Err(PipelineError::Usage("--input needs --image-column or --text-column".into())),
-                    };
-                    let name = std::path::Path::new(input.trim_end_matches(['/', '*']))
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .unwrap_or("dataset")
-                        .to_string();
-                    let defaults = Defaults::default();
-                    (
-                        name,
-                        kind,
-                        column,
-                        args.label_column.clone(),
-                        args.id_column.clone(),
-                        input.clone(),
-                        args.heldout.clone(),
-                        defaults,
-                    )
-                }
-                (None, None) => return Err(PipelineError::Usage("give --dataset NAME or --input PATH".into())),
-            };
+    /// The dataset `source` names, its files opened and their columns checked;
+    /// `id_column` (else the descriptor's) names the example ids.
+    pub fn new(source: &DatasetSource, id_column: Option<String>) -> Result<Self> {
+        let (name, kind, input_column, label_column, id_column, train, heldout, defaults) = match source {
+            DatasetSource::Named { name, datasets_dir, data_dir } => {
+                let d = DatasetDescriptor::find(datasets_dir.as_deref(), name)?;
+                let train = d.split_pattern(Split::Train, data_dir).expect("train is required");
+                let heldout = d.split_pattern(Split::Heldout, data_dir);
+                let id = id_column.or(d.id);
+                (d.name, d.kind, d.input, d.label, id, train, heldout, d.defaults)
+            }
+            DatasetSource::Files { train, heldout, kind, input_column, label_column } => {
+                let name = std::path::Path::new(train.trim_end_matches(['/', '*']))
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("dataset")
+                    .to_string();
+                let (input, label) = (input_column.clone(), label_column.clone());
+                (name, *kind, input, label, id_column, train.clone(), heldout.clone(), Defaults::default())
+            }
+        };
         let train = Arc::new(InputFiles::open(&train)?);
         if train.total_rows() == 0 {
             return Err(PipelineError::Data {
@@ -322,50 +334,29 @@ pub struct SelectPlan {
 }
 
 impl SelectPlan {
-    /// Validates the selection flags.
-    pub fn resolve(opts: &SelectOpts, common: &CommonOpts) -> Result<Self> {
-        let keep = match (opts.keep, opts.prune) {
-            (Some(k), None) => k,
-            (None, Some(p)) => 1.0 - p,
-            (None, None) => 0.5,
-            (Some(_), Some(_)) => unreachable!("clap rejects --keep with --prune"),
-        };
-        if !(keep > 0.0 && keep <= 1.0) {
+    /// This plan, after checking every value's range.
+    pub fn validated(self) -> Result<Self> {
+        if !(self.keep > 0.0 && self.keep <= 1.0) {
             return Err(PipelineError::Usage(format!(
-                "the kept fraction must be in (0, 1], got {keep} (--keep F, or --prune F with F in [0, 1))"
+                "the kept fraction must be in (0, 1], got {} (--keep F, or --prune F with F in [0, 1))",
+                self.keep
             )));
         }
-        if opts.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
+        if self.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
             return Err(PipelineError::Usage("--dedup EPS must be in [0, 2] (a cosine distance)".into()));
         }
-        if opts.clusters == Some(0) {
+        if self.clusters == Some(0) {
             return Err(PipelineError::Usage("--clusters must be at least 1".into()));
         }
-        if let Some(spec) = &opts.schedule {
+        if let Some(spec) = &self.schedule {
             spec.parse::<sieve_selection::schedule::Schedule>().map_err(|e| PipelineError::Usage(e.to_string()))?;
         }
-        if opts.rows_per_file == 0 {
+        if self.rows_per_file == 0 {
             return Err(PipelineError::Usage("--rows-per-file must be at least 1".into()));
         }
-        Ok(Self {
-            keep,
-            score: opts.score,
-            order: opts.order,
-            balance: opts.balance,
-            strategy: opts.strategy,
-            seed: common.seed,
-            rows_per_file: opts.rows_per_file,
-            clusters: opts.clusters,
-            prototypes: opts.prototypes,
-            dedup: opts.dedup,
-            schedule: opts.schedule.clone(),
-            schedule_order: opts.schedule_order,
-            report: !opts.no_report,
-        })
+        Ok(self)
     }
-}
 
-impl SelectPlan {
     /// Replaces `--order auto` by hard or easy for a job over `rows` rows of
     /// `classes` classes (see [`sieve_selection::prototype::keeps_hard`]).
     pub fn resolve_order(&mut self, rows: u64, classes: usize) {
@@ -397,21 +388,11 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
-    /// Resolves threads (default: the machine's cores) and the output path.
-    pub fn resolve(common: &CommonOpts, out: Option<PathBuf>, default_out: String) -> Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = common.threads.unwrap_or(cores);
-        if threads == 0 {
+    /// This plan, after checking its thread count.
+    pub fn validated(self) -> Result<Self> {
+        if self.threads == 0 {
             return Err(PipelineError::Usage("--threads must be at least 1".into()));
         }
-        Ok(Self {
-            threads,
-            device: common.device,
-            precision: common.precision,
-            quiet: common.log.quiet,
-            on_error: common.on_error,
-            memory_limit: common.memory_limit,
-            out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),
-        })
+        Ok(self)
     }
 }

@@ -12,7 +12,6 @@ use sieve_schemas::layout;
 
 use crate::cli::{Format, SqlArgs};
 use crate::error::{io_err, Result};
-use crate::plan::DatasetPlan;
 use crate::session::Runtime;
 
 /// Lists sieve's SQL functions: signature, description and arguments.
@@ -32,7 +31,7 @@ pub fn functions_help() -> String {
 /// Registers the tables `sieve sql` offers in `ctx`.
 pub async fn register_tables(ctx: &SessionContext, args: &SqlArgs) -> Result<()> {
     if args.input.dataset.is_some() || args.input.input.is_some() {
-        let dataset = DatasetPlan::resolve(&args.input)?;
+        let dataset = args.input.plan()?;
         ctx.register_table("input", Arc::new(dataset.train.table()?))?;
     }
     if let Some(out) = &args.out {

@@ -10,22 +10,22 @@ use crate::cli::PruneArgs;
 use crate::error::{PipelineError, Result};
 use crate::global;
 use crate::manifest::Manifest;
-use crate::plan::{DatasetPlan, Embedding, RunPlan, SelectPlan, TrainPlan};
+use crate::plan::Embedding;
 use crate::resume::{self, WorkDir};
 use crate::session::init_run;
 use crate::staging::Staging;
 
 /// `sieve prune`: train (or load) a proxy, score, select, write.
 pub async fn run(args: PruneArgs) -> Result<PathBuf> {
-    let mut dataset = DatasetPlan::resolve(&args.input)?;
-    let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let mut dataset = args.input.plan()?;
+    let mut select_plan = args.select.plan(args.common.seed)?;
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
-    let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
+    let run = args.common.run_plan(args.out, dataset.name.clone())?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
+    let plan = args.train.plan(args.common.seed, &dataset)?;
     let mut identity: Vec<String> = vec![env!("CARGO_PKG_VERSION").to_string()];
     identity.extend(dataset.train.files.iter().map(resume::file_identity));
     identity.push(match &args.proxy_dir {

@@ -9,16 +9,16 @@ use super::{finish, proxy_record, record};
 use crate::cli::ScoreArgs;
 use crate::error::Result;
 use crate::manifest::Manifest;
-use crate::plan::{DatasetPlan, Embedding, RunPlan};
+use crate::plan::Embedding;
 use crate::session::init_run;
 use crate::staging::Staging;
 
 /// `sieve score`: scores.parquet (every row, no selection) and a manifest.
 pub async fn run(args: ScoreArgs) -> Result<PathBuf> {
-    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    let mut dataset = args.input.plan()?;
     // Nothing here reads embeddings, so `auto` means the proxy's features.
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, false)?;
-    let run = RunPlan::resolve(&args.common, args.out, format!("{}-scores", dataset.name))?;
+    let run = args.common.run_plan(args.out, format!("{}-scores", dataset.name))?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);

@@ -11,7 +11,6 @@ use crate::cli::SelectArgs;
 use crate::error::{io_err, PipelineError, Result};
 use crate::global;
 use crate::manifest::Manifest;
-use crate::plan::{DatasetPlan, RunPlan, SelectPlan, TrainPlan};
 use crate::session::init_run;
 use crate::staging::Staging;
 
@@ -21,10 +20,10 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     if args.active.labeled.is_some() || args.active.rounds.is_some() {
         return active(args).await;
     }
-    let dataset = DatasetPlan::resolve(&args.input)?;
-    let mut select_plan = SelectPlan::resolve(&args.select, &args.common)?;
+    let dataset = args.input.plan()?;
+    let mut select_plan = args.select.plan(args.common.seed)?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
-    let run = RunPlan::resolve(&args.common, args.out, dataset.name.clone())?;
+    let run = args.common.run_plan(args.out, dataset.name.clone())?;
     let rt = init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
     let scores = layout::scores_of(&scores);
@@ -59,12 +58,12 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
     if input.dataset.is_none() {
         input.input = opts.labeled.clone().or(input.input);
     }
-    let mut dataset = DatasetPlan::resolve(&input)?;
+    let mut dataset = input.plan()?;
     if let (Some(labeled), Some(_)) = (&opts.labeled, &args.input.dataset) {
         dataset = dataset.with_train(labeled)?;
     }
-    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, &dataset)?;
-    let run = RunPlan::resolve(&args.common, args.out, format!("{}-active", dataset.name))?;
+    let plan = args.train.plan(args.common.seed, &dataset)?;
+    let run = args.common.run_plan(args.out, format!("{}-active", dataset.name))?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);

@@ -199,9 +199,7 @@ fn select_plan(
         }
     };
     opts.order = method.order.unwrap_or(Order::Hard);
-    let mut common = args.common.clone();
-    common.seed = seed;
-    let mut plan = SelectPlan::resolve(&opts, &common)?;
+    let mut plan = opts.plan(seed)?;
     plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
     Ok(plan)
 }
@@ -243,7 +241,7 @@ async fn proxy_scores(
             embed_seconds: 0.0,
         });
     }
-    let plan = TrainPlan::new(args.train.proxy.clone(), args.train.overrides(), args.common.seed, dataset)?;
+    let plan = args.train.plan(args.common.seed, dataset)?;
     let dir = layout::proxy(work);
     let started = Instant::now();
     let meta = train::run(dataset, &plan, run, &placement_of(ctx), &dir)?;
@@ -371,7 +369,7 @@ fn cells(runs: &[TargetRun], scored: &Scored) -> Vec<Cell> {
 
 /// `sieve eval`.
 pub async fn run(args: EvalArgs) -> Result<PathBuf> {
-    let mut dataset = DatasetPlan::resolve(&args.input)?;
+    let mut dataset = args.input.plan()?;
     let embeds = args.strategies.iter().any(|s| s == KCENTER || s == global::PROTOTYPE);
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, embeds)?;
     if dataset.heldout.is_none() {
@@ -388,7 +386,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
             select_plan(&args, &dataset, m, f, args.common.seed)?;
         }
     }
-    let run = RunPlan::resolve(&args.common, args.out.clone(), format!("{}-eval", dataset.name))?;
+    let run = args.common.run_plan(args.out.clone(), format!("{}-eval", dataset.name))?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
     let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
