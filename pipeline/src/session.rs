@@ -14,12 +14,10 @@ use sieve_udfs::Models;
 use crate::error::{PipelineError, Result};
 use crate::plan::RunPlan;
 
-/// What a job's stages share: where the models run and the models loaded.
+/// What a job's stages share: the models loaded, and so where they run.
 #[derive(Clone, Debug)]
 pub struct Runtime {
-    /// The device and precision of the image proxies (`--device`, `--precision`).
-    pub placement: Placement,
-    /// The models the job's functions have loaded, on `placement`.
+    /// The models the job's functions have loaded, on the job's placement.
     pub models: Models,
 }
 
@@ -34,8 +32,12 @@ impl Default for Runtime {
 impl Runtime {
     /// A runtime on `placement` with an empty model cache.
     pub fn new(placement: Placement) -> Self {
-        let models = Models(Arc::new(ModelCache::new(placement.clone(), ModelCache::DEFAULT_CAPACITY)));
-        Self { placement, models }
+        Self { models: Models(Arc::new(ModelCache::new(placement, ModelCache::DEFAULT_CAPACITY))) }
+    }
+
+    /// The device and precision of the image proxies (`--device`, `--precision`).
+    pub fn placement(&self) -> &Placement {
+        self.models.placement()
     }
 
     /// A session whose functions load their models through this runtime.

@@ -398,7 +398,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, &rt.placement, work.path())?;
+        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, rt.placement(), work.path())?;
         let rows = dataset.train.total_rows();
         let r = TargetRun {
             method: None,
@@ -450,7 +450,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
                 let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
-                let t = train_target(&dataset, Some(kept), &plan, &run, &rt.placement, work.path())?;
+                let t = train_target(&dataset, Some(kept), &plan, &run, rt.placement(), work.path())?;
                 let r = TargetRun {
                     method: Some(method.clone()),
                     fraction,
