@@ -31,10 +31,9 @@ use crate::global::{read_valid, Valid};
 use crate::input::InputFiles;
 use crate::plan::{check_columns, DatasetPlan, RowSet, RunPlan, TrainPlan};
 use crate::score::ROW;
-use crate::session::placement_of;
+use crate::session::Runtime;
 use crate::sqlgen::ident;
 use crate::{parquet_io, score, train};
-use sieve_proxy::device::Placement;
 
 /// Column of the pick order in an active-learning `scores.parquet`
 /// (0 = label first; null = not picked).
@@ -148,8 +147,9 @@ pub async fn next_batch(
     budget: usize,
     staging: &Path,
 ) -> Result<ActiveOutcome> {
+    let rt = Runtime::of(ctx)?;
     let proxy_dir = layout::proxy(staging);
-    train::run(labeled, plan, run, &placement_of(ctx), &proxy_dir)?;
+    train::run(labeled, plan, run, &rt, &proxy_dir)?;
     let raw = staging.join(".pool.parquet");
     let valid = score_pool(ctx, pool, &proxy_dir, run, acquisition, &raw).await?;
     let centers = if acquisition == Acquisition::Kcenter {
@@ -160,7 +160,7 @@ pub async fn next_batch(
     } else {
         Vec::new()
     };
-    let picks = pick(&valid, &RowSet::new(0), &centers, budget, acquisition, plan.seed)?;
+    let picks = rt.install(|| pick(&valid, &RowSet::new(0), &centers, budget, acquisition, plan.seed))?;
     write_picks(ctx, &raw, &picks, &layout::scores(staging)).await?;
     std::fs::remove_file(&raw).map_err(crate::error::io_err(&raw))?;
     Ok(ActiveOutcome {
@@ -207,12 +207,12 @@ fn train_on(
     labeled: &RowSet,
     plan: &TrainPlan,
     run: &RunPlan,
-    placement: &Placement,
+    rt: &Runtime,
     work: &Path,
     name: &str,
 ) -> Result<(f64, PathBuf)> {
     let dir = work.join(name);
-    let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, placement, &dir)?;
+    let meta: ProxyMeta = train::run(&dataset.with_subset(Some(labeled)), plan, run, rt, &dir)?;
     Ok((meta.heldout_accuracy.unwrap_or(f64::NAN), dir))
 }
 
@@ -246,7 +246,7 @@ pub async fn simulate(
             rounds + 1
         )));
     }
-    let placement = placement_of(ctx);
+    let rt = Runtime::of(ctx)?;
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0xac71);
     let mut order: Vec<u64> = (0..n).collect();
     order.shuffle(&mut rng);
@@ -256,7 +256,7 @@ pub async fn simulate(
     let mut next_random = order[budget..].iter().copied();
     let mut outcome = ActiveOutcome { acquisition: Some(acquisition), pool: n, ..Default::default() };
     let started = Instant::now();
-    let (accuracy, mut proxy) = train_on(dataset, &acquired, plan, run, &placement, work, "round-0")?;
+    let (accuracy, mut proxy) = train_on(dataset, &acquired, plan, run, &rt, work, "round-0")?;
     outcome.rounds.push(Round {
         round: 0,
         labeled: acquired.len(),
@@ -269,7 +269,7 @@ pub async fn simulate(
         let started = Instant::now();
         let raw = work.join(format!("pool-{round}.parquet"));
         let valid = score_pool(ctx, dataset, &proxy, run, acquisition, &raw).await?;
-        for p in pick(&valid, &acquired, &[], budget, acquisition, plan.seed)? {
+        for p in rt.install(|| pick(&valid, &acquired, &[], budget, acquisition, plan.seed))? {
             acquired.insert(p as u64);
         }
         std::fs::remove_file(&raw).map_err(crate::error::io_err(&raw))?;
@@ -277,9 +277,8 @@ pub async fn simulate(
         // `order` is a permutation, so these rows are all new to `random`.
         next_random.by_ref().take(budget).for_each(|p| random.insert(p));
         let started = Instant::now();
-        let (acquired_accuracy, dir) =
-            train_on(dataset, &acquired, plan, run, &placement, work, &format!("round-{round}"))?;
-        let (random_accuracy, _) = train_on(dataset, &random, plan, run, &placement, work, &format!("random-{round}"))?;
+        let (acquired_accuracy, dir) = train_on(dataset, &acquired, plan, run, &rt, work, &format!("round-{round}"))?;
+        let (random_accuracy, _) = train_on(dataset, &random, plan, run, &rt, work, &format!("random-{round}"))?;
         proxy = dir;
         outcome.rounds.push(Round {
             round,

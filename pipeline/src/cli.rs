@@ -48,6 +48,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// The threads the job runs on: `--threads`, or the machine's cores
+    /// (`import` and `sql` have no such flag).
+    pub fn threads(&self) -> usize {
+        match self {
+            Command::Prune(a) => a.common.threads(),
+            Command::Train(a) => a.common.threads(),
+            Command::Score(a) => a.common.threads(),
+            Command::Select(a) => a.common.threads(),
+            Command::Eval(a) => a.common.threads(),
+            Command::Import(_) | Command::Sql(_) => crate::session::cores(),
+        }
+    }
+
     /// How the job reports (`sql` prints its result and logs nothing).
     pub fn log(&self) -> Option<&LogOpts> {
         match self {
@@ -194,12 +207,16 @@ impl SelectOpts {
 }
 
 impl CommonOpts {
+    /// The threads a job runs on: `--threads`, or the machine's cores.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(crate::session::cores)
+    }
+
     /// The run settings these flags ask for, writing to `out` (default:
     /// `out/<default_out>`); threads default to the machine's cores.
     pub fn run_plan(&self, out: Option<PathBuf>, default_out: String) -> Result<RunPlan> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         RunPlan {
-            threads: self.threads.unwrap_or(cores),
+            threads: self.threads(),
             device: self.device,
             precision: self.precision,
             quiet: self.log.quiet,

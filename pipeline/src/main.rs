@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(args);
+    // Before any thread starts: what the libraries read once, process-wide.
+    session::configure_process(cli.command.threads());
     if let Some(opts) = cli.command.log() {
         log::init(opts.log_format, opts.quiet);
     }
@@ -80,13 +82,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(args) => {
             let mut stdout = std::io::stdout().lock();
             if args.functions {
-                write!(stdout, "{}", sql::functions_help())?;
+                write!(stdout, "{}", sql::functions_help()?)?;
                 return Ok(());
             }
             let Some(query) = &args.query else {
                 return Err(PipelineError::Usage("give a query, or --functions".into()).into());
             };
-            let ctx = session::Runtime::default().session(None)?;
+            let ctx = session::Runtime::cpu()?.session(None)?;
             sql::register_tables(&ctx, &args).await?;
             sql::run(&ctx, query, args.format, &mut stdout).await?;
             return Ok(());

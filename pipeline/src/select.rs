@@ -163,7 +163,7 @@ pub async fn run(
     ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     // The decision is SQL over the scores: it loads no model.
-    let decision = Runtime::default().session(Some(decision_memory(ctx)))?;
+    let decision = Runtime::of(ctx)?.session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quota = quota_sql(&decision, plan).await?;
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn the_decision_never_takes_more_memory_than_the_job_allows() {
-        let with = |limit| decision_memory(&Runtime::default().session(limit).unwrap());
+        let with = |limit| decision_memory(&Runtime::cpu().unwrap().session(limit).unwrap());
         assert_eq!(with(None), DECISION_MEMORY);
         assert_eq!(with(Some(64 << 20)), 64 << 20);
         assert_eq!(with(Some(1 << 30)), DECISION_MEMORY);

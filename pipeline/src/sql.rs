@@ -15,9 +15,9 @@ use crate::error::{io_err, Result};
 use crate::session::Runtime;
 
 /// Lists sieve's SQL functions: signature, description and arguments.
-pub fn functions_help() -> String {
+pub fn functions_help() -> Result<String> {
     let mut out = String::new();
-    for f in sieve_udfs::all_functions(&Runtime::default().models) {
+    for f in sieve_udfs::all_functions(&Runtime::cpu()?.models) {
         let Some(doc) = f.documentation() else { continue };
         out.push_str(&format!("{}\n    {}\n", doc.syntax_example, doc.description));
         for (name, text) in doc.arguments.iter().flatten() {
@@ -25,7 +25,7 @@ pub fn functions_help() -> String {
         }
         out.push('\n');
     }
-    out
+    Ok(out)
 }
 
 /// Registers the tables `sieve sql` offers in `ctx`.

@@ -24,6 +24,7 @@ use crate::error::{io_err, Result};
 use crate::examples::{self, for_each_shuffled, Example};
 use crate::input::InputFiles;
 use crate::plan::{DatasetPlan, RunPlan, TrainPlan};
+use crate::session::Runtime;
 
 /// Validates a label against the classes.
 fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
@@ -31,7 +32,12 @@ fn class_of(label: Option<i64>, classes: usize) -> Option<usize> {
 }
 
 /// Trains the proxy for `dataset` and writes it to `dir`.
-pub fn run(
+pub fn run(dataset: &DatasetPlan, plan: &TrainPlan, run: &RunPlan, rt: &Runtime, dir: &Path) -> Result<ProxyMeta> {
+    rt.install(|| train_on_threads(dataset, plan, run, rt.placement(), dir))
+}
+
+/// [`run`], on the threads it runs on.
+fn train_on_threads(
     dataset: &DatasetPlan,
     plan: &TrainPlan,
     run: &RunPlan,

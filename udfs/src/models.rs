@@ -1,5 +1,6 @@
-//! The handle to a session's loaded models that the model-running functions
-//! (`proxy_scores`, `proxy_embedding`, `text_embedding`) hold.
+//! The handle to a session's loaded models and the threads they run on,
+//! which the model-running functions (`proxy_scores`, `proxy_embedding`,
+//! `text_embedding`) hold.
 
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
@@ -9,18 +10,25 @@ use std::sync::Arc;
 use datafusion::common::{plan_err, Result, ScalarValue};
 use sieve_proxy::artifact::Proxy;
 use sieve_proxy::cache::ModelCache;
+use sieve_proxy::device::Placement;
 use sieve_proxy::text_encoder::TextEncoder;
 
 use crate::UdfError;
 
-/// A shared [`ModelCache`]. Two handles are equal when they share one cache,
-/// which is what DataFusion's function equality needs.
+/// A shared [`ModelCache`] and the thread pool its models run on: the
+/// functions decode and run the models inside [`Models::install`], so a job
+/// uses the threads it was given however many other jobs share the process.
+/// Two handles are equal when they share one cache, which is what
+/// DataFusion's function equality needs.
 #[derive(Clone, Debug)]
-pub struct Models(pub Arc<ModelCache>);
+pub struct Models {
+    cache: Arc<ModelCache>,
+    pool: Arc<rayon::ThreadPool>,
+}
 
 impl PartialEq for Models {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.cache, &other.cache)
     }
 }
 
@@ -28,7 +36,7 @@ impl Eq for Models {}
 
 impl Hash for Models {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.0).hash(state);
+        Arc::as_ptr(&self.cache).hash(state);
     }
 }
 
@@ -36,11 +44,34 @@ impl Deref for Models {
     type Target = ModelCache;
 
     fn deref(&self) -> &ModelCache {
-        &self.0
+        &self.cache
     }
 }
 
 impl Models {
+    /// Models on `placement`, in a cache of [`ModelCache::DEFAULT_CAPACITY`],
+    /// run on a pool of `threads` threads (named `sieve-worker-N`).
+    pub fn new(placement: Placement, threads: usize) -> std::result::Result<Self, rayon::ThreadPoolBuildError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("sieve-worker-{i}"))
+            .build()?;
+        let cache = ModelCache::new(placement, ModelCache::DEFAULT_CAPACITY);
+        Ok(Self { cache: Arc::new(cache), pool: Arc::new(pool) })
+    }
+
+    /// Runs `f` on this handle's threads: every parallel loop inside it
+    /// (decoding, the kernels, training, the selection algorithms) uses
+    /// them and no others.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// How many threads [`Models::install`] runs on.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// The proxy a literal directory argument of `function` names.
     pub fn literal_proxy(&self, function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
         Ok(self.proxy(&literal_dir(function, "proxy", value)?).map_err(UdfError::from)?)

@@ -86,7 +86,7 @@ pub(crate) async fn score_select_write(
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {
-            global::run(&scores_in, &extras, select_plan, dataset.classes.len(), &dest)
+            rt.install(|| global::run(&scores_in, &extras, select_plan, dataset.classes.len(), &dest))
         })?);
         extras.push(dest);
     }

@@ -52,7 +52,7 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
                 manifest.resumed_proxy = true;
             } else {
                 let tmp = work.temporary("proxy");
-                timed(&mut manifest, Stage::Train, || crate::train::run(&dataset, &plan, &run, rt.placement(), &tmp))?;
+                timed(&mut manifest, Stage::Train, || crate::train::run(&dataset, &plan, &run, &rt, &tmp))?;
                 resume::publish(&tmp, &dir)?;
             }
             manifest.config.train = Some(plan);

@@ -14,7 +14,7 @@ pub async fn run(args: TrainArgs) -> Result<PathBuf> {
     let run = args.common.run_plan(args.out, format!("{}-proxy", dataset.name))?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
-    crate::train::run(&dataset, &plan, &run, rt.placement(), staging.path())?;
+    crate::train::run(&dataset, &plan, &run, &rt, staging.path())?;
     staging.commit()?;
     Ok(run.out)
 }

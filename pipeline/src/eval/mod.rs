@@ -30,9 +30,8 @@ use crate::cli::EvalArgs;
 use crate::error::{io_err, PipelineError, Result};
 use crate::manifest::Manifest;
 use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
-use sieve_proxy::device::Placement;
 
-use crate::session::{init_run, placement_of};
+use crate::session::{init_run, Runtime};
 use crate::staging::Staging;
 use crate::{global, score, select, train};
 
@@ -244,7 +243,7 @@ async fn proxy_scores(
     let plan = args.train.plan(args.common.seed, dataset)?;
     let dir = layout::proxy(work);
     let started = Instant::now();
-    let meta = train::run(dataset, &plan, run, &placement_of(ctx), &dir)?;
+    let meta = train::run(dataset, &plan, run, &Runtime::of(ctx)?, &dir)?;
     let train_seconds = started.elapsed().as_secs_f64();
     let raw = work.join("proxy-scores.parquet");
     let started = Instant::now();
@@ -313,12 +312,12 @@ fn train_target(
     rows: Option<&RowSet>,
     plan: &TrainPlan,
     run: &RunPlan,
-    placement: &Placement,
+    rt: &Runtime,
     work: &Path,
 ) -> Result<Trained> {
     let dir = work.join("target");
     let started = Instant::now();
-    let meta = train::run(&dataset.with_subset(rows), plan, run, placement, &dir)?;
+    let meta = train::run(&dataset.with_subset(rows), plan, run, rt, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
     Ok(Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs })
@@ -398,7 +397,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, rt.placement(), work.path())?;
+        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, &rt, work.path())?;
         let rows = dataset.train.total_rows();
         let r = TargetRun {
             method: None,
@@ -435,7 +434,9 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                                 let dest = work.path().join(format!("global-{m}-{seed}.parquet"));
                                 let started = Instant::now();
                                 let widest = select_plan(&args, &dataset, method, largest, seed)?;
-                                global::run(&scored.raw, &scored.extras, &widest, dataset.classes.len(), &dest)?;
+                                rt.install(|| {
+                                    global::run(&scored.raw, &scored.extras, &widest, dataset.classes.len(), &dest)
+                                })?;
                                 e.insert((dest, started.elapsed().as_secs_f64()))
                             }
                         };
@@ -450,7 +451,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
                 let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
-                let t = train_target(&dataset, Some(kept), &plan, &run, rt.placement(), work.path())?;
+                let t = train_target(&dataset, Some(kept), &plan, &run, &rt, work.path())?;
                 let r = TargetRun {
                     method: Some(method.clone()),
                     fraction,
@@ -518,7 +519,7 @@ async fn proxy_agreement(
     let mut out = Vec::new();
     for (between, variant) in variants {
         let dir = work.join(format!("proxy-{between}"));
-        train::run(dataset, &variant, run, &placement_of(ctx), &dir)?;
+        train::run(dataset, &variant, run, &Runtime::of(ctx)?, &dir)?;
         let raw = work.join(format!("scores-{between}.parquet"));
         score::run(ctx, dataset, &dir, run, &raw).await?;
         out.extend(rank::agreement(ctx, base, &raw, between).await?);

@@ -72,7 +72,8 @@ impl ScalarUDFImpl for ProxyEmbedding {
             ColumnarValue::Scalar(s) => self.models.literal_proxy(self.name(), Some(&s))?,
             ColumnarValue::Array(_) => return exec_err!("proxy_embedding: the proxy must be a literal, not a column"),
         };
-        let predictions = infer::predict(&proxy, &input.into_array(n)?, None)?;
+        let input = input.into_array(n)?;
+        let predictions = self.models.install(|| infer::predict(&proxy, &input, None))?;
         Ok(ColumnarValue::Array(Arc::new(embeddings_array(&predictions, proxy.feature_dim())?)))
     }
 

@@ -105,7 +105,7 @@ impl ScalarUDFImpl for ProxyScores {
             label => Some(cast(&label.into_array(n)?, &DataType::Int64)?),
         };
         let labels = labels.as_ref().map(|l| l.as_any().downcast_ref::<Int64Array>().expect("cast to Int64"));
-        let predictions = infer::predict(&proxy, &input, labels)?;
+        let predictions = self.models.install(|| infer::predict(&proxy, &input, labels))?;
         Ok(ColumnarValue::Array(Arc::new(scores_array(&predictions, &proxy)?)))
     }
 

@@ -74,7 +74,7 @@ impl ScalarUDFImpl for TextEmbedding {
         let text = text.into_array(n)?;
         let texts: Vec<Option<&str>> = (0..n).map(|i| text_value(text.as_ref(), i).ok()).collect();
         let valid: Vec<&str> = texts.iter().flatten().copied().collect();
-        let vectors = encoder.encode(&valid).map_err(UdfError::from)?;
+        let vectors = self.models.install(|| encoder.encode(&valid)).map_err(UdfError::from)?;
         let dim = encoder.dim();
         let mut next = vectors.chunks_exact(dim);
         let rows = texts.iter().map(|t| t.and_then(|_| next.next()));
