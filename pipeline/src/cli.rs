@@ -45,6 +45,63 @@ pub enum Command {
     Eval(EvalArgs),
     /// Turn an image folder (class per subdirectory) or a CSV / JSON Lines text file into Parquet in the Hugging Face layout.
     Import(ImportArgs),
+    /// Run a node of an Apache Ballista cluster that carries sieve's functions: a scheduler or an executor.
+    Cluster(ClusterArgs),
+}
+
+/// `sieve cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Which node.
+    #[command(subcommand)]
+    pub role: ClusterRole,
+}
+
+/// `sieve cluster <role>`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterRole {
+    /// Ballista's scheduler: clients submit to it (`--cluster df://HOST:PORT`), executors register with it.
+    Scheduler(Box<SchedulerFlags>),
+    /// Ballista's executor: runs the tasks, sieve's functions on `--vcores` threads and `--device`.
+    Executor(Box<ExecutorFlags>),
+}
+
+/// The flags of `sieve cluster scheduler`: Ballista's scheduler's own, and
+/// sieve's log flags.
+#[derive(Debug, Args)]
+pub struct SchedulerFlags {
+    /// Ballista's scheduler flags.
+    #[command(flatten)]
+    pub ballista: ballista_scheduler::config::Config,
+    /// Log lines.
+    #[command(flatten)]
+    pub log: LogOpts,
+}
+
+/// The flags of `sieve cluster executor`: Ballista's executor's own, where
+/// this executor's models run, and sieve's log flags.
+#[derive(Debug, Args)]
+pub struct ExecutorFlags {
+    /// Ballista's executor flags.
+    #[command(flatten)]
+    pub ballista: ballista_executor::config::Config,
+    /// Where this executor's image proxies run (one executor per GPU).
+    #[command(flatten)]
+    pub placement: PlacementOpts,
+    /// Log lines.
+    #[command(flatten)]
+    pub log: LogOpts,
+}
+
+/// Where the image proxy trains and scores, and in what precision.
+#[derive(Debug, Clone, Args)]
+pub struct PlacementOpts {
+    /// Where the image proxy trains and scores: `auto` (a GPU when this build has CUDA and the machine has one, else the CPU), `cpu` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Floating-point type of image-proxy scoring: f32, f16 or bf16 (half the memory traffic on a GPU; scores move by about 1%).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 impl Command {
@@ -57,7 +114,10 @@ impl Command {
             Command::Score(a) => a.common.threads(),
             Command::Select(a) => a.common.threads(),
             Command::Eval(a) => a.common.threads(),
-            Command::Import(_) | Command::Sql(_) => crate::session::cores(),
+            Command::Cluster(ClusterArgs { role: ClusterRole::Executor(e) }) if e.ballista.vcores > 0 => {
+                e.ballista.vcores
+            }
+            Command::Import(_) | Command::Sql(_) | Command::Cluster(_) => crate::session::cores(),
         }
     }
 
@@ -70,6 +130,8 @@ impl Command {
             Command::Select(a) => Some(&a.common.log),
             Command::Import(a) => Some(&a.log),
             Command::Eval(a) => Some(&a.common.log),
+            Command::Cluster(ClusterArgs { role: ClusterRole::Scheduler(s) }) => Some(&s.log),
+            Command::Cluster(ClusterArgs { role: ClusterRole::Executor(e) }) => Some(&e.log),
             Command::Sql(_) => None,
         }
     }
@@ -217,8 +279,8 @@ impl CommonOpts {
     pub fn run_plan(&self, out: Option<PathBuf>, default_out: String) -> Result<RunPlan> {
         RunPlan {
             threads: self.threads(),
-            device: self.device,
-            precision: self.precision,
+            device: self.placement.device,
+            precision: self.placement.precision,
             quiet: self.log.quiet,
             on_error: self.on_error,
             memory_limit: self.memory_limit,
@@ -237,12 +299,9 @@ pub struct CommonOpts {
     /// Threads for the model and decoding (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where the image proxy trains and scores: `auto` (a GPU when this build has CUDA and the machine has one, else the CPU), `cpu` or `cuda:N`.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Floating-point type of image-proxy scoring: f32, f16 or bf16 (half the memory traffic on a GPU; scores move by about 1%).
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
+    /// Where the image proxy runs.
+    #[command(flatten)]
+    pub placement: PlacementOpts,
     /// Progress bars and log lines.
     #[command(flatten)]
     pub log: LogOpts,
@@ -537,6 +596,9 @@ pub struct SqlArgs {
     /// List sieve's SQL functions with their signatures and descriptions.
     #[arg(long)]
     pub functions: bool,
+    /// Run the query on the Ballista cluster whose scheduler this names (`df://HOST:PORT`, see `sieve cluster`).
+    #[arg(long, env = "SIEVE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// `sieve import`.

@@ -11,6 +11,7 @@
 pub mod active;
 pub mod choices;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod dynamics;

@@ -22,8 +22,34 @@ pub enum LogFormat {
 static SETTINGS: OnceLock<(LogFormat, bool)> = OnceLock::new();
 
 /// Sets the format and quietness for the process; the first call wins.
+/// The libraries' own log records (Ballista's, DataFusion's) come out as
+/// sieve's lines too: warnings and errors always, Ballista's informational
+/// ones unless `quiet`, under the stage `ballista`.
 pub fn init(format: LogFormat, quiet: bool) {
     let _ = SETTINGS.set((format, quiet));
+    if ::log::set_logger(&LIBRARIES).is_ok() {
+        ::log::set_max_level(if quiet { ::log::LevelFilter::Warn } else { ::log::LevelFilter::Info });
+    }
+}
+
+/// The `log` crate's records of the libraries sieve runs, as sieve's lines.
+struct Libraries;
+
+static LIBRARIES: Libraries = Libraries;
+
+impl ::log::Log for Libraries {
+    fn enabled(&self, meta: &::log::Metadata) -> bool {
+        meta.level() <= ::log::Level::Warn || meta.target().starts_with("ballista")
+    }
+
+    fn log(&self, record: &::log::Record) {
+        if self.enabled(record.metadata()) {
+            let level = record.level().as_str().to_ascii_lowercase();
+            write(&level, "ballista", &record.args().to_string(), json!({"target": record.target()}));
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 fn write(level: &str, stage: &str, message: &str, fields: Value) {

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sieve::cli::{Cli, Command};
+use sieve::cli::{Cli, ClusterRole, Command};
 use sieve::error::ErrorKind;
 use sieve::{commands, eval, log, session, sql, PipelineError};
 
@@ -79,6 +79,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             log::info("import", &format!("{rows} rows"), serde_json::json!({"rows": rows}));
             args.out
         }
+        Command::Cluster(args) => {
+            match args.role {
+                ClusterRole::Scheduler(flags) => sieve::cluster::scheduler::run(flags.ballista).await?,
+                ClusterRole::Executor(flags) => {
+                    sieve::cluster::executor::run(flags.ballista, flags.placement.device, flags.placement.precision)
+                        .await?
+                }
+            }
+            return Ok(());
+        }
         Command::Sql(args) => {
             let mut stdout = std::io::stdout().lock();
             if args.functions {
@@ -88,7 +98,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(query) = &args.query else {
                 return Err(PipelineError::Usage("give a query, or --functions".into()).into());
             };
-            let ctx = session::Runtime::cpu()?.session(None)?;
+            let runtime = session::Runtime::cpu()?;
+            let ctx = match &args.cluster {
+                Some(url) => sieve::cluster::connect(url, &runtime).await?,
+                None => runtime.session(None)?,
+            };
             sql::register_tables(&ctx, &args).await?;
             sql::run(&ctx, query, args.format, &mut stdout).await?;
             return Ok(());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use sieve_proxy::device::{Placement, Precision};
+use sieve_proxy::device::{DeviceChoice, Placement, Precision};
 use sieve_udfs::Models;
 
 use crate::error::{PipelineError, Result};
@@ -120,18 +120,24 @@ pub fn configure_process(threads: usize) {
 /// without a GPU logs why it runs on the CPU) and starts the `--threads`
 /// threads that run the models, decoding, training and selection.
 pub fn init_run(run: &RunPlan) -> Result<Runtime> {
-    let resolved = run.device.resolve()?;
-    if resolved.device.is_cpu() && run.precision != Precision::F32 {
+    start(run.device, run.precision, run.threads)
+}
+
+/// A runtime of `threads` threads on `device` in `precision`, resolved and
+/// logged as [`init_run`] does (a job's, or a cluster executor's).
+pub fn start(device: DeviceChoice, precision: Precision, threads: usize) -> Result<Runtime> {
+    let resolved = device.resolve()?;
+    if resolved.device.is_cpu() && precision != Precision::F32 {
         return Err(PipelineError::Usage(format!(
             "--precision {} needs a GPU (the CPU kernels are f32); {}",
-            run.precision,
+            precision,
             resolved.fallback.as_deref().unwrap_or("drop --precision or pass --device cuda:N")
         )));
     }
     let mut fields = serde_json::json!({
         "device": sieve_proxy::device::describe(&resolved.device),
-        "precision": run.precision.to_string(),
-        "threads": run.threads,
+        "precision": precision.to_string(),
+        "threads": threads,
     });
     let message = match resolved.fallback {
         Some(reason) => {
@@ -141,7 +147,7 @@ pub fn init_run(run: &RunPlan) -> Result<Runtime> {
         None => "the models run here",
     };
     crate::log::info("device", message, fields);
-    Runtime::new(Placement { device: resolved.device, precision: run.precision }, run.threads)
+    Runtime::new(Placement { device: resolved.device, precision }, threads)
 }
 
 #[cfg(test)]

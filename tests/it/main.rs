@@ -38,3 +38,6 @@ mod usage_errors;
 
 /// `report.html`: its grids, tables and plots, and how a browser draws it.
 mod report;
+
+/// A Ballista cluster of `sieve cluster` processes on loopback.
+mod cluster;
