@@ -172,3 +172,12 @@ fn a_scheduler_without_executors_is_a_clear_error_not_a_hang() {
     assert!(stderr.contains("no executor"), "the error says why: {stderr}");
     assert!(started.elapsed() < Duration::from_secs(90), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn the_input_table_on_a_cluster_is_a_usage_error() {
+    // Checked before connecting: no cluster needed.
+    let result = sieve(&["sql", "--dataset", "shapes", "SELECT count(*) FROM input", "--cluster", "df://127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("input table"), "the error says which table: {stderr}");
+}
