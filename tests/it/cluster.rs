@@ -5,22 +5,15 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{pruned, root, sieve, sieve_ok};
+use crate::util::{pruned, root, sieve, sieve_ok, Reaped};
 
 /// A `sieve cluster` process, killed and reaped on drop; its stderr goes to `log`.
 struct Node {
-    child: Child,
+    child: Reaped,
     log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
@@ -32,7 +25,7 @@ impl Node {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("sieve cluster starts");
-        Node { child, log }
+        Node { child: Reaped(child), log }
     }
 
     fn log(&self) -> String {
@@ -43,7 +36,7 @@ impl Node {
     fn wait_ready(&mut self, port: u16, path: &str, limit: Duration) {
         let started = Instant::now();
         while !http_ok(port, path) {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 panic!("the node exited ({status}) before it was ready:\n{}", self.log());
             }
             assert!(started.elapsed() < limit, "not ready within {limit:?}:\n{}", self.log());

@@ -1,23 +1,16 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::AsArray;
 
-use crate::util::{read_parquet, root, sieve_ok};
+use crate::util::{read_parquet, root, sieve_ok, Reaped};
 
 /// A local S3-compatible server (the PyPI package `moto`), stopped on drop.
 struct Moto {
-    child: Child,
+    _child: Reaped,
     endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts moto on a free loopback port, or says why it cannot.
@@ -33,7 +26,7 @@ fn start_moto() -> Result<Moto, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start moto: {e}"))?;
-    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+    let moto = Moto { _child: Reaped(child), endpoint: format!("http://127.0.0.1:{port}") };
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if started.elapsed() > Duration::from_secs(30) {
