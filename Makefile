@@ -96,7 +96,8 @@ fixtures:
 	$(CARGO) run --release -p sieve-fixtures -- --out fixtures
 
 # Same-run ratios: proxy vs PyTorch CPU, pipeline overhead / scale / threads, fastText,
-# the whole CIFAR-10 job vs a PyTorch script (installs torch and fasttext-wheel from
+# the whole CIFAR-10 job vs a PyTorch script, sieve score on a loopback Ballista cluster vs one
+# process (installs torch and fasttext-wheel from
 # PyPI; peak RSS needs GNU time, Debian's `time`; not part of `make test`). The
 # scripts build nothing: they run the binaries built here.
 BENCH_ENV := CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))
@@ -108,6 +109,7 @@ bench: build $(VENV)/.installed
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/cluster.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-proxy --example bench_conv

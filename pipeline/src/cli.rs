@@ -285,6 +285,7 @@ impl CommonOpts {
             on_error: self.on_error,
             memory_limit: self.memory_limit,
             out: out.unwrap_or_else(|| PathBuf::from("out").join(default_out)),
+            cluster: None,
         }
         .validated()
     }
@@ -311,6 +312,14 @@ pub struct CommonOpts {
     /// What a bad row does: `skip` gives it null scores and an `error`, `fail` stops the job naming file, row and column.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     pub on_error: OnError,
+}
+
+/// `--cluster`: where a job's scoring runs.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterOpt {
+    /// Run the scoring on the Ballista cluster whose scheduler this names (`df://HOST:PORT`, see `sieve cluster`); the input, the output and the proxy must be where every node reads them.
+    #[arg(long, env = "SIEVE_CLUSTER", value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 /// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024).
@@ -417,6 +426,9 @@ pub struct PruneArgs {
     /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
+    /// Where the scoring runs.
+    #[command(flatten)]
+    pub cluster: ClusterOpt,
     /// Use this trained proxy directory instead of training one.
     #[arg(long)]
     pub proxy_dir: Option<PathBuf>,
@@ -456,6 +468,9 @@ pub struct ScoreArgs {
     /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
+    /// Where the scoring runs.
+    #[command(flatten)]
+    pub cluster: ClusterOpt,
     /// The trained proxy directory.
     #[arg(long)]
     pub proxy_dir: PathBuf,
@@ -597,7 +612,7 @@ pub struct SqlArgs {
     #[arg(long)]
     pub functions: bool,
     /// Run the query on the Ballista cluster whose scheduler this names (`df://HOST:PORT`, see `sieve cluster`).
-    #[arg(long, env = "SIEVE_CLUSTER")]
+    #[arg(long, env = "SIEVE_CLUSTER", value_name = "df://HOST:PORT")]
     pub cluster: Option<String>,
 }
 

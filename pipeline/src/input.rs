@@ -270,21 +270,28 @@ impl PartitionStream for OrderedStream {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        // Two batches in flight: the next one is read while the current one
-        // is scored, without holding more of the dataset.
-        let mut builder = RecordBatchReceiverStreamBuilder::new(self.schema.clone(), 2);
-        let tx = builder.tx();
         let input = self.input.clone();
-        builder.spawn_blocking(move || {
-            let chunks = input.chunks();
-            let sent = input.for_each_batch(&chunks, None, |batch| {
-                tx.blocking_send(Ok(batch)).map_err(|_| PipelineError::ReaderStopped)
-            });
-            match sent {
-                Ok(()) | Err(PipelineError::ReaderStopped) => Ok(()),
-                Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
-            }
-        });
-        builder.build()
+        reader_stream(self.schema.clone(), move |send| input.for_each_batch(&input.chunks(), None, send))
     }
+}
+
+/// A stream of the batches `read` produces on a blocking thread, two in
+/// flight: the next one is read while the current one is scored, without
+/// holding more of the dataset. `read` gets the function that sends a
+/// batch; it fails with [`PipelineError::ReaderStopped`] once the stream is
+/// dropped, which ends the read quietly.
+pub(crate) fn reader_stream(
+    schema: SchemaRef,
+    read: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> + Send + 'static,
+) -> SendableRecordBatchStream {
+    let mut builder = RecordBatchReceiverStreamBuilder::new(schema, 2);
+    let tx = builder.tx();
+    builder.spawn_blocking(move || {
+        let sent = read(&mut |batch| tx.blocking_send(Ok(batch)).map_err(|_| PipelineError::ReaderStopped));
+        match sent {
+            Ok(()) | Err(PipelineError::ReaderStopped) => Ok(()),
+            Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e))),
+        }
+    });
+    builder.build()
 }

@@ -100,12 +100,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let runtime = session::Runtime::cpu()?;
             let ctx = match &args.cluster {
-                Some(_) if args.input.dataset.is_some() || args.input.input.is_some() => {
-                    return Err(PipelineError::Usage(
-                        "--cluster: the input table cannot travel to a cluster yet (Ballista ships only listing tables); query the scores and kept tables of --out".into(),
-                    )
-                    .into());
-                }
                 Some(url) => sieve::cluster::connect(url, &runtime).await?,
                 None => runtime.session(None)?,
             };

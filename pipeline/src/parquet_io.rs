@@ -3,9 +3,10 @@
 //! a file.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -14,6 +15,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 
 use crate::error::{io_err, parquet_err, Result};
+use crate::input::BATCH_ROWS;
 
 /// Largest row group sieve writes, in (estimated) encoded bytes. An
 /// `ArrowWriter` holds its open row group in memory, and Parquet's default
@@ -46,6 +48,48 @@ pub fn close(writer: ArrowWriter<File>, path: &Path) -> Result<()> {
     writer.close().map(|_| ()).map_err(parquet_err(path))
 }
 
+/// A Parquet file written in batches of exactly [`BATCH_ROWS`] rows (the
+/// last one shorter), whatever batches it is given. The writer decides
+/// page boundaries batch by batch, so this makes a file's bytes depend on
+/// its rows only, not on how they arrived: one shard per input file here,
+/// one per row group on a cluster.
+pub struct EvenWriter {
+    writer: ArrowWriter<File>,
+    even: BatchCoalescer,
+    path: PathBuf,
+}
+
+impl EvenWriter {
+    /// A writer creating `path`.
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            writer: create(path, schema.clone())?,
+            even: BatchCoalescer::new(schema, BATCH_ROWS),
+            path: path.into(),
+        })
+    }
+
+    /// Writes `batch`'s rows (those that complete a batch now, the rest later).
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.even.push_batch(batch)?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while let Some(batch) = self.even.next_completed_batch() {
+            write(&mut self.writer, &batch, &self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows still buffered and finishes the file.
+    pub fn close(mut self) -> Result<()> {
+        self.even.finish_buffered_batch()?;
+        self.drain()?;
+        close(self.writer, &self.path)
+    }
+}
+
 /// Streams the rows of `df` into the Parquet file `dest`, passing each batch
 /// through `map` first (to reshape, count, check, or stop with an error);
 /// returns the number of rows written. The file's schema is `map` applied to
@@ -58,14 +102,14 @@ pub async fn write_query(
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let schema = map(RecordBatch::new_empty(schema))?.schema();
     let mut stream = df.execute_stream().await?;
-    let mut writer = create(dest, schema)?;
+    let mut writer = EvenWriter::create(dest, schema)?;
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
         let batch = map(batch?)?;
-        write(&mut writer, &batch, dest)?;
         rows += batch.num_rows() as u64;
+        writer.write(batch)?;
     }
-    close(writer, dest)?;
+    writer.close()?;
     Ok(rows)
 }
 

@@ -385,6 +385,9 @@ pub struct RunPlan {
     pub memory_limit: Option<usize>,
     /// The output directory.
     pub out: PathBuf,
+    /// The cluster the scoring runs on (`df://HOST:PORT`); `None` = here.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 impl RunPlan {
@@ -394,5 +397,18 @@ impl RunPlan {
             return Err(PipelineError::Usage("--threads must be at least 1".into()));
         }
         Ok(self)
+    }
+
+    /// This plan, scoring on `cluster` when one is given. The executors
+    /// write the score shards beside the output, so it must be a path
+    /// every node sees.
+    pub fn on_cluster(self, cluster: Option<String>) -> Result<Self> {
+        if cluster.is_some() && crate::store::is_remote(&self.out) {
+            return Err(PipelineError::Usage(format!(
+                "--cluster with --out {}: the executors write their scores beside the output, so it must be a path every node sees (a shared file system), not object storage",
+                self.out.display()
+            )));
+        }
+        Ok(Self { cluster, ..self })
     }
 }

@@ -69,6 +69,22 @@ impl WorkDir {
         self.dir.join("scores").join(format!("part-{}.parquet", file_identity(file)))
     }
 
+    /// Removes every file of the shards directory not named in `names`: the
+    /// shards of a run that split the input otherwise (a local run has one
+    /// shard per file, a cluster run one per row group) and the temporary
+    /// files of an interrupted one.
+    pub fn retain_shards(&self, names: &[String]) -> Result<()> {
+        let dir = self.shards_dir();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let path = entry.map_err(io_err(&dir))?.path();
+            let known = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.iter().any(|m| m == n));
+            if !known {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The directory of all shards.
     pub fn shards_dir(&self) -> PathBuf {
         self.dir.join("scores")

@@ -43,7 +43,7 @@ pub struct ScoreOutcome {
 
 impl ScoreOutcome {
     /// Adds another part's counts (and recomputes the accuracy).
-    fn absorb(&mut self, other: ScoreOutcome) {
+    pub(crate) fn absorb(&mut self, other: ScoreOutcome) {
         self.rows += other.rows;
         self.correct += other.correct;
         for (reason, n) in other.skipped {
@@ -58,8 +58,10 @@ impl ScoreOutcome {
         self.train_accuracy = if valid == 0 { 0.0 } else { self.correct as f64 / valid as f64 };
     }
 
-    /// Counts a finished shard's rows, errors and correct predictions.
-    fn of_shard(path: &Path) -> Result<Self> {
+    /// Counts a finished shard's rows, errors and correct predictions; with
+    /// `fail_on` (`--on-error fail`), stops at its first bad row, naming it
+    /// in `fail_on`'s input.
+    pub(crate) fn of_shard(path: &Path, fail_on: Option<&DatasetPlan>) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
         let reader =
             datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, crate::input::BATCH_ROWS)
@@ -67,6 +69,9 @@ impl ScoreOutcome {
         let mut outcome = Self::default();
         for batch in reader {
             let batch = batch?;
+            if let Some(dataset) = fail_on {
+                fail_on_bad_row(&batch, dataset)?;
+            }
             outcome.count(&batch);
         }
         outcome.update_accuracy();
@@ -118,7 +123,7 @@ pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
 
 /// Replaces the struct column of scores by its fields, as top-level columns,
 /// and the proxy's embedding by the encoder's when the query has one.
-fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn flatten_scores(batch: RecordBatch) -> Result<RecordBatch> {
     let idx = batch.schema().index_of(SCORES)?;
     let scores = batch.column(idx).as_struct().clone();
     let mut fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
@@ -162,10 +167,11 @@ pub async fn run_resumable(
     work: &WorkDir,
 ) -> Result<(PathBuf, ScoreOutcome)> {
     let mut outcome = ScoreOutcome::default();
-    for file in &dataset.train.files {
-        let shard = work.shard(file);
+    let shards: Vec<PathBuf> = dataset.train.files.iter().map(|file| work.shard(file)).collect();
+    work.retain_shards(&shards.iter().filter_map(|s| s.file_name()?.to_str().map(String::from)).collect::<Vec<_>>())?;
+    for (file, shard) in dataset.train.files.iter().zip(shards) {
         if shard.exists() {
-            outcome.absorb(ScoreOutcome::of_shard(&shard)?);
+            outcome.absorb(ScoreOutcome::of_shard(&shard, None)?);
             outcome.reused_shards += 1;
             continue;
         }

@@ -32,7 +32,15 @@ pub fn functions_help() -> Result<String> {
 pub async fn register_tables(ctx: &SessionContext, args: &SqlArgs) -> Result<()> {
     if args.input.dataset.is_some() || args.input.input.is_some() {
         let dataset = args.input.plan()?;
-        ctx.register_table("input", Arc::new(dataset.train.table()?))?;
+        // On a cluster, a table of row groups the executors read themselves.
+        let input: Arc<dyn datafusion::catalog::TableProvider> = match &args.cluster {
+            Some(_) => {
+                let tasks = crate::cluster::scan::Task::all(&dataset.train);
+                Arc::new(crate::cluster::scan::InputTable::new(&dataset.train, tasks)?)
+            }
+            None => Arc::new(dataset.train.table()?),
+        };
+        ctx.register_table("input", input)?;
     }
     if let Some(out) = &args.out {
         // A remote output is complete when its manifest exists (see crate::store).

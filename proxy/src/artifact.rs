@@ -30,6 +30,16 @@ pub enum Architecture {
     Fasttext(FastTextConfig),
 }
 
+impl Architecture {
+    /// Length of the penultimate feature vector (the `embedding` column).
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Architecture::Resnet(cfg) => cfg.feature_dim(),
+            Architecture::Fasttext(cfg) => cfg.dim,
+        }
+    }
+}
+
 /// One epoch of the proxy's training curve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -194,10 +204,7 @@ pub struct Forward {
 impl Proxy {
     /// Width of the penultimate features (the embedding).
     pub fn feature_dim(&self) -> usize {
-        match &self.meta.architecture {
-            Architecture::Resnet(cfg) => cfg.feature_dim(),
-            Architecture::Fasttext(cfg) => cfg.dim,
-        }
+        self.meta.architecture.feature_dim()
     }
 
     /// Images per forward pass on the device the model lives on.

@@ -18,7 +18,16 @@ struct Node {
 
 impl Node {
     fn start(args: &[&str], log: PathBuf) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_sieve"))
+        Self::start_with(args, log, None)
+    }
+
+    /// Starts a node that kills itself at the fault point `fault`, if any.
+    fn start_with(args: &[&str], log: PathBuf, fault: Option<&str>) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sieve"));
+        if let Some(point) = fault {
+            command.env("SIEVE_FAULT_POINT", point);
+        }
+        let child = command
             .args(args)
             .current_dir(root())
             .stdout(Stdio::null())
@@ -68,21 +77,33 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// Flags with which a lost executor is noticed within seconds (Ballista's
+/// defaults wait three minutes): the scheduler's, then the executors'.
+const PROMPT_SCHEDULER: [&str; 4] = ["--executor-timeout-seconds", "4", "--expire-dead-executor-interval-seconds", "1"];
+const PROMPT_EXECUTOR: [&str; 2] = ["--executor-heartbeat-interval-seconds", "1"];
+
 impl Cluster {
     fn start(executors: usize) -> Cluster {
+        Self::start_with(executors, None)
+    }
+
+    /// A cluster whose first executor kills itself at the fault point
+    /// `fault`, and whose scheduler notices that within seconds.
+    fn start_with(executors: usize, fault: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut scheduler = Node::start(
-            &["cluster", "scheduler", "--bind-host", "127.0.0.1", "--bind-port", &port.to_string()],
-            dir.path().join("scheduler.log"),
-        );
+        let mut args = vec!["cluster", "scheduler", "--bind-host", "127.0.0.1"];
+        let port_text = port.to_string();
+        args.extend(["--bind-port", &port_text]);
+        args.extend(PROMPT_SCHEDULER);
+        let mut scheduler = Node::start(&args, dir.path().join("scheduler.log"));
         scheduler.wait_ready(port, "/healthz", Duration::from_secs(30));
         let executors = (0..executors)
             .map(|i| {
                 let work = dir.path().join(format!("executor-{i}"));
                 std::fs::create_dir(&work).unwrap();
                 let health = free_port();
-                let mut node = Node::start(
+                let mut node = Node::start_with(
                     &[
                         "cluster",
                         "executor",
@@ -104,8 +125,11 @@ impl Cluster {
                         "cpu",
                         "--work-dir",
                         work.to_str().unwrap(),
+                        PROMPT_EXECUTOR[0],
+                        PROMPT_EXECUTOR[1],
                     ],
                     dir.path().join(format!("executor-{i}.log")),
+                    fault.filter(|_| i == 0),
                 );
                 node.wait_ready(health, "/readyz", Duration::from_secs(60));
                 node
@@ -137,6 +161,15 @@ fn the_executors_run_sieves_functions_and_answer_as_one_machine_does() {
     let remote = sql(out, &query, Some(&cluster.url));
     assert!(local.lines().count() > 100, "the query has rows: {local}");
     assert_eq!(remote, local, "the cluster's answer is the local one");
+    // The input table travels as row groups, each row with its position.
+    let mut args = vec!["sql", "--dataset", "shapes", "--format", "csv"];
+    let query = "SELECT __pos, label, content_hash(img) AS hash FROM input ORDER BY __pos";
+    args.push(query);
+    let local = String::from_utf8(sieve_ok(&args).stdout).unwrap();
+    args.extend(["--cluster", &cluster.url]);
+    let remote = String::from_utf8(sieve_ok(&args).stdout).unwrap();
+    assert!(local.lines().count() > 1000, "every input row: {}", local.lines().count());
+    assert_eq!(remote, local, "the input read on the executors is the local input");
     let tasks: Vec<usize> = cluster.executors.iter().map(|e| e.log().matches("Finished task").count()).collect();
     assert!(tasks.iter().sum::<usize>() > 0, "the executors ran the query's tasks: {tasks:?}");
 }
@@ -166,11 +199,137 @@ fn a_scheduler_without_executors_is_a_clear_error_not_a_hang() {
     assert!(started.elapsed() < Duration::from_secs(90), "took {:?}", started.elapsed());
 }
 
+/// Runs `sieve` with `args`, killing it and failing the test when it runs
+/// past `limit`.
+fn sieve_within(args: &[&str], limit: Duration) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sieve binary runs");
+    let mut child = Reaped(child);
+    let started = Instant::now();
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < limit, "sieve {args:?} ran past {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut output = std::process::Output { status: child.0.wait().unwrap(), stdout: Vec::new(), stderr: Vec::new() };
+    child.0.stdout.take().unwrap().read_to_end(&mut output.stdout).unwrap();
+    child.0.stderr.take().unwrap().read_to_end(&mut output.stderr).unwrap();
+    output
+}
+
+/// Fails the test unless the two files hold the same bytes.
+fn assert_same_bytes(local: &Path, remote: &Path) {
+    let (a, b) = (std::fs::read(local).unwrap(), std::fs::read(remote).unwrap());
+    assert!(a == b, "{} and {} differ ({} vs {} bytes)", local.display(), remote.display(), a.len(), b.len());
+}
+
+/// The names of a directory's files, sorted.
+fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    names
+}
+
+/// `sieve score` of the shapes fixture with its pruned proxy into `out`, on `cluster` if given.
+fn score_args<'a>(proxy: &'a str, out: &'a str, cluster: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec!["score", "--dataset", "shapes", "--proxy-dir", proxy, "--quiet", "--out", out];
+    if let Some(url) = cluster {
+        args.extend(["--cluster", url]);
+    }
+    args
+}
+
 #[test]
-fn the_input_table_on_a_cluster_is_a_usage_error() {
-    // Checked before connecting: no cluster needed.
-    let result = sieve(&["sql", "--dataset", "shapes", "SELECT count(*) FROM input", "--cluster", "df://127.0.0.1:1"]);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(2), "a usage error: {stderr}");
-    assert!(stderr.contains("input table"), "the error says which table: {stderr}");
+fn pruning_either_fixture_on_the_cluster_writes_the_local_bytes() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    for fixture in ["shapes", "reviews"] {
+        let local = pruned(fixture);
+        let remote = tmp.path().join(fixture);
+        let remote_text = remote.to_str().unwrap();
+        let args =
+            ["prune", "--dataset", fixture, "--keep", "0.5", "--balance", "class", "--quiet", "--out", remote_text];
+        let output = sieve_within(&[&args[..], &["--cluster", &cluster.url]].concat(), Duration::from_secs(300));
+        assert!(output.status.success(), "{fixture}: {}", String::from_utf8_lossy(&output.stderr));
+        assert_same_bytes(&local.join("scores.parquet"), &remote.join("scores.parquet"));
+        assert_eq!(listing(&local.join("data")), listing(&remote.join("data")), "{fixture}: the same data files");
+        for name in listing(&local.join("data")) {
+            assert_same_bytes(&local.join("data").join(&name), &remote.join("data").join(&name));
+        }
+        assert!(!tmp.path().join(format!(".{fixture}.work")).exists(), "{fixture}: the shards are gone once committed");
+    }
+    let tasks: Vec<usize> = cluster.executors.iter().map(|e| e.log().matches("Finished task").count()).collect();
+    assert!(tasks.iter().all(|&n| n > 0), "both executors scored row groups: {tasks:?}");
+}
+
+#[test]
+fn an_executor_killed_mid_scoring_is_replaced_by_the_other_and_the_scores_are_the_same() {
+    let proxy = pruned("shapes").join("proxy");
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let proxy = proxy.to_str().unwrap();
+    sieve_ok(&score_args(proxy, local.to_str().unwrap(), None));
+    // The first executor dies (SIGKILL) right after writing its first shard.
+    let mut cluster = Cluster::start_with(2, Some("cluster:shard-written"));
+    let output =
+        sieve_within(&score_args(proxy, remote.to_str().unwrap(), Some(&cluster.url)), Duration::from_secs(120));
+    assert!(output.status.success(), "Ballista reran the lost tasks: {}", String::from_utf8_lossy(&output.stderr));
+    let killed = &mut cluster.executors[0];
+    assert!(killed.child.0.try_wait().unwrap().is_some(), "the first executor died:\n{}", killed.log());
+    assert!(killed.log().contains("killed here"), "at the fault point:\n{}", killed.log());
+    assert_same_bytes(&local.join("scores.parquet"), &remote.join("scores.parquet"));
+}
+
+#[test]
+fn a_job_whose_only_executor_dies_fails_clearly_and_its_rerun_reuses_the_shards() {
+    let proxy = pruned("shapes").join("proxy");
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let (proxy, remote_text) = (proxy.to_str().unwrap(), remote.to_str().unwrap());
+    sieve_ok(&score_args(proxy, local.to_str().unwrap(), None));
+    {
+        let dying = Cluster::start_with(1, Some("cluster:shard-written"));
+        let output = sieve_within(&score_args(proxy, remote_text, Some(&dying.url)), Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "no executor is left to finish the job: {stderr}");
+        assert!(stderr.contains("executor"), "the error says what was lost: {stderr}");
+        assert!(!remote.exists(), "a failed job leaves no output");
+    }
+    let cluster = Cluster::start(1);
+    let output = sieve_within(&score_args(proxy, remote_text, Some(&cluster.url)), Duration::from_secs(120));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reused = crate::util::manifest(&remote)["scoring"]["reused_shards"].as_u64().unwrap();
+    assert!(reused >= 1, "the shard written before the executor died is reused: {reused}");
+    assert_same_bytes(&local.join("scores.parquet"), &remote.join("scores.parquet"));
+}
+
+#[test]
+fn a_proxy_the_executors_cannot_load_fails_the_job_clearly_and_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proxy = tmp.path().join("proxy");
+    std::fs::create_dir(&proxy).unwrap();
+    for entry in std::fs::read_dir(pruned("shapes").join("proxy")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), proxy.join(entry.file_name())).unwrap();
+    }
+    // proxy.json (what the client plans with) is intact; the weights are not.
+    let weights = std::fs::read_dir(&proxy)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    std::fs::write(weights.expect("the proxy has weights"), b"not safetensors").unwrap();
+    let cluster = Cluster::start(1);
+    let out = tmp.path().join("out");
+    let output = sieve_within(
+        &score_args(proxy.to_str().unwrap(), out.to_str().unwrap(), Some(&cluster.url)),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("safetensors") || stderr.contains("proxy"), "the error names the proxy: {stderr}");
+    assert!(!out.exists(), "a failed job leaves no output");
 }

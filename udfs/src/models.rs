@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::common::{plan_err, Result, ScalarValue};
-use sieve_proxy::artifact::Proxy;
+use sieve_proxy::artifact::{Proxy, ProxyMeta};
 use sieve_proxy::cache::ModelCache;
 use sieve_proxy::device::Placement;
 use sieve_proxy::text_encoder::TextEncoder;
@@ -75,6 +75,13 @@ impl Models {
     /// The proxy a literal directory argument of `function` names.
     pub fn literal_proxy(&self, function: &str, value: Option<&ScalarValue>) -> Result<Arc<Proxy>> {
         Ok(self.proxy(&literal_dir(function, "proxy", value)?).map_err(UdfError::from)?)
+    }
+
+    /// The record (`proxy.json`) of the proxy a literal directory argument
+    /// of `function` names, read without loading its weights.
+    pub fn literal_proxy_meta(&self, function: &str, value: Option<&ScalarValue>) -> Result<ProxyMeta> {
+        let dir = literal_dir(function, "proxy", value)?;
+        Ok(ProxyMeta::read(&dir).map_err(UdfError::from)?)
     }
 
     /// The text encoder a literal directory argument of `function` names.

@@ -31,6 +31,9 @@ pub async fn run(flags: ballista_executor::config::Config, device: DeviceChoice,
     }
     config.override_function_registry = Some(Arc::new(registry));
     config.override_runtime_producer = Some(Arc::new(|_| super::runtime_env()));
+    let codec = super::codec::SieveCodec::shared();
+    config.override_logical_codec = Some(codec.clone());
+    config.override_physical_codec = Some(codec);
     let (stop_health, stopped) = tokio::sync::oneshot::channel();
     let health = spawn_health_server(health_addr, config.health.clone(), stopped);
     crate::log::info(

@@ -8,12 +8,16 @@
 //! in their function registry, each holding its own [`Runtime`] (its threads
 //! and device, its cache of loaded models).
 
+pub mod codec;
 pub mod executor;
+pub mod job;
+pub mod scan;
 pub mod scheduler;
+pub mod shards;
 
 use std::sync::Arc;
 
-use ballista::prelude::SessionContextExt;
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -27,8 +31,20 @@ use crate::session::Runtime;
 /// functions by name in their own).
 pub async fn connect(url: &str, runtime: &Runtime) -> Result<SessionContext> {
     reachable(url).await?;
-    let local = runtime.session(None)?;
-    let ctx = SessionContext::remote_with_state(url, local.state())
+    let local = runtime.session(None)?.state();
+    let codec = codec::SieveCodec::shared();
+    let config = local
+        .config()
+        .clone()
+        .with_ballista_logical_extension_codec(codec.clone())
+        .with_ballista_physical_extension_codec(codec)
+        // A scoring job's partitions are its row groups, one shard each:
+        // neither a round-robin repartition nor the adaptive planner's
+        // coalescing of small partitions may merge them.
+        .with_ballista_adaptive_query_planner(false)
+        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
+    let state = SessionStateBuilder::new_from_existing(local).with_config(config).build();
+    let ctx = SessionContext::remote_with_state(url, state)
         .await
         .map_err(|e| PipelineError::Environment(format!("--cluster {url}: {e}")))?;
     // Connecting replaces the state's scalar functions with Ballista's list.
@@ -115,5 +131,6 @@ fn node_state(
         .with_scalar_functions(functions)
         .with_aggregate_functions(ballista_core::extension::ballista_aggregate_functions())
         .with_window_functions(ballista_core::extension::ballista_window_functions())
+        .with_query_planner(Arc::new(shards::SieveQueryPlanner))
         .build())
 }

@@ -22,7 +22,10 @@ pub async fn run(flags: ballista_scheduler::config::Config) -> Result<()> {
     // Planning resolves a function's return type, which for the model
     // functions reads the proxy: on the CPU, one thread.
     let runtime = Runtime::new(Default::default(), 1)?;
-    let config = config.with_override_session_builder(Arc::new(move |c| super::node_state(c, &runtime)));
+    let mut config = config.with_override_session_builder(Arc::new(move |c| super::node_state(c, &runtime)));
+    let codec = super::codec::SieveCodec::shared();
+    config.override_logical_codec = Some(codec.clone());
+    config.override_physical_codec = Some(codec);
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(environment)?;
     crate::log::info("scheduler", "listening", serde_json::json!({"address": addr.to_string()}));
     start_server(cluster, addr, Arc::new(config)).await.map_err(environment)

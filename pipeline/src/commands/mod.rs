@@ -12,6 +12,8 @@ pub mod train;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use datafusion::prelude::SessionContext;
+
 use sieve_proxy::artifact::ProxyMeta;
 use sieve_schemas::{layout, Stage};
 
@@ -54,8 +56,9 @@ pub(crate) fn dynamics_of(proxy_dir: &Path, dataset: &DatasetPlan) -> Option<Pat
 
 /// Where the select stage's scores come from.
 pub(crate) enum Source<'a> {
-    /// Scored now with this proxy, resumably in this work directory.
-    Proxy { dir: &'a Path, work: &'a WorkDir },
+    /// Scored now with this proxy, resumably in this work directory, here
+    /// or on the cluster this session submits to.
+    Proxy { dir: &'a Path, work: &'a WorkDir, cluster: Option<&'a SessionContext> },
     /// An existing scores.parquet.
     Scores(&'a Path),
 }
@@ -73,9 +76,12 @@ pub(crate) async fn score_select_write(
 ) -> Result<()> {
     let ctx = rt.session(run.memory_limit)?;
     let (scores_in, proxy_dir) = match source {
-        Source::Proxy { dir, work } => {
+        Source::Proxy { dir, work, cluster } => {
             let started = Instant::now();
-            let (shards, outcome) = crate::score::run_resumable(&ctx, dataset, dir, run, work).await?;
+            let (shards, outcome) = match cluster {
+                Some(remote) => crate::cluster::job::score(remote, dataset, dir, run, work).await?,
+                None => crate::score::run_resumable(&ctx, dataset, dir, run, work).await?,
+            };
             manifest.scoring = Some(outcome);
             record(manifest, Stage::Score, started);
             (shards, Some(dir))
@@ -130,6 +136,16 @@ pub(crate) fn write_report(manifest: &mut Manifest, dataset: &DatasetPlan, stagi
         crate::log::error(&format!("report: no {}: {e}", layout::REPORT_FILE), serde_json::Value::Null);
     }
     record(manifest, Stage::Report, started);
+}
+
+/// The session that submits to `run`'s cluster, when it names one:
+/// connected before any stage runs, so that an unreachable cluster fails
+/// the job at once.
+pub(crate) async fn cluster_session(run: &RunPlan, rt: &Runtime) -> Result<Option<SessionContext>> {
+    match &run.cluster {
+        Some(url) => Ok(Some(crate::cluster::connect(url, rt).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Records the run settings, writes the manifest and moves the output into place.

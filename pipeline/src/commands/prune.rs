@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sieve_proxy::artifact::ProxyMeta;
 use sieve_schemas::{layout, ScoreSource, Stage};
 
-use super::{dynamics_of, finish, proxy_record, score_select_write, timed, write_report, Source};
+use super::{cluster_session, dynamics_of, finish, proxy_record, score_select_write, timed, write_report, Source};
 use crate::cli::PruneArgs;
 use crate::error::{PipelineError, Result};
 use crate::global;
@@ -21,8 +21,9 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     let mut select_plan = args.select.plan(args.common.seed)?;
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
-    let run = args.common.run_plan(args.out, dataset.name.clone())?;
+    let run = args.common.run_plan(args.out, dataset.name.clone())?.on_cluster(args.cluster.cluster.clone())?;
     let rt = init_run(&run)?;
+    let cluster = cluster_session(&run, &rt).await?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let plan = args.train.plan(args.common.seed, &dataset)?;
@@ -61,7 +62,7 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     };
     score_select_write(
         &dataset,
-        Source::Proxy { dir: &proxy_dir, work: &work },
+        Source::Proxy { dir: &proxy_dir, work: &work, cluster: cluster.as_ref() },
         &select_plan,
         &run,
         &rt,

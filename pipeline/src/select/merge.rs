@@ -133,7 +133,7 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
         });
         let writer = match &mut writer {
             Some(w) => w,
-            None => writer.insert(parquet_io::create(dest, out_schema.clone())?),
+            None => writer.insert(parquet_io::EvenWriter::create(dest, out_schema.clone())?),
         };
         // Projected batches hold the chosen columns in file order.
         let row_in_batch = own.iter().position(|&i| i == row).expect("the position column is always read");
@@ -157,11 +157,11 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
                 let keep: BooleanArray = positions.values().iter().map(|&p| Some(kept.contains(p as u64))).collect();
                 columns.push(Arc::new(keep));
             }
-            parquet_io::write(writer, &RecordBatch::try_new(out_schema.clone(), columns)?, dest)?;
+            writer.write(RecordBatch::try_new(out_schema.clone(), columns)?)?;
         }
     }
     match writer {
-        Some(w) => parquet_io::close(w, dest),
+        Some(w) => w.close(),
         None => Err(PipelineError::Data { path: dest.into(), reason: "no scores to select from".into() }),
     }
 }

@@ -60,8 +60,8 @@ impl ScalarUDFImpl for ProxyEmbedding {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let proxy = self.models.literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
-        let field = OutputColumns::embedding_field(proxy.feature_dim());
+        let meta = self.models.literal_proxy_meta(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let field = OutputColumns::embedding_field(meta.architecture.feature_dim());
         Ok(Arc::new(Field::new(self.name(), field.data_type().clone(), true)))
     }
 

@@ -87,8 +87,10 @@ impl ScalarUDFImpl for ProxyScores {
         if !(label.data_type().is_integer() || label.data_type().is_null()) {
             return plan_err!("proxy_scores: the label must be an integer or NULL, got {}", label.data_type());
         }
-        let proxy = self.models.literal_proxy(self.name(), args.scalar_arguments.first().copied().flatten())?;
-        let fields = OutputColumns::scores_struct_fields(proxy.feature_dim());
+        // The type comes from proxy.json, not from loading the weights:
+        // planning a job on a cluster's client and scheduler loads no model.
+        let meta = self.models.literal_proxy_meta(self.name(), args.scalar_arguments.first().copied().flatten())?;
+        let fields = OutputColumns::scores_struct_fields(meta.architecture.feature_dim());
         Ok(Arc::new(Field::new(self.name(), DataType::Struct(fields), true)))
     }
 
