@@ -131,8 +131,12 @@ def score(sieve, data, proxy, out, cluster=None):
     return wall, manifest["seconds"]["score"], proc.stderr
 
 
-def seconds(pattern, text):
-    return [float(x) for x in re.findall(pattern, text)]
+UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def seconds(prefix, text):
+    """The durations (Rust's `Duration` debug format: 1.5s, 802.1µs) logged after `prefix`, in seconds."""
+    return [float(n) * UNITS[u] for n, u in re.findall(prefix + r"([0-9.]+)(ns|µs|us|ms|s)\b", text)]
 
 
 def imagenet_like(dest: Path, n=500):
@@ -150,7 +154,7 @@ def imagenet_like(dest: Path, n=500):
     for _ in range(n):
         base = np.stack([np.sin(x / rng.uniform(20, 90) + rng.uniform(0, 6)) * np.cos(y / rng.uniform(20, 90))
                          for _ in range(3)], axis=-1)
-        pixels = np.clip(128 + 90 * base + rng.normal(0, 14, base.shape), 0, 255).astype(np.uint8)
+        pixels = np.clip(128 + 90 * base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
         images.append({"bytes": buf.getvalue(), "path": None})
@@ -193,10 +197,11 @@ def main():
                 run = {"wall": wall, "stage": stage}
                 if cluster:
                     nodes = cluster.log_text(since)
-                    run["job"] = seconds(r"finished executing in ([0-9.]+)s", stderr)[-1]
-                    run["planning_ms"] = seconds(r"planning took ([0-9.]+)ms", nodes)[-1]
-                    run["task_busy"] = sum(seconds(r"Finished task : \[[^\]]+\] in ([0-9.]+)s", nodes)) / cluster.vcores
-                    run["tasks"] = len(seconds(r"Finished task : \[[^\]]+\] in ([0-9.]+)s", nodes))
+                    tasks = seconds(r"Finished task : \[[^\]]+\] in ", nodes)
+                    run["job"] = seconds(r"finished executing in ", stderr)[-1]
+                    run["planning_ms"] = seconds(r"planning took ", nodes)[-1] * 1e3
+                    run["task_busy"] = sum(tasks) / cluster.vcores
+                    run["tasks"] = len(tasks)
                 results[name].append(run)
         finally:
             if cluster:
@@ -212,8 +217,8 @@ def main():
                      f"{med(name, 'stage') - med(name, 'job'):.2f}"])
     print(f"\nsieve score, CIFAR-10 train (50,000 images), medians of {ROUNDS} alternating runs; "
           "every run wrote the local scores.parquet bytes\n")
-    print(markdown_table(["run", "wall s", "cluster/local", "score stage s", "job s", "planning ms",
-                          "task-seconds / vcore", "merge s"], rows))
+    markdown_table(["run", "wall s", "cluster/local", "score stage s", "job s", "planning ms",
+                    "task-seconds / vcore", "merge s"], rows)
 
     # The scaling estimate: the measured per-image cost of an ImageNet-sized JPEG.
     big = work / "imagenet-like" / "train.parquet"
@@ -224,19 +229,24 @@ def main():
                   "--proxy-dir", proxy, "--out", out, "--quiet", "--threads", "1"])
     per_image = json.loads((out / "manifest.json").read_text())["seconds"]["score"] / 500
     task_overhead = max(0.0, (med("2 x 1", "job") - med("2 x 1", "task_busy")) / math.ceil(10 / 2))
-    print(f"\nper image on one core, 500x375 JPEG decoded, resized, scored: {per_image * 1e3:.1f} ms; "
-          f"per task beyond its rows (launch, result), from the 2 x 1 run: {task_overhead * 1e3:.0f} ms\n")
-    images, row_group = 1_281_167, 5_000
-    tasks = math.ceil(images / row_group)
+    merge_per_row = (med("2 x 1", "stage") - med("2 x 1", "job")) / 50_000
+    print(f"\nper image on one core, 500x375 JPEG decoded, resized, scored: {per_image * 1e3:.2f} ms; "
+          f"per task beyond its rows (launch, answer), from the 2 x 1 run: {task_overhead * 1e3:.0f} ms; "
+          f"the client's merge: {merge_per_row * 1e6:.1f} µs per row\n")
+    images = 1_281_167
+    merge = images * merge_per_row
     est = []
-    for executors in (10, 100, 1000):
-        slots = executors  # one vcore each
-        waves = math.ceil(tasks / slots)
-        busy = waves * (row_group * per_image + task_overhead)
-        est.append([str(executors), str(tasks), str(waves), f"{busy / 60:.1f}", f"{images / busy:,.0f}",
-                    f"{110e9 / busy / 1e9:.1f}"])
-    print("ImageNet-sized job (1.28 M images, 110 GB of JPEG, row groups of 5,000), 1-vcore executors:\n")
-    print(markdown_table(["executors", "tasks", "waves", "scoring min", "images/s", "input GB/s"], est))
+    for row_group in (5_000, 1_000):
+        tasks = math.ceil(images / row_group)
+        for executors in (10, 100, 1000):
+            waves = math.ceil(tasks / executors)  # one vcore each
+            scoring = waves * (row_group * per_image + task_overhead)
+            total = scoring + merge
+            est.append([f"{row_group:,}", str(executors), f"{tasks:,}", str(waves), f"{scoring:,.0f}", f"{merge:.0f}",
+                        f"{images / total:,.0f}", f"{110e9 / scoring / 1e9:.1f}"])
+    print("ImageNet-sized scoring (1.28 M images, 110 GB of JPEG), 1-vcore executors, from the figures above:\n")
+    markdown_table(["rows per row group", "executors", "tasks", "waves", "scoring s", "client merge s",
+                    "images/s", "input GB/s while scoring"], est)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
+use super::only_input;
 use super::scan::{InputTable, RowGroupReadExec, Task};
 use super::shards::{ShardSinkExec, WriteShards};
 
@@ -87,14 +88,6 @@ fn schema_from_ipc(text: &str) -> DfResult<SchemaRef> {
     Ok(datafusion::arrow::ipc::reader::StreamReader::try_new(bytes.as_slice(), None)?.schema())
 }
 
-/// The one child a node was sent with.
-fn only<T: Clone>(inputs: &[T], node: &str) -> DfResult<T> {
-    match inputs {
-        [input] => Ok(input.clone()),
-        _ => Err(DataFusionError::Plan(format!("{node}: {} inputs, expected one", inputs.len()))),
-    }
-}
-
 /// The codec of client, scheduler and executors: sieve's nodes, then Ballista's.
 #[derive(Debug, Default)]
 pub struct SieveCodec {
@@ -113,7 +106,7 @@ impl LogicalExtensionCodec for SieveCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> DfResult<Extension> {
         match decode(buf)? {
             Some(Node::WriteShards { dir, tasks }) => {
-                Ok(Extension { node: Arc::new(WriteShards::new(only(inputs, "SieveWriteShards")?, dir, tasks)?) })
+                Ok(Extension { node: Arc::new(WriteShards::new(only_input(inputs, "SieveWriteShards")?, dir, tasks)?) })
             }
             Some(other) => Err(DataFusionError::Plan(format!("not a logical plan node: {other:?}"))),
             None => self.logical.try_decode(buf, inputs, ctx),
@@ -172,10 +165,10 @@ impl PhysicalExtensionCodec for SieveCodec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match decode(buf)? {
             Some(Node::RowGroupRead { schema }) => {
-                Ok(Arc::new(RowGroupReadExec::new(schema_from_ipc(&schema)?, only(inputs, "SieveRowGroupRead")?)))
+                Ok(Arc::new(RowGroupReadExec::new(schema_from_ipc(&schema)?, only_input(inputs, "SieveRowGroupRead")?)))
             }
             Some(Node::ShardSink { dir, tasks }) => {
-                Ok(Arc::new(ShardSinkExec::try_new(only(inputs, "SieveShardSink")?, dir, tasks)?))
+                Ok(Arc::new(ShardSinkExec::try_new(only_input(inputs, "SieveShardSink")?, dir, tasks)?))
             }
             Some(other) => Err(DataFusionError::Plan(format!("not an execution plan node: {other:?}"))),
             None => self.physical.try_decode(buf, inputs, ctx, proto_converter),

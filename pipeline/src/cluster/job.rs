@@ -56,7 +56,11 @@ pub async fn score(
         // Ballista may hand back a partition's answer more than once: the
         // check is on the set of shards written.
         let mut written = std::collections::BTreeSet::new();
-        for batch in job.collect().await? {
+        // The job fails for the cluster's reasons (executors lost, a node
+        // that cannot read the proxy or the input, another version).
+        let answers =
+            job.collect().await.map_err(|e| PipelineError::Environment(format!("the cluster job failed: {e}")))?;
+        for batch in answers {
             written.extend(batch.column(0).as_string::<i32>().iter().flatten().map(String::from));
         }
         ctx.deregister_table("input")?;

@@ -110,6 +110,17 @@ async fn executors(address: &str) -> std::result::Result<usize, String> {
     Ok(list.len())
 }
 
+/// The one input of one of sieve's plan nodes (`node` names it in the
+/// error when there is not exactly one).
+pub(crate) fn only_input<T: Clone>(inputs: &[T], node: &str) -> datafusion::error::Result<T> {
+    match inputs {
+        [input] => Ok(input.clone()),
+        _ => {
+            Err(datafusion::error::DataFusionError::Internal(format!("{node}: {} inputs, expected one", inputs.len())))
+        }
+    }
+}
+
 /// The object stores every node resolves `s3://` paths with: sieve's.
 fn runtime_env() -> datafusion::error::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new().with_object_store_registry(crate::store::registry()).build_arc()

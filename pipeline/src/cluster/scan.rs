@@ -252,12 +252,8 @@ impl ExecutionPlan for RowGroupReadExec {
         vec![&self.input]
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let input =
-            children.pop().ok_or_else(|| DataFusionError::Internal("SieveRowGroupRead has one input".into()))?;
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = super::only_input(&children, "SieveRowGroupRead")?;
         Ok(Arc::new(Self::new(self.schema.clone(), input)))
     }
 

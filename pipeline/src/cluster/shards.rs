@@ -92,8 +92,8 @@ impl UserDefinedLogicalNodeCore for WriteShards {
         write!(f, "SieveWriteShards: {} shards to {}", self.tasks.len(), self.dir.display())
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> DfResult<Self> {
-        let input = inputs.pop().ok_or_else(|| DataFusionError::Internal("SieveWriteShards has one input".into()))?;
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
+        let input = super::only_input(&inputs, "SieveWriteShards")?;
         Self::new(input, self.dir.clone(), self.tasks.clone())
     }
 }
@@ -164,11 +164,8 @@ impl ExecutionPlan for ShardSinkExec {
         vec![&self.input]
     }
 
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let input = children.pop().ok_or_else(|| DataFusionError::Internal("SieveShardSink has one input".into()))?;
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = super::only_input(&children, "SieveShardSink")?;
         Ok(Arc::new(Self::try_new(input, self.dir.clone(), self.tasks.to_vec())?))
     }
 
@@ -270,10 +267,8 @@ impl ExtensionPlanner for ShardPlanner {
         _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let Some(node) = node.as_any().downcast_ref::<WriteShards>() else { return Ok(None) };
-        let [input] = physical_inputs else {
-            return Err(DataFusionError::Internal("SieveWriteShards has one input".into()));
-        };
-        Ok(Some(Arc::new(ShardSinkExec::try_new(input.clone(), node.dir.clone(), node.tasks.clone())?)))
+        let input = super::only_input(physical_inputs, "SieveWriteShards")?;
+        Ok(Some(Arc::new(ShardSinkExec::try_new(input, node.dir.clone(), node.tasks.clone())?)))
     }
 }
 
