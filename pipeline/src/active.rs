@@ -83,7 +83,8 @@ fn pick(
 }
 
 /// Scores `dataset.train` with the proxy in `proxy_dir`, labels hidden, into
-/// `dest`; returns its valid rows with the acquisition's score.
+/// `dest` (on `run`'s cluster when it names one); returns its valid rows
+/// with the acquisition's score.
 async fn score_pool(
     ctx: &SessionContext,
     dataset: &DatasetPlan,
@@ -93,7 +94,17 @@ async fn score_pool(
     dest: &Path,
 ) -> Result<Valid> {
     let pool = DatasetPlan { hide_labels: true, subset: None, ..dataset.clone() };
-    score::run(ctx, &pool, proxy_dir, run, dest).await?;
+    match &run.cluster {
+        None => {
+            score::run(ctx, &pool, proxy_dir, run, dest).await?;
+        }
+        Some(url) => {
+            let remote = crate::cluster::connect(url, &Runtime::of(ctx)?).await?;
+            let work = crate::cluster::job::work_for(dest, &pool, proxy_dir)?;
+            crate::cluster::job::score_into(&remote, ctx, &pool, proxy_dir, run, &work, dest).await?;
+            work.remove()?;
+        }
+    }
     read_valid(dest, Some(score_column(acquisition)))
 }
 

@@ -498,6 +498,9 @@ pub struct SelectArgs {
     /// Seed, threads, device, logging, memory and bad-row policy.
     #[command(flatten)]
     pub common: CommonOpts,
+    /// Where active learning scores its pool (re-selecting from --scores scores nothing and runs here).
+    #[command(flatten)]
+    pub cluster: ClusterOpt,
     /// Existing scores: a scores.parquet or an output directory holding one.
     #[arg(long, required_unless_present_any = ["labeled", "rounds"], conflicts_with_all = ["labeled", "rounds"])]
     pub scores: Option<PathBuf>,

@@ -15,7 +15,7 @@ fn write(batch: &RecordBatch, path: &Path) {
 
 /// The reviews fixture split into a labeled part (300 rows) and an
 /// unlabeled pool (the rest, label column removed), in `dir`.
-fn labeled_and_pool(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, RecordBatch) {
+pub(crate) fn labeled_and_pool(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, RecordBatch) {
     let all = read_parquet(&root().join("fixtures/reviews/train.parquet"));
     let (labeled, pool) = (dir.join("labeled.parquet"), dir.join("pool.parquet"));
     write(&all.slice(0, 300), &labeled);

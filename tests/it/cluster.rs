@@ -244,9 +244,30 @@ fn score_args<'a>(proxy: &'a str, out: &'a str, cluster: Option<&'a str>) -> Vec
 }
 
 #[test]
-fn pruning_either_fixture_on_the_cluster_writes_the_local_bytes() {
+fn prune_and_active_learning_on_the_cluster_write_the_local_bytes() {
     let cluster = Cluster::start(2);
     let tmp = tempfile::tempdir().unwrap();
+    // Active learning's next batch: the pool is scored on the cluster.
+    let (labeled, pool, _) = crate::active::labeled_and_pool(tmp.path());
+    let next = |out: &Path, cluster: Option<&str>| {
+        let mut args = vec!["select", "--dataset", "reviews", "--labeled", labeled.to_str().unwrap()];
+        args.extend([
+            "--unlabeled",
+            pool.to_str().unwrap(),
+            "--budget",
+            "50",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        args.extend(cluster.map(|url| ["--cluster", url]).into_iter().flatten());
+        let output = sieve_within(&args, Duration::from_secs(300));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let (local, remote) = (tmp.path().join("next-local"), tmp.path().join("next-remote"));
+    next(&local, None);
+    next(&remote, Some(&cluster.url));
+    assert_same_bytes(&local.join("scores.parquet"), &remote.join("scores.parquet"));
     for fixture in ["shapes", "reviews"] {
         let local = pruned(fixture);
         let remote = tmp.path().join(fixture);
@@ -261,6 +282,9 @@ fn pruning_either_fixture_on_the_cluster_writes_the_local_bytes() {
             assert_same_bytes(&local.join("data").join(&name), &remote.join("data").join(&name));
         }
         assert!(!tmp.path().join(format!(".{fixture}.work")).exists(), "{fixture}: the shards are gone once committed");
+    }
+    for name in listing(&local.join("data")) {
+        assert_same_bytes(&local.join("data").join(&name), &remote.join("data").join(&name));
     }
     let tasks: Vec<usize> = cluster.executors.iter().map(|e| e.log().matches("Finished task").count()).collect();
     assert!(tasks.iter().all(|&n| n > 0), "both executors scored row groups: {tasks:?}");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::{Extension, LogicalPlan};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use super::scan::{InputTable, Task};
 use super::shards::WriteShards;
@@ -23,7 +23,8 @@ use crate::choices::OnError;
 use crate::error::{io_err, PipelineError, Result};
 use crate::plan::{DatasetPlan, Embedding, RunPlan};
 use crate::resume::WorkDir;
-use crate::score::{scoring_sql, ScoreOutcome};
+use crate::score::{scoring_sql, ScoreOutcome, ROW};
+use crate::sqlgen::ident;
 
 /// Scores `dataset.train` on the cluster `ctx` submits to, with the proxy in
 /// `proxy_dir`, into the shards of `work` (reusing those a failed run
@@ -76,6 +77,38 @@ pub async fn score(
     }
     outcome.reused_shards = tasks.len() - todo.len();
     Ok((dir, outcome))
+}
+
+/// Scores `dataset.train` on the cluster `remote` submits to, into the
+/// shards of `work`, and merges them here (with the local session `ctx`)
+/// into the Parquet file `dest` in input order: what [`crate::score::run`]
+/// writes locally, byte for byte.
+pub async fn score_into(
+    remote: &SessionContext,
+    ctx: &SessionContext,
+    dataset: &DatasetPlan,
+    proxy_dir: &Path,
+    run: &RunPlan,
+    work: &WorkDir,
+    dest: &Path,
+) -> Result<ScoreOutcome> {
+    let (shards, outcome) = score(remote, dataset, proxy_dir, run, work).await?;
+    ctx.register_parquet("__shards", shards.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    let merged = ctx.sql(&format!("SELECT * FROM __shards ORDER BY {}", ident(ROW))).await?;
+    crate::parquet_io::write_query(merged, dest, Ok).await?;
+    ctx.deregister_table("__shards")?;
+    Ok(outcome)
+}
+
+/// The work directory of a cluster scoring job writing `dest`: beside it,
+/// fingerprinted by sieve's version, the proxy, the input files and how
+/// the query reads them (labels hidden, the embedding), so a rerun reuses
+/// only the shards of the same job.
+pub fn work_for(dest: &Path, dataset: &DatasetPlan, proxy_dir: &Path) -> Result<WorkDir> {
+    let mut identity = vec![env!("CARGO_PKG_VERSION").to_string(), format!("proxy {}", proxy_dir.display())];
+    identity.extend(dataset.train.files.iter().map(crate::resume::file_identity));
+    identity.push(format!("{:?} hide_labels={}", dataset.embedding, dataset.hide_labels));
+    WorkDir::open(dest, &crate::resume::fingerprint(&identity))
 }
 
 /// `dataset` with the paths the scoring query names made absolute: every

@@ -1,18 +1,15 @@
 //! `sieve score`: every row scored, no selection.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use sieve_schemas::{layout, Stage};
 
 use super::{cluster_session, finish, proxy_record, record};
 use crate::cli::ScoreArgs;
 use crate::error::Result;
 use crate::manifest::Manifest;
-use crate::plan::{DatasetPlan, Embedding, RunPlan};
-use crate::resume::{self, WorkDir};
-use crate::score::{ScoreOutcome, ROW};
+use crate::plan::Embedding;
 use crate::session::init_run;
 use crate::staging::Staging;
 
@@ -35,11 +32,10 @@ pub async fn run(args: ScoreArgs) -> Result<PathBuf> {
     manifest.scoring = Some(match &cluster {
         None => crate::score::run(&ctx, &dataset, &proxy_dir, &run, &dest).await?,
         Some(remote) => {
-            let mut identity = vec![env!("CARGO_PKG_VERSION").to_string(), format!("proxy {}", proxy_dir.display())];
-            identity.extend(dataset.train.files.iter().map(resume::file_identity));
-            identity.push(format!("{:?}", dataset.embedding));
-            let dir = work.insert(WorkDir::open(&run.out, &resume::fingerprint(&identity))?);
-            on_cluster(remote, &ctx, &dataset, &proxy_dir, &run, dir, &dest).await?
+            // The shards stay beside the output until it is committed, so
+            // that a rerun after a failure reuses them.
+            let dir = work.insert(crate::cluster::job::work_for(&run.out, &dataset, &proxy_dir)?);
+            crate::cluster::job::score_into(remote, &ctx, &dataset, &proxy_dir, &run, dir, &dest).await?
         }
     });
     record(&mut manifest, Stage::Score, started);
@@ -49,24 +45,4 @@ pub async fn run(args: ScoreArgs) -> Result<PathBuf> {
         work.remove()?;
     }
     Ok(out)
-}
-
-/// Scores on the cluster `remote` submits to: the executors write shards
-/// into `work` beside the output (kept until the output is committed, so a
-/// rerun after a failure reuses them), merged here into `dest` in input
-/// order.
-async fn on_cluster(
-    remote: &SessionContext,
-    ctx: &SessionContext,
-    dataset: &DatasetPlan,
-    proxy_dir: &Path,
-    run: &RunPlan,
-    work: &WorkDir,
-    dest: &Path,
-) -> Result<ScoreOutcome> {
-    let (shards, outcome) = crate::cluster::job::score(remote, dataset, proxy_dir, run, work).await?;
-    ctx.register_parquet("shards", shards.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-    let merged = ctx.sql(&format!("SELECT * FROM shards ORDER BY {ROW}")).await?;
-    crate::parquet_io::write_query(merged, dest, Ok).await?;
-    Ok(outcome)
 }

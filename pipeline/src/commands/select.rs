@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use sieve_schemas::{layout, ScoreName, Stage};
 
-use super::{finish, proxy_record, record, score_select_write, write_kept, write_report, Source};
+use super::{cluster_session, finish, proxy_record, record, score_select_write, write_kept, write_report, Source};
 use crate::active;
 use crate::cli::SelectArgs;
 use crate::error::{io_err, PipelineError, Result};
@@ -19,6 +19,10 @@ use crate::staging::Staging;
 pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     if args.active.labeled.is_some() || args.active.rounds.is_some() {
         return active(args).await;
+    }
+    if let Some(url) = &args.cluster.cluster {
+        let why = "re-selecting from --scores scores nothing: the selection runs here";
+        crate::log::info("select", why, serde_json::json!({"cluster": url}));
     }
     let dataset = args.input.plan()?;
     let mut select_plan = args.select.plan(args.common.seed)?;
@@ -63,8 +67,10 @@ async fn active(args: SelectArgs) -> Result<PathBuf> {
         dataset = dataset.with_train(labeled)?;
     }
     let plan = args.train.plan(args.common.seed, &dataset)?;
-    let run = args.common.run_plan(args.out, format!("{}-active", dataset.name))?;
+    let run = args.common.run_plan(args.out, format!("{}-active", dataset.name))?.on_cluster(args.cluster.cluster)?;
     let rt = init_run(&run)?;
+    // Connected once before any training: an unreachable cluster fails at once.
+    cluster_session(&run, &rt).await?;
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
     let ctx = rt.session(run.memory_limit)?;
