@@ -67,6 +67,8 @@ pub enum Strategy {
     Random,
     /// Greedy k-center on the embeddings (per class with `--balance class`).
     Kcenter,
+    /// Coverage-centric (Zheng et al. 2023): drop the hardest `--hard-cutoff`, then sample evenly across `--strata` score strata.
+    Ccs,
 }
 
 /// How active learning picks rows to label.

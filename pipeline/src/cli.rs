@@ -255,6 +255,8 @@ impl SelectOpts {
             order: self.order,
             balance: self.balance,
             strategy: self.strategy,
+            hard_cutoff: self.hard_cutoff.unwrap_or_else(|| crate::select::ccs::default_cutoff(keep)),
+            strata: self.strata,
             seed,
             rows_per_file: self.rows_per_file,
             clusters: self.clusters,
@@ -373,9 +375,15 @@ pub struct SelectOpts {
     /// `class` keeps the same fraction of every class; `none` ranks all rows together.
     #[arg(long, value_enum, default_value_t = Balance::Class)]
     pub balance: Balance,
-    /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings.
+    /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings; `ccs` is coverage-centric selection over --score (Zheng et al. 2023): the hardest --hard-cutoff dropped, the budget spread evenly over --strata score strata, seeded random within each.
     #[arg(long, value_enum, default_value_t = Strategy::Score)]
     pub strategy: Strategy,
+    /// `--strategy ccs`: fraction of the hardest rows dropped first, in [0, 1) (default by the kept fraction, Zheng et al.'s CIFAR-10 values: 0 when keeping more than 40%, 0.1 down to 15%, 0.3 below).
+    #[arg(long, value_name = "BETA")]
+    pub hard_cutoff: Option<f64>,
+    /// `--strategy ccs`: strata of equal score width.
+    #[arg(long, value_name = "K", default_value_t = 50)]
+    pub strata: usize,
     /// k-means clusters for `--score prototype` (default: the number of classes; with `--prototypes class`, clusters per class, default 1).
     #[arg(long)]
     pub clusters: Option<usize>,
@@ -555,7 +563,7 @@ pub struct EvalArgs {
     /// Kept fractions to sweep.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7,0.9")]
     pub fractions: Vec<f64>,
-    /// Strategies to sweep: score names (el2n, entropy, forgetting, aum, prototype, ...), `kcenter` and `random`.
+    /// Strategies to sweep: score names (el2n, entropy, forgetting, aum, prototype, ...), `kcenter`, `ccs` (over --score) and `random`.
     #[arg(long, value_delimiter = ',', default_value = "el2n,entropy,forgetting,prototype,kcenter,random")]
     pub strategies: Vec<String>,
     /// Orders for the score strategies.

@@ -315,6 +315,12 @@ pub struct SelectPlan {
     pub balance: Balance,
     /// Score ranking or the random baseline.
     pub strategy: Strategy,
+    /// `ccs`: fraction of the hardest rows dropped before stratifying.
+    #[serde(default)]
+    pub hard_cutoff: f64,
+    /// `ccs`: strata of equal score width.
+    #[serde(default = "default_strata")]
+    pub strata: usize,
     /// Seed of the random baseline, k-means and k-center.
     pub seed: u64,
     /// Kept rows per output file.
@@ -345,6 +351,20 @@ impl SelectPlan {
         if self.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
             return Err(PipelineError::Usage("--dedup EPS must be in [0, 2] (a cosine distance)".into()));
         }
+        if !(0.0..1.0).contains(&self.hard_cutoff) {
+            return Err(PipelineError::Usage(format!("--hard-cutoff must be in [0, 1), got {}", self.hard_cutoff)));
+        }
+        if self.strata == 0 {
+            return Err(PipelineError::Usage("--strata must be at least 1".into()));
+        }
+        if self.strategy == Strategy::Ccs && self.keep > 1.0 - self.hard_cutoff {
+            return Err(PipelineError::Usage(format!(
+                "--strategy ccs keeps {} of the rows, but --hard-cutoff {} leaves only {}: lower the cutoff",
+                self.keep,
+                self.hard_cutoff,
+                1.0 - self.hard_cutoff
+            )));
+        }
         if self.clusters == Some(0) {
             return Err(PipelineError::Usage("--clusters must be at least 1".into()));
         }
@@ -366,6 +386,11 @@ impl SelectPlan {
             self.order = if hard { Order::Hard } else { Order::Easy };
         }
     }
+}
+
+/// `--strata`'s default, for plans recorded before it existed.
+fn default_strata() -> usize {
+    50
 }
 
 /// Shared run settings.

@@ -1,7 +1,8 @@
 //! The select stage, in SQL: rank the valid rows by a score (or by a seeded
 //! random number for the baseline) with window functions, per class or
-//! globally, keep the top `round(F * n)` of each ranking, and write
-//! `scores.parquet` back in input order with the decision as `keep`.
+//! globally, keep the top `round(F * n)` of each ranking (or spread them
+//! over score strata: [`ccs`]), and write `scores.parquet` back in input
+//! order with the decision as `keep`.
 //!
 //! Only the columns the decision reads go into the query (position, id,
 //! label, error, the ranking's columns), written to a narrow file first;
@@ -13,6 +14,7 @@
 //! the extra columns (training dynamics, embedding methods) looked up by
 //! position.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ use crate::score::ROW;
 use crate::session::Runtime;
 use crate::sqlgen::ident;
 
+pub mod ccs;
 mod merge;
 
 /// Kept and total rows of one class.
@@ -83,33 +86,48 @@ fn valid_sql(plan: &SelectPlan) -> String {
     }
 }
 
+/// The ranking a row belongs to, as SQL: its label (per class) or one for all.
+fn group_sql(plan: &SelectPlan) -> &'static str {
+    match plan.balance {
+        Balance::Class => "label",
+        Balance::None => "0",
+    }
+}
+
 /// How many valid rows each ranking keeps: `round(F * n)` of its valid
-/// rows, as a SQL expression over `label` (per class) or a number.
-async fn quota_sql(ctx: &SessionContext, plan: &SelectPlan) -> Result<String> {
-    let per_class = plan.balance == Balance::Class;
-    let (group, by) = if per_class { ("label", " GROUP BY label") } else { ("0", "") };
-    let counts = ctx
-        .sql(&format!("SELECT {group} AS g, COUNT(*) AS n FROM raw WHERE {}{by}", valid_sql(plan)))
-        .await?
-        .collect()
-        .await?;
-    let quota = |n: i64| (n as f64 * plan.keep).round() as i64;
-    let mut arms = Vec::new();
-    for batch in &counts {
+/// rows, by ranking (the label per class, `Some(0)` for all rows).
+async fn quotas(ctx: &SessionContext, plan: &SelectPlan) -> Result<BTreeMap<Option<i64>, i64>> {
+    let g = group_sql(plan);
+    // Grouped by label, or one group (`GROUP BY 0` would name a position).
+    let by = if plan.balance == Balance::Class { " GROUP BY label" } else { "" };
+    let counts = ctx.sql(&format!("SELECT {g} AS g, COUNT(*) AS n FROM raw WHERE {}{by}", valid_sql(plan))).await?;
+    let mut quotas = BTreeMap::new();
+    for batch in counts.collect().await? {
         let g = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Int64)?;
         let (g, n) = (g.as_primitive::<Int64Type>(), batch.column(1).as_primitive::<Int64Type>());
         for i in 0..batch.num_rows() {
-            let test = if g.is_valid(i) { format!("label = {}", g.value(i)) } else { "label IS NULL".to_string() };
-            arms.push((test, quota(n.value(i))));
+            quotas.insert(g.is_valid(i).then(|| g.value(i)), (n.value(i) as f64 * plan.keep).round() as i64);
         }
     }
-    Ok(match per_class {
-        true if arms.is_empty() => "0".to_string(),
-        true => {
-            format!("CASE {} ELSE 0 END", arms.iter().map(|(t, q)| format!("WHEN {t} THEN {q} ")).collect::<String>())
+    Ok(quotas)
+}
+
+/// The quotas as a SQL expression over `label` (per class) or a number.
+fn quota_sql(plan: &SelectPlan, quotas: &BTreeMap<Option<i64>, i64>) -> String {
+    match plan.balance {
+        Balance::Class if quotas.is_empty() => "0".to_string(),
+        Balance::Class => {
+            let arms: String = quotas
+                .iter()
+                .map(|(label, q)| match label {
+                    Some(l) => format!("WHEN label = {l} THEN {q} "),
+                    None => format!("WHEN label IS NULL THEN {q} "),
+                })
+                .collect();
+            format!("CASE {arms}ELSE 0 END")
         }
-        false => arms.first().map_or(0, |(_, q)| *q).to_string(),
-    })
+        Balance::None => quotas.values().next().copied().unwrap_or(0).to_string(),
+    }
 }
 
 /// The decision query over the table `raw` (position, id, label, error and
@@ -121,6 +139,7 @@ pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
         Strategy::Score => ident(plan.score.column()),
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
         Strategy::Kcenter => format!("-{}", ident(global::KCENTER_RANK)),
+        Strategy::Ccs => unreachable!("ccs has its own decision query (select::ccs)"),
     };
     let direction = match (plan.strategy, plan.order) {
         (_, Order::Easy) if plan.strategy == Strategy::Score => "ASC NULLS LAST",
@@ -165,9 +184,13 @@ pub async fn run(
     // The decision is SQL over the scores: it loads no model.
     let decision = Runtime::of(ctx)?.session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
-    let quota = quota_sql(&decision, plan).await?;
+    let quotas = quotas(&decision, plan).await?;
+    let query = match plan.strategy {
+        Strategy::Ccs => ccs::decision_sql(&decision, plan, &quotas).await?,
+        _ => selection_sql(plan, &quota_sql(plan, &quotas)),
+    };
     let mut kept = RowSet::new(merge::rows(&raw_files)?);
-    let physical = decision.sql(&selection_sql(plan, &quota)).await?.create_physical_plan().await?;
+    let physical = decision.sql(&query).await?.create_physical_plan().await?;
     let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), decision.task_ctx())?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;

@@ -436,3 +436,64 @@ fn a_reader_that_stops_reading_ends_sql_with_success() {
     assert_eq!(done.status.code(), Some(0), "{}", String::from_utf8_lossy(&done.stderr));
     assert!(done.stderr.is_empty(), "{}", String::from_utf8_lossy(&done.stderr));
 }
+
+/// `--strategy ccs` on the image fixture, checked against the paper's
+/// algorithm done here by hand: per class, the hardest tenth by `el2n` is
+/// never kept; the rest, cut into 5 strata of equal width, keep the
+/// water-filled shares of the class's quota (smallest stratum first, each
+/// `min(rows, left / strata left)`).
+#[test]
+fn coverage_centric_selection_keeps_the_water_filled_share_of_every_stratum() {
+    let scored = pruned("shapes");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ccs");
+    let mut args = vec!["select", "--dataset", "shapes", "--scores", scored.to_str().unwrap()];
+    args.extend(["--strategy", "ccs", "--keep", "0.3", "--hard-cutoff", "0.1", "--strata", "5"]);
+    args.extend(["--quiet", "--out", out.to_str().unwrap()]);
+    sieve_ok(&args);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let label = scores.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+    let el2n = scores.column_by_name("el2n").unwrap().as_primitive::<datafusion::arrow::datatypes::Float32Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let error = scores.column_by_name("error").unwrap();
+    let classes: std::collections::BTreeSet<i64> = (0..scores.num_rows()).map(|i| label.value(i)).collect();
+    let mut strata_seen = 0;
+    for class in classes {
+        let mut rows: Vec<usize> =
+            (0..scores.num_rows()).filter(|&i| label.value(i) == class && error.is_null(i)).collect();
+        let quota = (rows.len() as f64 * 0.3).round() as usize;
+        // Hardest first; ties by position, as the query breaks them.
+        rows.sort_by(|&a, &b| el2n.value(b).total_cmp(&el2n.value(a)).then(a.cmp(&b)));
+        let cut = (rows.len() as f64 * 0.1).floor() as usize;
+        assert!(rows[..cut].iter().all(|&i| !keep.value(i)), "class {class}: a row of the hardest tenth is kept");
+        let rest = &rows[cut..];
+        let (lo, hi) = rest.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &i| {
+            let s = el2n.value(i) as f64;
+            (lo.min(s), hi.max(s))
+        });
+        let bin = |i: usize| {
+            if hi > lo {
+                (((el2n.value(i) as f64 - lo) * 5.0 / (hi - lo)).floor() as usize).min(4)
+            } else {
+                0
+            }
+        };
+        let mut per_bin = [(0usize, 0usize); 5]; // (rows, kept)
+        for &i in rest {
+            per_bin[bin(i)].0 += 1;
+            per_bin[bin(i)].1 += keep.value(i) as usize;
+        }
+        let mut order: Vec<usize> = (0..5).filter(|&b| per_bin[b].0 > 0).collect();
+        order.sort_by_key(|&b| (per_bin[b].0, b));
+        let mut left = quota;
+        for (done, &b) in order.iter().enumerate() {
+            let share = per_bin[b].0.min(left / (order.len() - done));
+            left -= share;
+            assert_eq!(per_bin[b].1, share, "class {class}, stratum {b} of {per_bin:?}");
+        }
+        strata_seen += order.len();
+        let kept = (0..scores.num_rows()).filter(|&i| label.value(i) == class && keep.value(i)).count();
+        assert_eq!(kept, quota, "class {class}: the strata fill the class's quota");
+    }
+    assert!(strata_seen > 2 * 3, "the example spans several strata per class: {strata_seen}");
+}

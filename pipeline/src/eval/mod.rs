@@ -68,6 +68,8 @@ impl Method {
 
 const RANDOM: &str = "random";
 const KCENTER: &str = "kcenter";
+/// Coverage-centric selection over `--score` (el2n by default).
+const CCS: &str = "ccs";
 
 /// One target training.
 #[derive(Clone, Debug, Serialize)]
@@ -165,11 +167,11 @@ fn subset_target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64, kept: u
 }
 
 /// The methods of the sweep: every score strategy in each order, then
-/// `kcenter` and `random` once.
+/// `kcenter`, `ccs` and `random` once each.
 fn methods(args: &EvalArgs) -> Vec<Method> {
     let mut out = Vec::new();
     for strategy in &args.strategies {
-        if strategy == RANDOM || strategy == KCENTER {
+        if strategy == RANDOM || strategy == KCENTER || strategy == CCS {
             out.push(Method { strategy: strategy.clone(), order: None });
         } else {
             out.extend(args.orders.iter().map(|&o| Method { strategy: strategy.clone(), order: Some(o) }));
@@ -192,6 +194,7 @@ fn select_plan(
     opts.strategy = match method.strategy.as_str() {
         RANDOM => Strategy::Random,
         KCENTER => Strategy::Kcenter,
+        CCS => Strategy::Ccs,
         score => {
             opts.score = score.parse().map_err(|e: UnknownScore| PipelineError::Usage(e.to_string()))?;
             Strategy::Score

@@ -173,6 +173,12 @@ fn selection(plan: &SelectPlan) -> String {
         Strategy::Score => format!("by {}, {order}", plan.score),
         Strategy::Random => format!("random subset, seed {} (grids ranked by {})", plan.seed, plan.score),
         Strategy::Kcenter => format!("k-center core-set (grids ranked by {})", plan.score),
+        Strategy::Ccs => format!(
+            "coverage-centric over {}: hardest {:.0}% dropped, {} strata",
+            plan.score,
+            plan.hard_cutoff * 100.0,
+            plan.strata
+        ),
     };
     let balance = match plan.balance {
         Balance::Class => "per class",
