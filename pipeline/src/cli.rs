@@ -257,6 +257,7 @@ impl SelectOpts {
             strategy: self.strategy,
             hard_cutoff: self.hard_cutoff.unwrap_or_else(|| crate::select::ccs::default_cutoff(keep)),
             strata: self.strata,
+            drop_label_issues: self.drop_label_issues,
             seed,
             rows_per_file: self.rows_per_file,
             clusters: self.clusters,
@@ -384,6 +385,9 @@ pub struct SelectOpts {
     /// `--strategy ccs`: strata of equal score width.
     #[arg(long, value_name = "K", default_value_t = 50)]
     pub strata: usize,
+    /// Never keep the rows confident learning flags as label errors (`label_issue`), whatever the strategy; the quotas count the remaining rows.
+    #[arg(long)]
+    pub drop_label_issues: bool,
     /// k-means clusters for `--score prototype` (default: the number of classes; with `--prototypes class`, clusters per class, default 1).
     #[arg(long)]
     pub clusters: Option<usize>,

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod global;
 pub mod import;
 pub mod input;
+pub mod label_issues;
 pub mod log;
 pub mod manifest;
 pub mod parquet_io;

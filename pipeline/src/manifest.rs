@@ -127,6 +127,9 @@ pub struct Manifest {
     pub resumed_proxy: bool,
     /// Scoring: rows, skipped rows by reason, proxy accuracy on them.
     pub scoring: Option<ScoreOutcome>,
+    /// Confident learning's label issues, when the scores have probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_issues: Option<crate::label_issues::LabelIssues>,
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
     pub global: Option<crate::global::GlobalOutcome>,
     /// Active learning: the pick, or the simulated rounds.
@@ -151,6 +154,7 @@ impl Manifest {
             proxy: None,
             resumed_proxy: false,
             scoring: None,
+            label_issues: None,
             global: None,
             active: None,
             selection: None,

@@ -321,6 +321,9 @@ pub struct SelectPlan {
     /// `ccs`: strata of equal score width.
     #[serde(default = "default_strata")]
     pub strata: usize,
+    /// Rows confident learning flags as label errors are never kept.
+    #[serde(default)]
+    pub drop_label_issues: bool,
     /// Seed of the random baseline, k-means and k-center.
     pub seed: u64,
     /// Kept rows per output file.

@@ -79,11 +79,14 @@ fn decision_memory(ctx: &SessionContext) -> usize {
 /// The condition for a row to count and be kept: no error, and not a
 /// duplicate when de-duplicating.
 fn valid_sql(plan: &SelectPlan) -> String {
+    let mut valid = "error IS NULL".to_string();
     if plan.dedup.is_some() {
-        format!("error IS NULL AND {} IS NULL", ident(global::DUP_OF))
-    } else {
-        "error IS NULL".to_string()
+        valid += &format!(" AND {} IS NULL", ident(global::DUP_OF));
     }
+    if plan.drop_label_issues {
+        valid += &format!(" AND {} IS NOT TRUE", ident(crate::label_issues::LABEL_ISSUE));
+    }
+    valid
 }
 
 /// The ranking a row belongs to, as SQL: its label (per class) or one for all.
@@ -179,6 +182,7 @@ pub async fn run(
         plan.score.column(),
         global::KCENTER_RANK,
         global::DUP_OF,
+        crate::label_issues::LABEL_ISSUE,
     ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     // The decision is SQL over the scores: it loads no model.

@@ -25,10 +25,18 @@ use crate::score::ROW;
 /// identity columns (the kept rows carry the originals) and `error`, always
 /// null there since rows with errors are never kept. `keep` is read to
 /// filter, then dropped.
-/// The embedding stays in scores.parquet: it would make every kept row a few
-/// hundred bytes larger for a column training does not read.
-const NOT_COPIED: [&str; 6] =
-    [ROW, OutputColumns::ID, OutputColumns::CONTENT_HASH, "label", OutputColumns::ERROR, OutputColumns::EMBEDDING];
+/// The embedding and the probabilities stay in scores.parquet: they would
+/// make every kept row tens to hundreds of bytes larger for columns training
+/// does not read.
+const NOT_COPIED: [&str; 7] = [
+    ROW,
+    OutputColumns::ID,
+    OutputColumns::CONTENT_HASH,
+    "label",
+    OutputColumns::ERROR,
+    OutputColumns::EMBEDDING,
+    OutputColumns::PROBS,
+];
 
 /// Reads scores.parquet and hands out exactly the rows asked for.
 struct ScoreCursor {

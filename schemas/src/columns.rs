@@ -99,6 +99,9 @@ impl OutputColumns {
     pub const GRAND: &'static str = "grand";
     /// The proxy's penultimate features, `FixedSizeList<Float32>`.
     pub const EMBEDDING: &'static str = "embedding";
+    /// The proxy's class probabilities (its softmax), `FixedSizeList<Float32>`
+    /// with one value per class: what confident learning and other tools read.
+    pub const PROBS: &'static str = "probs";
     /// The predicted class.
     pub const PRED: &'static str = "pred";
     /// Whether the prediction equals the label.
@@ -133,11 +136,18 @@ impl OutputColumns {
         Field::new(Self::EMBEDDING, DataType::FixedSizeList(item, dim as i32), true)
     }
 
-    /// Fields of the struct the scoring UDF returns: [`Self::score_fields`]
-    /// then the embedding.
-    pub fn scores_struct_fields(dim: usize) -> Fields {
+    /// The `probs` column of a proxy of `classes` classes.
+    pub fn probs_field(classes: usize) -> Field {
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        Field::new(Self::PROBS, DataType::FixedSizeList(item, classes as i32), true)
+    }
+
+    /// Fields of the struct the scoring UDF returns: [`Self::score_fields`],
+    /// the embedding (`dim` values) and the probabilities (`classes`).
+    pub fn scores_struct_fields(dim: usize, classes: usize) -> Fields {
         let mut fields: Vec<Field> = Self::score_fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Self::embedding_field(dim));
+        fields.push(Self::probs_field(classes));
         Fields::from(fields)
     }
 }

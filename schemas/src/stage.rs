@@ -13,6 +13,8 @@ pub enum Stage {
     Train,
     /// Scoring every row with the proxy.
     Score,
+    /// Confident learning: which rows are label errors.
+    LabelIssues,
     /// The methods over embeddings: prototypes, k-center, SemDeDup, schedules.
     EmbeddingMethods,
     /// Deciding which rows to keep.
@@ -33,6 +35,7 @@ impl Stage {
         match self {
             Self::Train => "train",
             Self::Score => "score",
+            Self::LabelIssues => "label_issues",
             Self::EmbeddingMethods => "embedding_methods",
             Self::Select => "select",
             Self::Active => "active",

@@ -102,3 +102,61 @@ fn exact_duplicates_share_a_content_hash_and_keep_distinct_ids() {
         assert_eq!(distinct.len(), ids.len() - pairs.len(), "{fixture}: only the planted duplicates collide");
     }
 }
+
+/// Confident learning on in-sample probabilities: the flagged rows are
+/// almost all flipped labels, and they find most of them (the figures the
+/// README gives, within [`margin`]); `label_quality` ranks the flips as
+/// `el2n` does. Out-of-sample probabilities (cross-fitting) are what the
+/// README's recall target needs.
+#[test]
+fn label_issues_are_flipped_labels() {
+    // README: shapes 100 of 104 flagged are flips (of 120), reviews 113 of 116 (of 200).
+    for (fixture, published_hits, published_flagged) in [("shapes", 100, 104), ("reviews", 113, 116)] {
+        let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
+        let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
+        let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+        let issue = scores.column_by_name("label_issue").unwrap().as_boolean();
+        let flagged: Vec<i64> = (0..scores.num_rows()).filter(|&i| issue.value(i)).map(|i| ids.value(i)).collect();
+        let hits = flagged.iter().filter(|id| flipped.contains(id)).count();
+        let slack = margin(flipped.len());
+        assert!(hits + slack >= published_hits, "{fixture}: {hits} flips among {} flagged", flagged.len());
+        assert!(flagged.len() <= published_flagged + slack, "{fixture}: {} flagged", flagged.len());
+        assert!(hits as f64 >= 0.9 * flagged.len() as f64, "{fixture}: precision {hits}/{}", flagged.len());
+        let manifest = crate::util::manifest(pruned(fixture));
+        assert_eq!(manifest["label_issues"]["flagged"], flagged.len(), "{fixture}: the manifest counts them");
+        assert_eq!(manifest["label_issues"]["in_sample"], true);
+    }
+    assert_flipped_ranked_hard("label_quality", [120, 169]);
+}
+
+/// `--drop-label-issues` never keeps a flagged row, whatever the strategy,
+/// and each class keeps its fraction of the rows that remain.
+#[test]
+fn dropped_label_issues_are_never_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    for strategy in ["score", "random", "ccs"] {
+        let out = tmp.path().join(strategy);
+        let mut args = vec!["select", "--dataset", "shapes", "--scores", pruned("shapes").to_str().unwrap()];
+        args.extend(["--strategy", strategy, "--keep", "0.5", "--drop-label-issues", "--quiet"]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        sieve_ok(&args);
+        let scores = read_parquet(&out.join("scores.parquet"));
+        let issue = scores.column_by_name("label_issue").unwrap().as_boolean();
+        let keep = scores.column_by_name("keep").unwrap().as_boolean();
+        let label = scores.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+        assert!(issue.true_count() > 50, "{strategy}: the fixture has label issues");
+        assert!(
+            (0..scores.num_rows()).all(|i| !(issue.value(i) && keep.value(i))),
+            "{strategy}: a flagged row is kept"
+        );
+        let mut per_class: HashMap<i64, (usize, usize)> = HashMap::new();
+        for i in (0..scores.num_rows()).filter(|&i| !issue.value(i)) {
+            let e = per_class.entry(label.value(i)).or_default();
+            e.0 += 1;
+            e.1 += keep.value(i) as usize;
+        }
+        for (class, (rows, kept)) in per_class {
+            assert_eq!(kept, (rows as f64 * 0.5).round() as usize, "{strategy}, class {class}");
+        }
+    }
+}

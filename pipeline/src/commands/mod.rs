@@ -24,7 +24,7 @@ use crate::plan::{DatasetPlan, RunPlan, SelectPlan};
 use crate::resume::WorkDir;
 use crate::session::Runtime;
 use crate::staging::Staging;
-use crate::{global, report, write};
+use crate::{global, label_issues, report, write};
 
 pub(crate) fn timed<T>(manifest: &mut Manifest, stage: Stage, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let started = Instant::now();
@@ -89,6 +89,21 @@ pub(crate) async fn score_select_write(
         Source::Scores(existing) => (existing.to_path_buf(), None),
     };
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
+    let raw_files = sieve_schemas::paths::resolve_files(&scores_in.to_string_lossy())?;
+    if !dataset.hide_labels && label_issues::possible(&raw_files)? {
+        let dest = staging.path().join(".labels.parquet");
+        let classes = dataset.classes.len();
+        // The proxy trained on the rows it scored: in-sample probabilities.
+        let mut issues = timed(manifest, Stage::LabelIssues, || label_issues::run(&raw_files, classes, true, &dest))?;
+        issues.dropped = select_plan.drop_label_issues;
+        manifest.label_issues = Some(issues);
+        extras.push(dest);
+    } else if select_plan.drop_label_issues {
+        return Err(crate::error::PipelineError::Usage(format!(
+            "--drop-label-issues: {} has no class probabilities (`probs`) to decide label issues from: rescore with this sieve",
+            scores_in.display()
+        )));
+    }
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {

@@ -90,7 +90,7 @@ impl ScalarUDFImpl for ProxyScores {
         // The type comes from proxy.json, not from loading the weights:
         // planning a job on a cluster's client and scheduler loads no model.
         let meta = self.models.literal_proxy_meta(self.name(), args.scalar_arguments.first().copied().flatten())?;
-        let fields = OutputColumns::scores_struct_fields(meta.architecture.feature_dim());
+        let fields = OutputColumns::scores_struct_fields(meta.architecture.feature_dim(), meta.classes.len());
         Ok(Arc::new(Field::new(self.name(), DataType::Struct(fields), true)))
     }
 
@@ -121,8 +121,18 @@ pub fn embeddings_array(rows: &[Result<Prediction, RowError>], dim: usize) -> Re
     vectors_array(rows.iter().map(|r| r.as_ref().ok().map(|p| p.features.as_slice())), dim)
 }
 
-/// `dim`-wide vectors as a `FixedSizeList<Float32>`; null where `None`.
+/// `dim`-wide vectors as a `FixedSizeList<Float32>` of the embedding's
+/// type; null where `None`.
 pub fn vectors_array<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, dim: usize) -> Result<FixedSizeListArray> {
+    list_array(rows, dim, OutputColumns::embedding_field(dim))
+}
+
+/// `dim`-wide vectors as the `FixedSizeList<Float32>` column `field`; null where `None`.
+fn list_array<'a>(
+    rows: impl Iterator<Item = Option<&'a [f32]>>,
+    dim: usize,
+    field: Field,
+) -> Result<FixedSizeListArray> {
     let mut values = Vec::with_capacity(rows.size_hint().0 * dim);
     let mut valid = Vec::with_capacity(rows.size_hint().0);
     for row in rows {
@@ -132,8 +142,8 @@ pub fn vectors_array<'a>(rows: impl Iterator<Item = Option<&'a [f32]>>, dim: usi
         }
         valid.push(row.is_some());
     }
-    let DataType::FixedSizeList(item, _) = OutputColumns::embedding_field(dim).data_type().clone() else {
-        return internal_err!("the embedding field is a FixedSizeList");
+    let DataType::FixedSizeList(item, _) = field.data_type().clone() else {
+        return internal_err!("{} is a FixedSizeList", field.name());
     };
     let nulls = NullBuffer::from(valid);
     Ok(FixedSizeListArray::try_new(item, dim as i32, Arc::new(Float32Array::from(values)), Some(nulls))?)
@@ -149,10 +159,12 @@ fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<
     let mut correct = BooleanBuilder::with_capacity(n);
     let mut error = StringBuilder::new();
     let mut probs = vec![0.0f32; classes];
+    let mut all_probs: Vec<Option<Vec<f32>>> = Vec::with_capacity(n);
     for row in rows {
         match row {
             Ok(p) => {
                 let s = sieve_selection::scores::row_scores(&p.logits, p.label, &mut probs);
+                all_probs.push(Some(probs.clone()));
                 let grand = s.el2n.map(|e| sieve_selection::scores::grand(e, &p.features));
                 let values = [Some(s.entropy), Some(s.least_confidence), Some(s.margin), s.el2n, s.loss, grand];
                 for (b, v) in floats.iter_mut().zip(values) {
@@ -163,6 +175,7 @@ fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<
                 error.append_null();
             }
             Err(e) => {
+                all_probs.push(None);
                 floats.iter_mut().for_each(|b| b.append_null());
                 pred.append_null();
                 correct.append_null();
@@ -175,5 +188,8 @@ fn scores_array(rows: &[Result<Prediction, RowError>], proxy: &Proxy) -> Result<
     columns.push(Arc::new(correct.finish()));
     columns.push(Arc::new(error.finish()));
     columns.push(Arc::new(embeddings_array(rows, proxy.feature_dim())?));
-    Ok(StructArray::try_new(OutputColumns::scores_struct_fields(proxy.feature_dim()), columns, None)?)
+    let probs_column =
+        list_array(all_probs.iter().map(Option::as_deref), classes, OutputColumns::probs_field(classes))?;
+    columns.push(Arc::new(probs_column));
+    Ok(StructArray::try_new(OutputColumns::scores_struct_fields(proxy.feature_dim(), classes), columns, None)?)
 }
