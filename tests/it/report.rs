@@ -75,6 +75,15 @@ fn shapes_report_shows_hard_easy_and_pruned_images() {
         assert_eq!(section(&html, id).matches("src=\"data:image/png;base64,").count(), GRID, "{id}");
     }
     assert_images_are_the_inputs(section(&html, "hardest"), &hardest);
+    // The label issues: the flagged rows with the highest label_quality, their images, the count.
+    let issue = scores.column_by_name("label_issue").unwrap().as_boolean();
+    let flagged: Vec<i64> =
+        ranked(&scores, "label_quality", true).into_iter().filter(|&r| issue.value(r as usize)).collect();
+    let issues = section(&html, "label-issues");
+    assert_eq!(rows_of(issues), flagged[..GRID].to_vec());
+    assert_images_are_the_inputs(issues, &flagged[..GRID]);
+    assert!(issues.contains(&format!("Label issues: {} rows flagged", issue.true_count())), "the count is shown");
+    assert!(issues.contains("in-sample"), "the page says which probabilities");
     for name in ["circle", "square", "triangle", "cross"] {
         assert!(html.contains(&format!("<td>{name}</td>")), "no class {name} in the per-class table");
     }

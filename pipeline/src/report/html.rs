@@ -41,6 +41,8 @@ pub struct Page<'a> {
     pub kind: InputKind,
     /// The pass over scores.parquet.
     pub scan: &'a Scan,
+    /// The flagged label issues shown, most likely wrong first.
+    pub label_issues: &'a [Scored],
     /// Payloads of the rows in the grids, by input position.
     pub payloads: &'a HashMap<u64, Vec<u8>>,
     /// Score histograms per class.
@@ -113,6 +115,7 @@ pub fn render(page: &Page<'_>) -> String {
     s.push_str("</div>\n");
     plots(&mut s, page);
     grids(&mut s, page);
+    label_issues(&mut s, page);
     s.push_str("</body></html>\n");
     s
 }
@@ -260,6 +263,44 @@ fn grids(s: &mut String, page: &Page<'_>) {
     grid(s, page, "pruned", &title, &scan.pruned_sample);
 }
 
+/// The label issues: how many per class, and the most likely wrong.
+fn label_issues(s: &mut String, page: &Page<'_>) {
+    let Some(issues) = &page.manifest.label_issues else { return };
+    let classes = &page.manifest.dataset.classes;
+    let probabilities = if issues.in_sample {
+        "in-sample probabilities: the proxy trained on these rows, so it is overconfident on the ones it memorised"
+    } else {
+        "out-of-sample probabilities (cross-fitted)"
+    };
+    let dropped = if issues.dropped { "; never kept (--drop-label-issues)" } else { "" };
+    let _ = write!(
+        s,
+        "<section id=\"label-issues\"><h2>Label issues: {} rows flagged</h2><p>Confident learning over the proxy's          {probabilities}{dropped}. In the grid, <i>pred</i> is the class the row confidently belongs to and the score          its <code>label_quality</code> (1 − p(given label)).</p>",
+        issues.flagged
+    );
+    s.push_str(
+        "<table class=\"classes\"><tr><th>given label</th><th class=\"n\">rows</th><th class=\"n\">flagged</th><th class=\"n\">threshold</th></tr>",
+    );
+    for c in &issues.per_class {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td></tr>",
+            escape(&class_name(classes, Some(c.label))),
+            c.rows,
+            c.flagged,
+            c.threshold
+        );
+    }
+    s.push_str("</table>");
+    let title = format!("The {} most likely wrong", page.label_issues.len());
+    let _ = write!(s, "<h3>{}</h3>", escape(&title));
+    match page.kind {
+        InputKind::Image => image_cards(s, page, page.label_issues, crate::label_issues::LABEL_QUALITY),
+        InputKind::Text => text_table(s, page, page.label_issues),
+    }
+    s.push_str("</section>\n");
+}
+
 /// One grid: image cards or a table of texts, in a section with `id`.
 fn grid(s: &mut String, page: &Page<'_>, id: &str, title: &str, rows: &[Scored]) {
     let _ = write!(s, "<section id=\"{id}\"><h2>{}</h2>", escape(title));
@@ -267,7 +308,7 @@ fn grid(s: &mut String, page: &Page<'_>, id: &str, title: &str, rows: &[Scored])
         s.push_str("<p class=\"note\">No rows.</p>");
     }
     match page.kind {
-        InputKind::Image => image_cards(s, page, rows),
+        InputKind::Image => image_cards(s, page, rows, &page.plan.score.to_string()),
         InputKind::Text => text_table(s, page, rows),
     }
     s.push_str("</section>\n");
@@ -282,7 +323,9 @@ fn facts(page: &Page<'_>, row: &Scored) -> (String, String, String) {
     (label, pred, format!("{:.4}", row.score))
 }
 
-fn image_cards(s: &mut String, page: &Page<'_>, rows: &[Scored]) {
+/// Image cards of `rows`, each captioned with its label, prediction and
+/// score (named `score_name`).
+fn image_cards(s: &mut String, page: &Page<'_>, rows: &[Scored], score_name: &str) {
     s.push_str("<div class=\"cards\">");
     for row in rows {
         let (label, pred, score) = facts(page, row);
@@ -294,7 +337,9 @@ fn image_cards(s: &mut String, page: &Page<'_>, rows: &[Scored]) {
         let _ = write!(
             s,
             "<figure data-row=\"{}\">{img}<figcaption>label {label}<br>pred {pred}<br>{} {score}<br>row {}</figcaption></figure>",
-            row.pos, page.plan.score, row.pos
+            row.pos,
+            escape(score_name),
+            row.pos
         );
     }
     s.push_str("</div>");

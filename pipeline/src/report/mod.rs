@@ -8,7 +8,9 @@
 //!   fraction per class, the proxy's training curve;
 //! - the hardest and easiest [`GRID`] rows by the selection score and a
 //!   seeded sample of pruned rows: images as pictures, texts in tables, each
-//!   with its label, the proxy's prediction and its score.
+//!   with its label, the proxy's prediction and its score;
+//! - the label issues confident learning flagged: per class, and the
+//!   [`GRID`] most likely wrong with their given and confident labels.
 //!
 //! It streams `scores.parquet` twice (a few columns), then reads only the
 //! input row groups that hold the rows shown: memory stays flat as the
@@ -47,8 +49,9 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
     let scores = layout::scores(dir);
     let scan = rows::scan(&scores, plan.score.column(), GRID, plan.seed)?;
     let histograms = scan.range.map(|range| rows::histograms(&scores, plan.score.column(), range, BINS)).transpose()?;
+    let issues = rows::label_issues(&scores, GRID)?;
     let shown: BTreeSet<u64> =
-        [&scan.hardest, &scan.easiest, &scan.pruned_sample].into_iter().flatten().map(|r| r.pos).collect();
+        [&scan.hardest, &scan.easiest, &scan.pruned_sample, &issues].into_iter().flatten().map(|r| r.pos).collect();
     let payloads = payloads::fetch(dataset, &shown)?;
     let per_class = manifest.selection.as_ref().map_or(&[][..], |s| &s.per_class[..]);
     let page = html::Page {
@@ -56,6 +59,7 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
         plan,
         kind: dataset.kind,
         scan: &scan,
+        label_issues: &issues,
         payloads: &payloads,
         histograms: &plots::histograms(histograms.as_ref(), &dataset.classes, plan.score.column()),
         kept: &plots::kept_fraction(per_class, &dataset.classes),

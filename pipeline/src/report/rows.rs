@@ -306,6 +306,42 @@ pub fn histograms(path: &Path, score: &str, range: (f32, f32), bins: usize) -> R
     Ok(out)
 }
 
+/// The `n` flagged label issues with the highest `label_quality`, most
+/// likely wrong first; each row's `pred` is its confident class and its
+/// score its label quality. Empty when the scores have no label issues.
+pub fn label_issues(path: &Path, n: usize) -> Result<Vec<Scored>> {
+    use crate::label_issues::{CONFIDENT_LABEL, LABEL_ISSUE, LABEL_QUALITY};
+    let file = File::open(path).map_err(io_err(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
+    let wanted = [ROW, "label", LABEL_ISSUE, LABEL_QUALITY, CONFIDENT_LABEL, OutputColumns::KEEP];
+    let Ok(idx) = wanted.iter().map(|c| builder.schema().index_of(c)).collect::<std::result::Result<Vec<_>, _>>()
+    else {
+        return Ok(Vec::new());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    let mut top = Largest::new(n);
+    for batch in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))? {
+        let batch = batch.map_err(|e| PipelineError::Parquet { path: path.to_path_buf(), source: e.into() })?;
+        let column = |name: &str| batch.column_by_name(name).expect("projected above");
+        let (pos, label) = (column(ROW).as_primitive::<Int64Type>(), cast(column("label"), &DataType::Int64)?);
+        let label = label.as_primitive::<Int64Type>();
+        let (issue, keep) = (column(LABEL_ISSUE).as_boolean(), column(OutputColumns::KEEP).as_boolean());
+        let quality = column(LABEL_QUALITY).as_primitive::<Float32Type>();
+        let confident = column(CONFIDENT_LABEL).as_primitive::<Int64Type>();
+        for i in (0..batch.num_rows()).filter(|&i| issue.is_valid(i) && issue.value(i)) {
+            let row = Scored {
+                pos: pos.value(i) as u64,
+                label: label.is_valid(i).then(|| label.value(i)),
+                pred: confident.is_valid(i).then(|| confident.value(i)),
+                score: quality.value(i),
+                keep: keep.is_valid(i) && keep.value(i),
+            };
+            top.push(Ranked(hardest_key(&row), row));
+        }
+    }
+    Ok(top.into_sorted().into_iter().map(|Ranked(_, row)| row).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
