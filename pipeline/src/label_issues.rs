@@ -195,14 +195,11 @@ fn write(decided: &[Decided], dest: &Path) -> Result<()> {
     writer.close()
 }
 
-/// Whether the raw scores `files` carry the class probabilities confident
-/// learning reads (scores written before sieve wrote `probs` do not).
-pub fn possible(files: &[PathBuf]) -> Result<bool> {
-    let Some(first) = files.first() else { return Ok(false) };
-    let file = File::open(first).map_err(io_err(first))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(first))?;
-    let has = |name: &str| builder.schema().fields().iter().any(|f| f.name() == name);
-    Ok(has(OutputColumns::PROBS) && has("label"))
+/// Whether the raw scores at `scores` (a file or a directory of shards)
+/// carry the labels and class probabilities confident learning reads
+/// (scores written before sieve wrote `probs` do not).
+pub fn possible(scores: &Path) -> Result<bool> {
+    Ok(crate::global::has_column(scores, OutputColumns::PROBS)? && crate::global::has_column(scores, "label")?)
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ pub(crate) async fn score_select_write(
     };
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
     let raw_files = sieve_schemas::paths::resolve_files(&scores_in.to_string_lossy())?;
-    if !dataset.hide_labels && label_issues::possible(&raw_files)? {
+    if !dataset.hide_labels && label_issues::possible(&scores_in)? {
         let dest = staging.path().join(".labels.parquet");
         let classes = dataset.classes.len();
         // The proxy trained on the rows it scored: in-sample probabilities.
