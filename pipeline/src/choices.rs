@@ -27,6 +27,16 @@ pub enum Order {
     Auto,
 }
 
+/// How confident learning counts the label errors of the rows it ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueCount {
+    /// From the proxies' held-out accuracy and their agreement with the given labels (the confident joint without a held-out split).
+    Heldout,
+    /// The calibrated confident joint, per class (cleanlab's prune_by_class).
+    Joint,
+}
+
 /// How long a target trains on a subset, against the full data's epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,7 +10,9 @@ use sieve_proxy::device::{DeviceChoice, Precision};
 use sieve_proxy::recipe::Overrides;
 use sieve_schemas::{InputKind, ScoreName};
 
-use crate::choices::{Acquisition, Balance, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget};
+use crate::choices::{
+    Acquisition, Balance, IssueCount, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget,
+};
 use crate::error::{PipelineError, Result};
 use crate::plan::{DatasetPlan, DatasetSource, RunPlan, SelectPlan, TrainPlan};
 
@@ -258,6 +260,7 @@ impl SelectOpts {
             hard_cutoff: self.hard_cutoff.unwrap_or_else(|| crate::select::ccs::default_cutoff(keep)),
             strata: self.strata,
             drop_label_issues: self.drop_label_issues,
+            issue_count: self.issue_count,
             seed,
             rows_per_file: self.rows_per_file,
             clusters: self.clusters,
@@ -388,6 +391,9 @@ pub struct SelectOpts {
     /// Never keep the rows confident learning flags as label errors (`label_issue`), whatever the strategy; the quotas count the remaining rows.
     #[arg(long)]
     pub drop_label_issues: bool,
+    /// How many label issues confident learning flags: the rows with the highest `label_quality`, as many as the held-out estimate of the label errors, or as the confident joint counts per class.
+    #[arg(long, value_enum, default_value_t = IssueCount::Heldout)]
+    pub issue_count: IssueCount,
     /// k-means clusters for `--score prototype` (default: the number of classes; with `--prototypes class`, clusters per class, default 1).
     #[arg(long)]
     pub clusters: Option<usize>,
@@ -444,6 +450,11 @@ pub struct PruneArgs {
     /// Use this trained proxy directory instead of training one.
     #[arg(long)]
     pub proxy_dir: Option<PathBuf>,
+    /// Cross-fit the class probabilities over K folds: K more proxies, each
+    /// trained on the other folds, give every row out-of-sample `probs`, and
+    /// the label issues are decided from them. 1: in-sample, from the proxy.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub folds: usize,
     /// Output directory (default: out/<dataset>).
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod crossfit;
 pub mod dynamics;
 pub mod error;
 pub mod eval;

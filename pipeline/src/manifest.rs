@@ -127,6 +127,9 @@ pub struct Manifest {
     pub resumed_proxy: bool,
     /// Scoring: rows, skipped rows by reason, proxy accuracy on them.
     pub scoring: Option<ScoreOutcome>,
+    /// Cross-fitting (`--folds K`): the fold proxies and what they cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_fit: Option<crate::crossfit::CrossFit>,
     /// Confident learning's label issues, when the scores have probabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_issues: Option<crate::label_issues::LabelIssues>,
@@ -154,6 +157,7 @@ impl Manifest {
             proxy: None,
             resumed_proxy: false,
             scoring: None,
+            cross_fit: None,
             label_issues: None,
             global: None,
             active: None,

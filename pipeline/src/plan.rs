@@ -15,7 +15,7 @@ use sieve_schemas::columns::{check_label, require};
 use sieve_schemas::descriptor::Defaults;
 use sieve_schemas::{huggingface, DatasetDescriptor, InputKind, ScoreName, Split};
 
-use crate::choices::{Balance, OnError, Order, Prototypes, Strategy};
+use crate::choices::{Balance, IssueCount, OnError, Order, Prototypes, Strategy};
 use crate::error::{PipelineError, Result};
 use crate::input::InputFiles;
 
@@ -324,6 +324,9 @@ pub struct SelectPlan {
     /// Rows confident learning flags as label errors are never kept.
     #[serde(default)]
     pub drop_label_issues: bool,
+    /// How confident learning counts the label errors.
+    #[serde(default = "default_issue_count")]
+    pub issue_count: IssueCount,
     /// Seed of the random baseline, k-means and k-center.
     pub seed: u64,
     /// Kept rows per output file.
@@ -389,6 +392,11 @@ impl SelectPlan {
             self.order = if hard { Order::Hard } else { Order::Easy };
         }
     }
+}
+
+/// `--issue-count`'s default, for plans recorded before it existed.
+fn default_issue_count() -> IssueCount {
+    IssueCount::Heldout
 }
 
 /// `--strata`'s default, for plans recorded before it existed.

@@ -59,6 +59,16 @@ impl WorkDir {
         layout::proxy(&self.dir)
     }
 
+    /// Where cross-fitting's proxy of fold `k` lives once complete.
+    pub fn fold_proxy_dir(&self, k: usize) -> PathBuf {
+        self.dir.join(format!("fold-{k}"))
+    }
+
+    /// Cross-fitting's out-of-sample probabilities, once complete.
+    pub fn out_of_sample(&self) -> PathBuf {
+        self.dir.join("out-of-sample.parquet")
+    }
+
     /// A temporary name to build something before renaming it into place.
     pub fn temporary(&self, name: &str) -> PathBuf {
         self.dir.join(format!(".{name}.tmp-{}", std::process::id()))

@@ -38,6 +38,11 @@ pub fn proxy(out: &Path) -> PathBuf {
     out.join(PROXY_DIR)
 }
 
+/// `out/folds/fold-<k>`: cross-fitting's proxy that did not train on fold `k`.
+pub fn fold_proxy(out: &Path, k: usize) -> PathBuf {
+    out.join("folds").join(format!("fold-{k}"))
+}
+
 /// `out/manifest.json`.
 pub fn manifest(out: &Path) -> PathBuf {
     out.join(MANIFEST_FILE)

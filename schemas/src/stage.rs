@@ -13,6 +13,8 @@ pub enum Stage {
     Train,
     /// Scoring every row with the proxy.
     Score,
+    /// Cross-fitting: the fold proxies and the out-of-sample probabilities.
+    CrossFit,
     /// Confident learning: which rows are label errors.
     LabelIssues,
     /// The methods over embeddings: prototypes, k-center, SemDeDup, schedules.
@@ -35,6 +37,7 @@ impl Stage {
         match self {
             Self::Train => "train",
             Self::Score => "score",
+            Self::CrossFit => "cross_fit",
             Self::LabelIssues => "label_issues",
             Self::EmbeddingMethods => "embedding_methods",
             Self::Select => "select",
@@ -61,6 +64,8 @@ mod tests {
         for stage in [
             Stage::Train,
             Stage::Score,
+            Stage::CrossFit,
+            Stage::LabelIssues,
             Stage::EmbeddingMethods,
             Stage::Select,
             Stage::Active,

@@ -18,6 +18,10 @@ mod reliability;
 /// Whether the scores rank the known label noise as hard.
 mod ranking;
 
+/// Cross-fitting: out-of-sample probabilities, and the label issues
+/// decided from them.
+mod crossfit;
+
 /// `sieve select` and `sieve sql` over an existing output.
 mod reselect;
 

@@ -103,15 +103,17 @@ fn exact_duplicates_share_a_content_hash_and_keep_distinct_ids() {
     }
 }
 
-/// Confident learning on in-sample probabilities: the flagged rows are
-/// almost all flipped labels, and they find most of them (the figures the
-/// README gives, within [`margin`]); `label_quality` ranks the flips as
-/// `el2n` does. Out-of-sample probabilities (cross-fitting) are what the
-/// README's recall target needs.
+/// Confident learning on in-sample probabilities, with the label errors
+/// counted from the proxy's held-out accuracy (the default): the flagged
+/// rows are flipped labels, and on shapes all of them are found (the
+/// issue's target, recall 0.9 at precision 0.8, is met there); the
+/// fastText proxy memorises reviews' flips, so it finds fewer of them
+/// (the figures the README gives, within [`margin`]). `label_quality`
+/// ranks the flips as `el2n` does.
 #[test]
 fn label_issues_are_flipped_labels() {
-    // README: shapes 100 of 104 flagged are flips (of 120), reviews 113 of 116 (of 200).
-    for (fixture, published_hits, published_flagged) in [("shapes", 100, 104), ("reviews", 113, 116)] {
+    // README: shapes 120 of 120 flagged are flips (of 120), reviews 82 of 82 (of 200).
+    for (fixture, published_hits, published_flagged) in [("shapes", 120, 120), ("reviews", 82, 82)] {
         let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
         let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
         let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -123,8 +125,11 @@ fn label_issues_are_flipped_labels() {
         assert!(flagged.len() <= published_flagged + slack, "{fixture}: {} flagged", flagged.len());
         assert!(hits as f64 >= 0.9 * flagged.len() as f64, "{fixture}: precision {hits}/{}", flagged.len());
         let manifest = crate::util::manifest(pruned(fixture));
-        assert_eq!(manifest["label_issues"]["flagged"], flagged.len(), "{fixture}: the manifest counts them");
-        assert_eq!(manifest["label_issues"]["in_sample"], true);
+        let issues = &manifest["label_issues"];
+        assert_eq!(issues["flagged"], flagged.len(), "{fixture}: the manifest counts them");
+        assert_eq!(issues["in_sample"], true);
+        assert_eq!(issues["counted_by"], "heldout");
+        assert_eq!(issues["heldout_errors"], flagged.len(), "{fixture}: as many as the held-out estimate");
     }
     assert_flipped_ranked_hard("label_quality", [120, 169]);
 }

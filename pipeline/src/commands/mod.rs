@@ -57,10 +57,32 @@ pub(crate) fn dynamics_of(proxy_dir: &Path, dataset: &DatasetPlan) -> Option<Pat
 /// Where the select stage's scores come from.
 pub(crate) enum Source<'a> {
     /// Scored now with this proxy, resumably in this work directory, here
-    /// or on the cluster this session submits to.
-    Proxy { dir: &'a Path, work: &'a WorkDir, cluster: Option<&'a SessionContext> },
+    /// or on the cluster this session submits to; with cross-fitting's
+    /// out-of-sample probabilities when it ran.
+    Proxy { dir: &'a Path, work: &'a WorkDir, cluster: Option<&'a SessionContext>, out_of_sample: Option<&'a Path> },
     /// An existing scores.parquet.
     Scores(&'a Path),
+}
+
+/// The held-out accuracy of the proxies behind the probabilities: the
+/// fold proxies' mean when this job cross-fitted, else that of the proxy
+/// in `proxy_dir`; for existing scores, as the manifest beside them says.
+fn heldout_accuracy(manifest: &Manifest, proxy_dir: Option<&Path>, scores: &Path) -> Option<f64> {
+    let of = |m: &Manifest, proxy: Option<ProxyMeta>| match &m.cross_fit {
+        Some(cf) => {
+            let each: Option<Vec<f64>> = cf.per_fold.iter().map(|f| f.heldout_accuracy).collect();
+            each.filter(|a| !a.is_empty()).map(|a| a.iter().sum::<f64>() / a.len() as f64)
+        }
+        None => proxy?.heldout_accuracy,
+    };
+    match proxy_dir {
+        Some(dir) => of(manifest, ProxyMeta::read(dir).ok()),
+        None => {
+            let dir = if scores.is_dir() { scores } else { scores.parent()? };
+            let earlier = Manifest::read(dir).ok()?;
+            of(&earlier, earlier.proxy.as_ref().map(|p| p.meta.clone()))
+        }
+    }
 }
 
 /// Scores, selects and writes into `staging`: the stages `prune` and
@@ -75,8 +97,8 @@ pub(crate) async fn score_select_write(
     manifest: &mut Manifest,
 ) -> Result<()> {
     let ctx = rt.session(run.memory_limit)?;
-    let (scores_in, proxy_dir) = match source {
-        Source::Proxy { dir, work, cluster } => {
+    let (scores_in, proxy_dir, out_of_sample) = match source {
+        Source::Proxy { dir, work, cluster, out_of_sample } => {
             let started = Instant::now();
             let (shards, outcome) = match cluster {
                 Some(remote) => crate::cluster::job::score(remote, dataset, dir, run, work).await?,
@@ -84,17 +106,22 @@ pub(crate) async fn score_select_write(
             };
             manifest.scoring = Some(outcome);
             record(manifest, Stage::Score, started);
-            (shards, Some(dir))
+            (shards, Some(dir), out_of_sample)
         }
-        Source::Scores(existing) => (existing.to_path_buf(), None),
+        Source::Scores(existing) => (existing.to_path_buf(), None, None),
     };
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
+    // Its `probs` replace the full-data proxy's; its `fold` is added.
+    extras.extend(out_of_sample.map(Path::to_path_buf));
     let raw_files = sieve_schemas::paths::resolve_files(&scores_in.to_string_lossy())?;
     if !dataset.hide_labels && label_issues::possible(&scores_in)? {
         let dest = staging.path().join(".labels.parquet");
         let classes = dataset.classes.len();
-        // The proxy trained on the rows it scored: in-sample probabilities.
-        let mut issues = timed(manifest, Stage::LabelIssues, || label_issues::run(&raw_files, classes, true, &dest))?;
+        let counting =
+            label_issues::Counting::of(select_plan.issue_count, heldout_accuracy(manifest, proxy_dir, &scores_in));
+        let mut issues = timed(manifest, Stage::LabelIssues, || {
+            label_issues::run(&raw_files, out_of_sample, counting, classes, &dest)
+        })?;
         issues.dropped = select_plan.drop_label_issues;
         manifest.label_issues = Some(issues);
         extras.push(dest);

@@ -15,12 +15,30 @@ use crate::resume::{self, WorkDir};
 use crate::session::init_run;
 use crate::staging::Staging;
 
+/// The folds of `--folds K`, when cross-fitting: it trains the fold proxies
+/// by the job's recipe on labeled rows, so it needs both.
+fn cross_fitting(args: &PruneArgs, dataset: &crate::plan::DatasetPlan) -> Result<Option<crate::crossfit::Folds>> {
+    if args.folds == 1 {
+        return Ok(None);
+    }
+    if args.proxy_dir.is_some() {
+        return Err(PipelineError::Usage(
+            "--folds trains its fold proxies by this job's recipe: drop --proxy-dir, or use --folds 1".into(),
+        ));
+    }
+    if dataset.hide_labels {
+        return Err(PipelineError::Usage("--folds cross-fits a classifier: it needs the labels".into()));
+    }
+    crate::crossfit::Folds::new(args.folds, args.common.seed).map(Some)
+}
+
 /// `sieve prune`: train (or load) a proxy, score, select, write.
 pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     let mut dataset = args.input.plan()?;
     let mut select_plan = args.select.plan(args.common.seed)?;
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
+    let folds = cross_fitting(&args, &dataset)?;
     let run = args.common.run_plan(args.out, dataset.name.clone())?.on_cluster(args.cluster.cluster.clone())?;
     let rt = init_run(&run)?;
     let cluster = cluster_session(&run, &rt).await?;
@@ -34,6 +52,7 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
         None => serde_json::to_string(&plan).expect("the plan serializes"),
     });
     identity.push(format!("{:?}", dataset.embedding));
+    identity.push(format!("{folds:?}"));
     let work = WorkDir::open(&run.out, &resume::fingerprint(&identity))?;
     let proxy_dir = match &args.proxy_dir {
         Some(dir) => {
@@ -56,13 +75,28 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
                 timed(&mut manifest, Stage::Train, || crate::train::run(&dataset, &plan, &run, &rt, &tmp))?;
                 resume::publish(&tmp, &dir)?;
             }
-            manifest.config.train = Some(plan);
+            manifest.config.train = Some(plan.clone());
             dir
         }
     };
+    let out_of_sample = match folds {
+        Some(folds) => {
+            let (ctx, started) = (rt.session(run.memory_limit)?, std::time::Instant::now());
+            let (path, cross_fit) = crate::crossfit::run(&ctx, &dataset, &plan, folds, &run, &rt, &work).await?;
+            super::record(&mut manifest, Stage::CrossFit, started);
+            manifest.cross_fit = Some(cross_fit);
+            Some(path)
+        }
+        None => None,
+    };
     score_select_write(
         &dataset,
-        Source::Proxy { dir: &proxy_dir, work: &work, cluster: cluster.as_ref() },
+        Source::Proxy {
+            dir: &proxy_dir,
+            work: &work,
+            cluster: cluster.as_ref(),
+            out_of_sample: out_of_sample.as_deref(),
+        },
         &select_plan,
         &run,
         &rt,
@@ -83,6 +117,9 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     };
     let proxy_dir = if args.proxy_dir.is_some() { proxy_dir } else { layout::proxy(staging.path()) };
     manifest.proxy = Some(proxy_record(&proxy_dir, final_proxy_dir)?);
+    if let Some(cross_fit) = &mut manifest.cross_fit {
+        crate::crossfit::publish_proxies(cross_fit, staging.path(), &run.out)?;
+    }
     manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
     let out = finish(manifest, staging, run)?;

@@ -273,21 +273,30 @@ fn label_issues(s: &mut String, page: &Page<'_>) {
         "out-of-sample probabilities (cross-fitted)"
     };
     let dropped = if issues.dropped { "; never kept (--drop-label-issues)" } else { "" };
+    let counted = match (issues.counted_by, issues.heldout_accuracy, issues.heldout_errors) {
+        (crate::choices::IssueCount::Heldout, Some(a), Some(n)) => format!(
+            "As many rows are flagged as the held-out split says are wrong: held-out accuracy {a:.3} against {:.3} \
+             agreement with the given labels estimates {n} label errors.",
+            issues.agreement
+        ),
+        _ => "Each class flags as many rows as its calibrated confident joint counts off the diagonal.".to_string(),
+    };
     let _ = write!(
         s,
-        "<section id=\"label-issues\"><h2>Label issues: {} rows flagged</h2><p>Confident learning over the proxy's          {probabilities}{dropped}. In the grid, <i>pred</i> is the class the row confidently belongs to and the score          its <code>label_quality</code> (1 − p(given label)).</p>",
+        "<section id=\"label-issues\"><h2>Label issues: {} rows flagged</h2><p>Confident learning over the proxy's          {probabilities}{dropped}. {counted} In the grid, <i>pred</i> is the class the row confidently belongs to and the score          its <code>label_quality</code> (1 − p(given label)).</p>",
         issues.flagged
     );
     s.push_str(
-        "<table class=\"classes\"><tr><th>given label</th><th class=\"n\">rows</th><th class=\"n\">flagged</th><th class=\"n\">threshold</th></tr>",
+        "<table class=\"classes\"><tr><th>given label</th><th class=\"n\">rows</th><th class=\"n\">flagged</th><th class=\"n\">joint count</th><th class=\"n\">threshold</th></tr>",
     );
     for c in &issues.per_class {
         let _ = write!(
             s,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.3}</td></tr>",
             escape(&class_name(classes, Some(c.label))),
             c.rows,
             c.flagged,
+            c.joint_errors,
             c.threshold
         );
     }

@@ -50,6 +50,12 @@ fn unit(bits: u64) -> f64 {
     (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// `seeded_random(seed, id)` of an integer id, for Rust code that must draw
+/// what the SQL draws (the folds of cross-fitting).
+pub fn seeded_unit(seed: u64, id: i64) -> f64 {
+    unit(xxh3_64_with_seed(&id.to_le_bytes(), seed))
+}
+
 impl ScalarUDFImpl for SeededRandom {
     fn name(&self) -> &str {
         "seeded_random"
@@ -77,9 +83,7 @@ impl ScalarUDFImpl for SeededRandom {
         let values: Float64Array = if id.data_type().is_integer() {
             let ids = cast(&id, &DataType::Int64)?;
             let ids = ids.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| ids.is_valid(i).then(|| unit(xxh3_64_with_seed(&ids.value(i).to_le_bytes(), seed))))
-                .collect()
+            (0..n).map(|i| ids.is_valid(i).then(|| seeded_unit(seed, ids.value(i)))).collect()
         } else {
             let ids = cast(&id, &DataType::Utf8)?;
             let ids = ids.as_string::<i32>();

@@ -1,0 +1,124 @@
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float32Type, Int32Type, Int64Type};
+use sieve::crossfit::Folds;
+
+use crate::util::{manifest, read_parquet, sieve_ok, truth};
+
+/// `sieve prune --folds 2` of each fixture, shared by this module's tests.
+fn cross_fitted(fixture: &'static str) -> &'static Path {
+    static OUTS: OnceLock<(tempfile::TempDir, HashMap<&'static str, PathBuf>)> = OnceLock::new();
+    let (_, outs) = OUTS.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let outs = ["shapes", "reviews"]
+            .into_iter()
+            .map(|name| {
+                let out = tmp.path().join(name);
+                let args = ["prune", "--dataset", name, "--folds", "2", "--quiet", "--out", out.to_str().unwrap()];
+                sieve_ok(&args);
+                (name, out)
+            })
+            .collect();
+        (tmp, outs)
+    });
+    &outs[fixture]
+}
+
+/// Each row's `probs`, by position.
+fn probs_by_row(scores: &RecordBatch) -> HashMap<i64, Vec<f32>> {
+    let rows = scores.column_by_name("row").unwrap().as_primitive::<Int64Type>();
+    let probs = scores.column_by_name("probs").unwrap().as_fixed_size_list();
+    (0..scores.num_rows())
+        .filter(|&i| probs.is_valid(i))
+        .map(|i| (rows.value(i), probs.value(i).as_primitive::<Float32Type>().values().to_vec()))
+        .collect()
+}
+
+/// The property cross-fitting exists for: every row's probabilities come
+/// from a fold proxy that never trained on it. Each published fold proxy's
+/// training dynamics are empty exactly on its fold, and rescoring a fold
+/// with its proxy gives back, bit for bit, the probabilities in scores.parquet.
+#[test]
+fn cross_fitted_probabilities_never_come_from_a_proxy_trained_on_the_row() {
+    let out = cross_fitted("shapes");
+    let m = manifest(out);
+    assert_eq!(m["cross_fit"]["folds"], 2);
+    assert_eq!(m["label_issues"]["in_sample"], false);
+    let folds = Folds::new(2, m["config"]["train"]["seed"].as_u64().unwrap()).unwrap();
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let rows = scores.column_by_name("row").unwrap().as_primitive::<Int64Type>();
+    let fold = scores.column_by_name("fold").unwrap().as_primitive::<Int32Type>();
+    let error = scores.column_by_name("error").unwrap();
+    for i in 0..scores.num_rows() {
+        assert_eq!(fold.value(i) as usize, folds.of(rows.value(i) as u64), "row {}'s fold", rows.value(i));
+    }
+    let ours = probs_by_row(&scores);
+    let tmp = tempfile::tempdir().unwrap();
+    for k in 0..2 {
+        let proxy = out.join("folds").join(format!("fold-{k}"));
+        let dynamics = read_parquet(&proxy.join("dynamics.parquet"));
+        let (seen_rows, forgetting) = (
+            dynamics.column_by_name("row").unwrap().as_primitive::<Int64Type>(),
+            dynamics.column_by_name("forgetting").unwrap(),
+        );
+        let seen: HashSet<i64> =
+            (0..dynamics.num_rows()).filter(|&i| forgetting.is_valid(i)).map(|i| seen_rows.value(i)).collect();
+        for i in 0..scores.num_rows() {
+            let row = rows.value(i);
+            let trainable = error.is_null(i) && fold.value(i) as usize != k;
+            assert_eq!(seen.contains(&row), trainable, "fold proxy {k} and row {row} (fold {})", fold.value(i));
+        }
+        let rescored = tmp.path().join(format!("fold-{k}"));
+        let args = ["score", "--dataset", "shapes", "--proxy-dir", proxy.to_str().unwrap(), "--quiet"];
+        sieve_ok(&[&args[..], &["--out", rescored.to_str().unwrap()]].concat());
+        let theirs = probs_by_row(&read_parquet(&rescored.join("scores.parquet")));
+        let mut compared = 0;
+        for i in (0..scores.num_rows()).filter(|&i| fold.value(i) as usize == k && error.is_null(i)) {
+            let row = rows.value(i);
+            assert_eq!(ours[&row], theirs[&row], "row {row}: probs are fold proxy {k}'s");
+            compared += 1;
+        }
+        assert!(compared > 500, "fold {k} holds {compared} rows");
+    }
+}
+
+/// Rows flagged as label issues, and how many of them are flipped labels.
+fn flagged_and_hits(out: &Path, fixture: &str) -> (usize, usize) {
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let flipped: HashSet<i64> = truth(fixture).flipped.into_iter().collect();
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let issue = scores.column_by_name("label_issue").unwrap().as_boolean();
+    let flagged: Vec<i64> = (0..scores.num_rows()).filter(|&i| issue.value(i)).map(|i| ids.value(i)).collect();
+    (flagged.len(), flagged.iter().filter(|id| flipped.contains(id)).count())
+}
+
+/// On out-of-sample probabilities, confident learning finds the flipped
+/// labels; the README's figures, within 2.5% of the flips (other CPUs'
+/// rounding). Counted from the held-out accuracy (the default): shapes 105
+/// flips among 109 flagged (of 120), reviews 144 among 193 (of 200). By
+/// the confident joint, re-decided by `sieve select` from the same scores
+/// (still out-of-sample): shapes 113 among 127, which meets the target of
+/// recall 0.9 at precision 0.8; reviews 171 among 275, which does not.
+#[test]
+fn out_of_sample_label_issues_find_the_flipped_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (fixture, heldout, joint) in [("shapes", (109, 105), (127, 113)), ("reviews", (193, 144), (275, 171))] {
+        let slack = truth(fixture).flipped.len().div_ceil(40);
+        let out = cross_fitted(fixture);
+        let rejoint = tmp.path().join(fixture);
+        let args = ["select", "--dataset", fixture, "--scores", out.to_str().unwrap(), "--issue-count", "joint"];
+        sieve_ok(&[&args[..], &["--quiet", "--out", rejoint.to_str().unwrap()]].concat());
+        assert_eq!(manifest(&rejoint)["label_issues"]["in_sample"], false, "{fixture}: re-decided, still cross-fitted");
+        assert_eq!(manifest(&rejoint)["label_issues"]["counted_by"], "joint");
+        for (how, dir, (flagged, hits)) in [("heldout", out, heldout), ("joint", rejoint.as_path(), joint)] {
+            let (got_flagged, got_hits) = flagged_and_hits(dir, fixture);
+            assert!(got_hits + slack >= hits, "{fixture}, {how}: {got_hits} flips among {got_flagged} flagged");
+            assert!(got_flagged.abs_diff(flagged) <= slack, "{fixture}, {how}: {got_flagged} flagged");
+        }
+    }
+    let (flagged, hits) = flagged_and_hits(&tmp.path().join("shapes"), "shapes");
+    assert!(hits as f64 >= 0.8 * flagged as f64 && hits as f64 >= 0.9 * 120.0, "shapes, joint: {hits} of {flagged}");
+}
