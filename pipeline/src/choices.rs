@@ -79,6 +79,8 @@ pub enum Strategy {
     Kcenter,
     /// Coverage-centric (Zheng et al. 2023): drop the hardest `--hard-cutoff`, then sample evenly across `--strata` score strata.
     Ccs,
+    /// One of the above, chosen by the kept fraction and the rows kept per class (the README's rule; the manifest records the choice and why).
+    Auto,
 }
 
 /// How active learning picks rows to label.

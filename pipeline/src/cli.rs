@@ -261,6 +261,7 @@ impl SelectOpts {
             strata: self.strata,
             drop_label_issues: self.drop_label_issues,
             issue_count: self.issue_count,
+            auto: None,
             seed,
             rows_per_file: self.rows_per_file,
             clusters: self.clusters,
@@ -373,14 +374,14 @@ pub struct SelectOpts {
     /// Score to rank by (every score: higher = harder).
     #[arg(long, default_value = "el2n", value_parser = score_parser())]
     pub score: ScoreName,
-    /// Keep the hardest (abundant data) or the easiest (scarce data) rows; `auto` picks by the kept rows per class (Sorscher et al. 2022: hard when at least 1,000 per class are kept).
-    #[arg(long, value_enum, default_value_t = Order::Hard)]
+    /// Keep the hardest (abundant data) or the easiest (scarce data) rows; `auto` (default) keeps the hard end when keeping at least 60% of the rows and 1,000 per class. Giving hard or easy with `--strategy auto` ranks by --score.
+    #[arg(long, value_enum, default_value_t = Order::Auto)]
     pub order: Order,
     /// `class` keeps the same fraction of every class; `none` ranks all rows together.
     #[arg(long, value_enum, default_value_t = Balance::Class)]
     pub balance: Balance,
-    /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings; `ccs` is coverage-centric selection over --score (Zheng et al. 2023): the hardest --hard-cutoff dropped, the budget spread evenly over --strata score strata, seeded random within each.
-    #[arg(long, value_enum, default_value_t = Strategy::Score)]
+    /// `score` ranks by --score; `random` is the seeded random-subset baseline; `kcenter` is SVP's greedy k-center core-set on the proxy's embeddings; `ccs` is coverage-centric selection over --score (Zheng et al. 2023): the hardest --hard-cutoff dropped, the budget spread evenly over --strata score strata, seeded random within each; `auto` (default) keeps the easiest by --score when keeping at most 15%, else runs ccs, and drops the label issues (the rule and its measurements are in the README).
+    #[arg(long, value_enum, default_value_t = Strategy::Auto)]
     pub strategy: Strategy,
     /// `--strategy ccs`: fraction of the hardest rows dropped first, in [0, 1) (default by the kept fraction, Zheng et al.'s CIFAR-10 values: 0 when keeping more than 40%, 0.1 down to 15%, 0.3 below).
     #[arg(long, value_name = "BETA")]

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod active;
+pub mod auto;
 pub mod choices;
 pub mod cli;
 pub mod cluster;

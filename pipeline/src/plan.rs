@@ -327,6 +327,9 @@ pub struct SelectPlan {
     /// How confident learning counts the label errors.
     #[serde(default = "default_issue_count")]
     pub issue_count: IssueCount,
+    /// With `--strategy auto`: what its rule chose, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<String>,
     /// Seed of the random baseline, k-means and k-center.
     pub seed: u64,
     /// Kept rows per output file.
@@ -363,14 +366,7 @@ impl SelectPlan {
         if self.strata == 0 {
             return Err(PipelineError::Usage("--strata must be at least 1".into()));
         }
-        if self.strategy == Strategy::Ccs && self.keep > 1.0 - self.hard_cutoff {
-            return Err(PipelineError::Usage(format!(
-                "--strategy ccs keeps {} of the rows, but --hard-cutoff {} leaves only {}: lower the cutoff",
-                self.keep,
-                self.hard_cutoff,
-                1.0 - self.hard_cutoff
-            )));
-        }
+        self.check_ccs_cutoff()?;
         if self.clusters == Some(0) {
             return Err(PipelineError::Usage("--clusters must be at least 1".into()));
         }
@@ -383,14 +379,45 @@ impl SelectPlan {
         Ok(self)
     }
 
-    /// Replaces `--order auto` by hard or easy for a job over `rows` rows of
-    /// `classes` classes (see [`sieve_selection::prototype::keeps_hard`]).
-    pub fn resolve_order(&mut self, rows: u64, classes: usize) {
+    /// Replaces `--strategy auto` and `--order auto` by what
+    /// [`crate::auto`]'s rule chooses for a job over `rows` rows of
+    /// `classes` classes, recording why in `auto`. `auto` also drops the
+    /// label issues, where the scores can decide them.
+    pub fn resolve_auto(&mut self, rows: u64, classes: usize) -> Result<()> {
+        if self.strategy == Strategy::Auto {
+            let choice = match self.order {
+                // An end asked for is a ranking by the score.
+                Order::Hard | Order::Easy => crate::auto::Choice {
+                    strategy: Strategy::Score,
+                    order: self.order,
+                    reason: format!("--order {:?} given: ranked by {}", self.order, self.score).to_lowercase(),
+                },
+                Order::Auto => crate::auto::choose(self.keep),
+            };
+            self.strategy = choice.strategy;
+            self.order = choice.order;
+            self.drop_label_issues = true;
+            self.auto = Some(choice.reason);
+            self.check_ccs_cutoff()?;
+        }
         if self.order == Order::Auto {
             let kept = (self.keep * rows as f64).round() as usize;
-            let hard = sieve_selection::prototype::keeps_hard(kept, classes);
-            self.order = if hard { Order::Hard } else { Order::Easy };
+            self.order = crate::auto::order(self.keep, kept, classes);
         }
+        Ok(())
+    }
+
+    /// CCS cannot keep more than the rows its hard cutoff leaves.
+    fn check_ccs_cutoff(&self) -> Result<()> {
+        if self.strategy == Strategy::Ccs && self.keep > 1.0 - self.hard_cutoff {
+            return Err(PipelineError::Usage(format!(
+                "--strategy ccs keeps {} of the rows, but --hard-cutoff {} leaves only {}: lower the cutoff",
+                self.keep,
+                self.hard_cutoff,
+                1.0 - self.hard_cutoff
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -143,10 +143,11 @@ pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
         Strategy::Random => format!("seeded_random({}, id)", plan.seed),
         Strategy::Kcenter => format!("-{}", ident(global::KCENTER_RANK)),
         Strategy::Ccs => unreachable!("ccs has its own decision query (select::ccs)"),
+        Strategy::Auto => unreachable!("auto is resolved before selection (SelectPlan::resolve_auto)"),
     };
     let direction = match (plan.strategy, plan.order) {
         (_, Order::Easy) if plan.strategy == Strategy::Score => "ASC NULLS LAST",
-        // `auto` is resolved before selection ([`SelectPlan::resolve_order`]).
+        // `auto` is resolved before selection ([`SelectPlan::resolve_auto`]).
         _ => "DESC NULLS LAST",
     };
     let valid = valid_sql(plan);

@@ -50,6 +50,9 @@ fn undecodable_images_get_an_error_and_are_never_kept() {
         proxy.to_str().unwrap(),
         "--keep",
         "1",
+        // A ranking: `auto` would also drop the label issues.
+        "--strategy",
+        "score",
         "--quiet",
         "--out",
         out.to_str().unwrap(),

@@ -51,10 +51,13 @@ fn keep_half_per_class_keeps_half_of_every_class() {
         let scores = read_parquet(&pruned(fixture).join("scores.parquet"));
         let labels = int64(&scores, "label");
         let keep = scores.column_by_name("keep").unwrap().as_boolean().clone();
+        // The default (`auto`) drops the label issues first: half of the rest.
+        let issue = scores.column_by_name("label_issue").unwrap().as_boolean().clone();
         let mut per_class: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
         for (i, &l) in labels.iter().enumerate() {
+            assert!(!(issue.value(i) && keep.value(i)), "{fixture}: a label issue is kept");
             let e = per_class.entry(l).or_default();
-            e.0 += 1;
+            e.0 += u64::from(!issue.value(i));
             e.1 += u64::from(keep.value(i));
         }
         for (label, (rows, kept)) in &per_class {
@@ -186,4 +189,19 @@ fn built_in_datasets_work_from_any_directory() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(tmp.path().join("proxy/proxy.json").is_file());
+}
+
+/// The default strategy is `auto`: at keep 0.5 it runs coverage-centric
+/// selection with the label issues dropped, and the manifest says so.
+#[test]
+fn the_default_strategy_is_auto_and_the_manifest_says_what_it_chose() {
+    for fixture in ["shapes", "reviews"] {
+        let m = crate::util::manifest(pruned(fixture));
+        let select = &m["config"]["select"];
+        assert_eq!(select["strategy"], "ccs", "{fixture}");
+        assert_eq!(select["drop_label_issues"], true, "{fixture}");
+        let why = select["auto"].as_str().unwrap();
+        assert!(why.contains("coverage-centric"), "{fixture}: {why}");
+        assert_eq!(m["label_issues"]["dropped"], true, "{fixture}");
+    }
 }

@@ -243,13 +243,15 @@ fn order_auto_keeps_easy_examples_when_few_are_kept_per_class() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("auto");
     // 1,200 rows, 4 classes, keep 0.5: 150 per class, under the 1,000 per
-    // class from which the rule keeps hard examples.
+    // class (and the 60% of the rows) from which the rule keeps hard examples.
     sieve_ok(&[
         "select",
         "--dataset",
         "shapes",
         "--scores",
         scored.to_str().unwrap(),
+        "--strategy",
+        "score",
         "--order",
         "auto",
         "--keep",

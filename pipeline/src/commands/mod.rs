@@ -60,28 +60,21 @@ pub(crate) enum Source<'a> {
     /// or on the cluster this session submits to; with cross-fitting's
     /// out-of-sample probabilities when it ran.
     Proxy { dir: &'a Path, work: &'a WorkDir, cluster: Option<&'a SessionContext>, out_of_sample: Option<&'a Path> },
-    /// An existing scores.parquet.
-    Scores(&'a Path),
+    /// An existing scores.parquet, and the held-out accuracy of the proxies
+    /// behind its probabilities (from its job's manifest, when known).
+    Scores { path: &'a Path, heldout_accuracy: Option<f64> },
 }
 
-/// The held-out accuracy of the proxies behind the probabilities: the
-/// fold proxies' mean when this job cross-fitted, else that of the proxy
-/// in `proxy_dir`; for existing scores, as the manifest beside them says.
-fn heldout_accuracy(manifest: &Manifest, proxy_dir: Option<&Path>, scores: &Path) -> Option<f64> {
-    let of = |m: &Manifest, proxy: Option<ProxyMeta>| match &m.cross_fit {
+/// The held-out accuracy of the proxies behind a job's probabilities, as
+/// its manifest says: the fold proxies' mean when it cross-fitted, else
+/// that of its proxy (`proxy`).
+pub(crate) fn heldout_accuracy(manifest: &Manifest, proxy: Option<&ProxyMeta>) -> Option<f64> {
+    match &manifest.cross_fit {
         Some(cf) => {
             let each: Option<Vec<f64>> = cf.per_fold.iter().map(|f| f.heldout_accuracy).collect();
             each.filter(|a| !a.is_empty()).map(|a| a.iter().sum::<f64>() / a.len() as f64)
         }
         None => proxy?.heldout_accuracy,
-    };
-    match proxy_dir {
-        Some(dir) => of(manifest, ProxyMeta::read(dir).ok()),
-        None => {
-            let dir = if scores.is_dir() { scores } else { scores.parent()? };
-            let earlier = Manifest::read(dir).ok()?;
-            of(&earlier, earlier.proxy.as_ref().map(|p| p.meta.clone()))
-        }
     }
 }
 
@@ -97,7 +90,7 @@ pub(crate) async fn score_select_write(
     manifest: &mut Manifest,
 ) -> Result<()> {
     let ctx = rt.session(run.memory_limit)?;
-    let (scores_in, proxy_dir, out_of_sample) = match source {
+    let (scores_in, proxy_dir, out_of_sample, accuracy) = match source {
         Source::Proxy { dir, work, cluster, out_of_sample } => {
             let started = Instant::now();
             let (shards, outcome) = match cluster {
@@ -106,10 +99,12 @@ pub(crate) async fn score_select_write(
             };
             manifest.scoring = Some(outcome);
             record(manifest, Stage::Score, started);
-            (shards, Some(dir), out_of_sample)
+            (shards, Some(dir), out_of_sample, heldout_accuracy(manifest, ProxyMeta::read(dir).ok().as_ref()))
         }
-        Source::Scores(existing) => (existing.to_path_buf(), None, None),
+        Source::Scores { path, heldout_accuracy } => (path.to_path_buf(), None, None, heldout_accuracy),
     };
+    let without_label_issues = SelectPlan { drop_label_issues: false, ..select_plan.clone() };
+    let mut select_plan = select_plan;
     let mut extras: Vec<PathBuf> = proxy_dir.and_then(|dir| dynamics_of(dir, dataset)).into_iter().collect();
     // Its `probs` replace the full-data proxy's; its `fold` is added.
     extras.extend(out_of_sample.map(Path::to_path_buf));
@@ -117,14 +112,18 @@ pub(crate) async fn score_select_write(
     if !dataset.hide_labels && label_issues::possible(&scores_in)? {
         let dest = staging.path().join(".labels.parquet");
         let classes = dataset.classes.len();
-        let counting =
-            label_issues::Counting::of(select_plan.issue_count, heldout_accuracy(manifest, proxy_dir, &scores_in));
+        let counting = label_issues::Counting::of(select_plan.issue_count, accuracy);
         let mut issues = timed(manifest, Stage::LabelIssues, || {
             label_issues::run(&raw_files, out_of_sample, counting, classes, &dest)
         })?;
         issues.dropped = select_plan.drop_label_issues;
         manifest.label_issues = Some(issues);
         extras.push(dest);
+    } else if select_plan.drop_label_issues && select_plan.auto.is_some() {
+        // `auto` drops label issues where it can; these scores cannot say.
+        let why = "no class probabilities to decide label issues from: none dropped";
+        crate::log::info("select", why, serde_json::json!({"scores": scores_in}));
+        select_plan = &without_label_issues;
     } else if select_plan.drop_label_issues {
         return Err(crate::error::PipelineError::Usage(format!(
             "--drop-label-issues: {} has no class probabilities (`probs`) to decide label issues from: rescore with this sieve",

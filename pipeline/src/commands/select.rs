@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use sieve_schemas::{layout, ScoreName, Stage};
 
-use super::{cluster_session, finish, proxy_record, record, score_select_write, write_kept, write_report, Source};
+use super::{
+    cluster_session, finish, heldout_accuracy, proxy_record, record, score_select_write, write_kept, write_report,
+    Source,
+};
 use crate::active;
 use crate::cli::SelectArgs;
 use crate::error::{io_err, PipelineError, Result};
@@ -26,7 +29,7 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     }
     let dataset = args.input.plan()?;
     let mut select_plan = args.select.plan(args.common.seed)?;
-    select_plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
+    select_plan.resolve_auto(dataset.train.total_rows(), dataset.classes.len())?;
     let run = args.common.run_plan(args.out, dataset.name.clone())?;
     let rt = init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;
@@ -41,9 +44,13 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
             scores.display()
         )));
     }
+    // The job that wrote the scores says which proxies gave its probabilities.
+    let earlier = scores.parent().and_then(|dir| Manifest::read(dir).ok());
+    let heldout_accuracy = earlier.as_ref().and_then(|m| heldout_accuracy(m, m.proxy.as_ref().map(|p| &p.meta)));
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    score_select_write(&dataset, Source::Scores(copy.path()), &select_plan, &run, &rt, &staging, &mut manifest).await?;
+    let source = Source::Scores { path: copy.path(), heldout_accuracy };
+    score_select_write(&dataset, source, &select_plan, &run, &rt, &staging, &mut manifest).await?;
     manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
     finish(manifest, staging, run)

@@ -33,7 +33,7 @@ use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan
 
 use crate::session::{init_run, Runtime};
 use crate::staging::Staging;
-use crate::{global, score, select, train};
+use crate::{global, label_issues, score, select, train};
 
 /// One way of choosing a subset: a score with an order, `random` or `kcenter`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -60,9 +60,23 @@ impl Method {
         self.strategy == RANDOM
     }
 
+    /// Whether the method draws a new subset per seed: the random baseline,
+    /// and the strategies that sample at random within strata or classes
+    /// (`ccs`, `auto`, their `clean-` forms). A ranking keeps the same rows
+    /// whatever the seed.
+    fn draws_per_seed(&self) -> bool {
+        [RANDOM, CCS, AUTO].contains(&self.base())
+    }
+
     /// Whether the method reads embeddings (and so pays for a text encoder).
     pub fn embeds(&self) -> bool {
-        self.strategy == KCENTER || self.strategy == global::PROTOTYPE
+        let strategy = self.base();
+        strategy == KCENTER || strategy == global::PROTOTYPE
+    }
+
+    /// The strategy without its [`CLEAN`] prefix.
+    fn base(&self) -> &str {
+        self.strategy.strip_prefix(CLEAN).unwrap_or(&self.strategy)
     }
 }
 
@@ -70,6 +84,11 @@ const RANDOM: &str = "random";
 const KCENTER: &str = "kcenter";
 /// Coverage-centric selection over `--score` (el2n by default).
 const CCS: &str = "ccs";
+/// `--strategy auto`: the rule's choice at each fraction.
+const AUTO: &str = "auto";
+/// Prefix of a strategy run on the rows confident learning does not flag
+/// (`--drop-label-issues`): `clean-random`, `clean-el2n`.
+const CLEAN: &str = "clean-";
 
 /// One target training.
 #[derive(Clone, Debug, Serialize)]
@@ -167,11 +186,12 @@ fn subset_target_plan(args: &EvalArgs, dataset: &DatasetPlan, seed: u64, kept: u
 }
 
 /// The methods of the sweep: every score strategy in each order, then
-/// `kcenter`, `ccs` and `random` once each.
+/// `kcenter`, `ccs`, `auto` and `random` once each (also with [`CLEAN`]).
 fn methods(args: &EvalArgs) -> Vec<Method> {
     let mut out = Vec::new();
     for strategy in &args.strategies {
-        if strategy == RANDOM || strategy == KCENTER || strategy == CCS {
+        let base = strategy.strip_prefix(CLEAN).unwrap_or(strategy);
+        if [RANDOM, KCENTER, CCS, AUTO].contains(&base) {
             out.push(Method { strategy: strategy.clone(), order: None });
         } else {
             out.extend(args.orders.iter().map(|&o| Method { strategy: strategy.clone(), order: Some(o) }));
@@ -191,18 +211,20 @@ fn select_plan(
     let mut opts = args.select.clone();
     opts.keep = Some(fraction);
     opts.prune = None;
-    opts.strategy = match method.strategy.as_str() {
+    opts.drop_label_issues |= method.strategy.starts_with(CLEAN);
+    opts.strategy = match method.base() {
         RANDOM => Strategy::Random,
         KCENTER => Strategy::Kcenter,
         CCS => Strategy::Ccs,
+        AUTO => Strategy::Auto,
         score => {
             opts.score = score.parse().map_err(|e: UnknownScore| PipelineError::Usage(e.to_string()))?;
             Strategy::Score
         }
     };
-    opts.order = method.order.unwrap_or(Order::Hard);
+    opts.order = method.order.unwrap_or(Order::Auto);
     let mut plan = opts.plan(seed)?;
-    plan.resolve_order(dataset.train.total_rows(), dataset.classes.len());
+    plan.resolve_auto(dataset.train.total_rows(), dataset.classes.len())?;
     Ok(plan)
 }
 
@@ -260,9 +282,17 @@ async fn proxy_scores(
         score::run(ctx, dataset, &dir, run, &raw).await?;
     }
     let embed_seconds = if dataset.embedding == Embedding::Proxy { 0.0 } else { started.elapsed().as_secs_f64() };
+    let mut extras = vec![dir.join(crate::dynamics::FILE)];
+    if !dataset.hide_labels {
+        // For the `clean-` methods: the rows confident learning flags.
+        let labels = work.join("label-issues.parquet");
+        let counting = label_issues::Counting::of(args.select.issue_count, meta.heldout_accuracy);
+        label_issues::run(std::slice::from_ref(&raw), None, counting, dataset.classes.len(), &labels)?;
+        extras.push(labels);
+    }
     Ok(Scored {
         raw,
-        extras: vec![dir.join(crate::dynamics::FILE)],
+        extras,
         proxy: plan.preset.clone(),
         proxy_accuracy: meta.heldout_accuracy,
         proxy_plan: Some(plan),
@@ -425,9 +455,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
         for (m, method) in methods.iter().enumerate() {
             let mut rows: Option<(RowSet, f64)> = None;
             for &seed in &seeds {
-                // A ranking keeps the same rows whatever the seed; the random
-                // baseline draws a new subset per seed.
-                if rows.is_none() || method.is_random() {
+                if rows.is_none() || method.draws_per_seed() {
                     let plan = select_plan(&args, &dataset, method, fraction, seed)?;
                     let mut global_seconds = 0.0;
                     let global = if global::needed(&plan) {

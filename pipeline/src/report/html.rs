@@ -182,6 +182,11 @@ fn selection(plan: &SelectPlan) -> String {
             plan.hard_cutoff * 100.0,
             plan.strata
         ),
+        Strategy::Auto => "auto".to_string(),
+    };
+    let how = match &plan.auto {
+        Some(why) => format!("{how} (chosen by --strategy auto: {why})"),
+        None => how,
     };
     let balance = match plan.balance {
         Balance::Class => "per class",
