@@ -19,19 +19,16 @@
 //! the raw scores: memory is the classes² joint and three small columns per
 //! row, never the probabilities of every row.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float32Array, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::arrow::ProjectionMask;
 use serde::{Deserialize, Serialize};
 use sieve_schemas::OutputColumns;
 
 use crate::choices::IssueCount;
-use crate::error::{io_err, parquet_err, Result};
+use crate::error::Result;
 use crate::score::ROW;
 
 /// Column: whether confident learning decides the row's label is wrong.
@@ -125,12 +122,8 @@ struct ProbsByRow {
 
 impl ProbsByRow {
     fn read(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(io_err(path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
-        let idx = [builder.schema().index_of(ROW)?, builder.schema().index_of(OutputColumns::PROBS)?];
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
         let mut out = Self { rows: Vec::new(), values: Vec::new(), valid: Vec::new(), classes: 0 };
-        for batch in builder.with_projection(mask).build().map_err(parquet_err(path))? {
+        for batch in crate::parquet_io::read_columns(path, &[ROW, OutputColumns::PROBS])? {
             let batch = batch?;
             let probs = batch.column(1).as_fixed_size_list();
             out.classes = probs.value_length() as usize;
@@ -157,12 +150,8 @@ fn for_each_row(
     mut f: impl FnMut(i64, usize, &[f32]),
 ) -> Result<()> {
     for path in files {
-        let file = File::open(path).map_err(io_err(path))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
         let names = [ROW, "label", OutputColumns::ERROR, OutputColumns::PROBS];
-        let idx = names.iter().map(|c| builder.schema().index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
-        for batch in builder.with_projection(mask).build().map_err(parquet_err(path))? {
+        for batch in crate::parquet_io::read_columns(path, &names)? {
             let batch = batch?;
             let col = |name: &str| batch.column_by_name(name).expect("projected");
             let (rows, labels) = (col(ROW).as_primitive::<Int64Type>(), col("label").as_primitive::<Int64Type>());

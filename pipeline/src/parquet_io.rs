@@ -1,6 +1,6 @@
 //! Writing Parquet: one place that sets the writer properties (zstd, a
 //! `created_by` naming sieve's version) and streams a DataFusion query into
-//! a file.
+//! a file; and reading the few named columns of a file sieve wrote.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
@@ -22,6 +23,16 @@ use crate::input::BATCH_ROWS;
 /// cap is a million rows, so without this a writer's memory grew with the
 /// rows written (text) or held hundreds of megabytes (images).
 pub const ROW_GROUP_BYTES: usize = 32 << 20;
+
+/// The columns `names` of the Parquet file at `path`, in batches of
+/// [`BATCH_ROWS`] (columns in file order); an error names a missing one.
+pub fn read_columns(path: &Path, names: &[&str]) -> Result<ParquetRecordBatchReader> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
+    let idx = names.iter().map(|c| builder.schema().index_of(c)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))
+}
 
 /// Writer properties of every file sieve writes.
 pub fn writer_properties() -> WriterProperties {
