@@ -11,7 +11,7 @@ use futures::StreamExt;
 use sieve_schemas::layout;
 
 use crate::cli::{Format, SqlArgs};
-use crate::error::{io_err, Result};
+use crate::error::{io_err, PipelineError, Result};
 use crate::session::Runtime;
 
 /// Lists sieve's SQL functions: signature, description and arguments.
@@ -72,7 +72,8 @@ pub async fn run(ctx: &SessionContext, query: &str, format: Format, out: &mut dy
 }
 
 async fn write_rows(ctx: &SessionContext, query: &str, format: Format, out: &mut dyn Write) -> Result<()> {
-    let df = ctx.sql(query).await?;
+    // The query is the user's: one that does not parse or plan is a usage error.
+    let df = ctx.sql(query).await.map_err(|e| PipelineError::Usage(format!("the query: {e}")))?;
     let mut stream = df.execute_stream().await?;
     let stdout = std::path::PathBuf::from("<stdout>");
     match format {

@@ -90,3 +90,12 @@ fn scores_of_other_data_are_a_data_error_not_a_usage_error() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("other data"), "{err}");
 }
+
+#[test]
+fn a_query_that_does_not_parse_or_plan_is_a_usage_error() {
+    for query in ["SELEC 1", "SELECT no_such_column FROM input"] {
+        let (code, err) = stderr_of(&["sql", "--dataset", "shapes", query]);
+        assert_eq!(code, 2, "{query}: {err}");
+        assert!(err.contains("the query"), "{query}: {err}");
+    }
+}
