@@ -50,7 +50,7 @@ pub struct DatasetPlan {
 }
 
 /// A set of input positions, one bit per row of the input.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RowSet {
     bits: Vec<u64>,
     len: u64,

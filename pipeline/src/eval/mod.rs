@@ -109,6 +109,11 @@ pub struct TargetRun {
     pub train_seconds: f64,
     /// Seconds to choose the subset.
     pub select_seconds: f64,
+    /// The method whose run at this fraction and seed kept exactly these
+    /// rows, so this one was not trained again (its accuracy and seconds
+    /// are that run's): `auto` picking CCS, for example.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_rows_as: Option<Method>,
 }
 
 /// Mean and spread of one cell of the sweep.
@@ -333,6 +338,7 @@ async fn kept_rows(
 }
 
 /// What one target training gave.
+#[derive(Clone)]
 struct Trained {
     accuracy: f64,
     seconds: f64,
@@ -441,6 +447,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
             accuracy: t.accuracy,
             train_seconds: t.seconds,
             select_seconds: 0.0,
+            same_rows_as: None,
         };
         log_run(&r);
         runs.push(r);
@@ -452,6 +459,10 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let largest = args.fractions.iter().copied().fold(0.0, f64::max);
     let mut globals: HashMap<(usize, u64), (PathBuf, f64)> = HashMap::new();
     for &fraction in &args.fractions {
+        // Targets trained at this fraction: training is deterministic in
+        // its seed and rows, so a method that keeps the same rows as an
+        // earlier one at the same seed reuses its run.
+        let mut trained: Vec<(u64, &Method, RowSet, Trained)> = Vec::new();
         for (m, method) in methods.iter().enumerate() {
             let mut rows: Option<(RowSet, f64)> = None;
             for &seed in &seeds {
@@ -481,8 +492,16 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                     rows = Some((kept, global_seconds + started.elapsed().as_secs_f64()));
                 }
                 let (kept, select_seconds) = rows.as_ref().expect("selected above");
-                let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
-                let t = train_target(&dataset, Some(kept), &plan, &run, &rt, work.path())?;
+                let earlier = trained.iter().find(|(s, _, r, _)| *s == seed && r == kept);
+                let (t, same_rows_as) = match earlier {
+                    Some((_, m, _, t)) => (t.clone(), Some((*m).clone())),
+                    None => {
+                        let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
+                        let t = train_target(&dataset, Some(kept), &plan, &run, &rt, work.path())?;
+                        trained.push((seed, method, kept.clone(), t.clone()));
+                        (t, None)
+                    }
+                };
                 let r = TargetRun {
                     method: Some(method.clone()),
                     fraction,
@@ -492,6 +511,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                     accuracy: t.accuracy,
                     train_seconds: t.seconds,
                     select_seconds: *select_seconds,
+                    same_rows_as,
                 };
                 log_run(&r);
                 runs.push(r);
@@ -573,6 +593,7 @@ mod tests {
             accuracy: 0.5,
             train_seconds,
             select_seconds,
+            same_rows_as: None,
         };
         let scored = Scored {
             raw: PathBuf::new(),

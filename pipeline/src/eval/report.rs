@@ -117,6 +117,18 @@ pub fn markdown(report: &EvalReport) -> String {
         }
         let _ = writeln!(md);
     }
+    for r in &report.runs {
+        if let (Some(m), Some(same)) = (&r.method, &r.same_rows_as) {
+            let _ = writeln!(
+                md,
+                "\n{} kept the same rows as {} at keep {}, seed {}: trained once.",
+                m.label(),
+                same.label(),
+                r.fraction,
+                r.seed
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\nSVP end-to-end speed-up (target on all data ÷ proxy + scoring + selection + target on the subset):\n"
