@@ -111,6 +111,7 @@ bench: build $(VENV)/.installed
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/e2e_cifar10.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/cluster.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/label_issues.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/near_dup.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-proxy --example bench_conv

@@ -267,6 +267,11 @@ impl SelectOpts {
             clusters: self.clusters,
             prototypes: self.prototypes,
             dedup: self.dedup,
+            near_dup: crate::plan::NearDupPlan {
+                jaccard: self.near_dup,
+                bits: self.near_dup_bits,
+                drop: self.drop_near_dups,
+            },
             schedule: self.schedule.clone(),
             schedule_order: self.schedule_order,
             report: !self.no_report,
@@ -404,6 +409,15 @@ pub struct SelectOpts {
     /// Semantic de-duplication before pruning (SemDeDup): rows whose embedding has cosine similarity above 1 - EPS with an earlier kept row of their cluster are marked (`dup_of`) and never kept.
     #[arg(long, value_name = "EPS")]
     pub dedup: Option<f64>,
+    /// Text near-duplicates: rows whose MinHash signatures (word 3-gram shingles, 128 permutations) estimate a Jaccard similarity of at least J with another are one component; every row but its first gets `near_dup_of` and `near_dup_jaccard`.
+    #[arg(long, value_name = "J", default_value_t = 0.8)]
+    pub near_dup: f64,
+    /// Image near-duplicates: rows whose perceptual hashes (`phash`) differ in at most D bits are one component; every row but its first gets `near_dup_of` and `near_dup_bits`.
+    #[arg(long, value_name = "D", default_value_t = 6)]
+    pub near_dup_bits: u32,
+    /// Keep at most the first row of each near-duplicate component (the rows with `near_dup_of` are never kept); the quotas count the remaining rows.
+    #[arg(long)]
+    pub drop_near_dups: bool,
     /// A data schedule written as a `stage` column: `step:F1,F2,...`, `increment:START,STEP,STAGES` or `cut:F1,F2,...`.
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,

@@ -27,6 +27,7 @@ pub mod input;
 pub mod label_issues;
 pub mod log;
 pub mod manifest;
+pub mod near_dup;
 pub mod parquet_io;
 pub mod plan;
 pub(crate) mod plot;

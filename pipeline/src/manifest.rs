@@ -133,6 +133,9 @@ pub struct Manifest {
     /// Confident learning's label issues, when the scores have probabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_issues: Option<crate::label_issues::LabelIssues>,
+    /// What the near-duplicate stage found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_dups: Option<crate::near_dup::NearDups>,
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
     pub global: Option<crate::global::GlobalOutcome>,
     /// Active learning: the pick, or the simulated rounds.
@@ -159,6 +162,7 @@ impl Manifest {
             scoring: None,
             cross_fit: None,
             label_issues: None,
+            near_dups: None,
             global: None,
             active: None,
             selection: None,

@@ -34,6 +34,21 @@ pub fn read_columns(path: &Path, names: &[&str]) -> Result<ParquetRecordBatchRea
     builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))
 }
 
+/// The Arrow schema of the Parquet file at `path`, from its footer.
+pub fn schema(path: &Path) -> Result<SchemaRef> {
+    let file = File::open(path).map_err(io_err(path))?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?.schema().clone())
+}
+
+/// Rows in the Parquet `files`, from their footers.
+pub fn rows(files: &[PathBuf]) -> Result<u64> {
+    files.iter().try_fold(0u64, |n, f| {
+        let file = File::open(f).map_err(io_err(f))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(f))?;
+        Ok(n + builder.metadata().file_metadata().num_rows() as u64)
+    })
+}
+
 /// Writer properties of every file sieve writes.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()

@@ -340,12 +340,32 @@ pub struct SelectPlan {
     pub prototypes: Prototypes,
     /// SemDeDup threshold.
     pub dedup: Option<f64>,
+    /// Near-duplicates: how near, and whether all of a component are kept.
+    #[serde(default)]
+    pub near_dup: NearDupPlan,
     /// Data schedule spec.
     pub schedule: Option<String>,
     /// Order of entry into the schedule.
     pub schedule_order: crate::choices::ScheduleOrder,
     /// Whether `prune` and `select` write report.html.
     pub report: bool,
+}
+
+/// How near two rows must be.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NearDupPlan {
+    /// Text: the least estimated Jaccard similarity of a near-duplicate pair.
+    pub jaccard: f64,
+    /// Images: the most bits in which a near-duplicate pair's hashes differ.
+    pub bits: u32,
+    /// Whether only the first row of a component may be kept.
+    pub drop: bool,
+}
+
+impl Default for NearDupPlan {
+    fn default() -> Self {
+        Self { jaccard: 0.8, bits: 6, drop: false }
+    }
 }
 
 impl SelectPlan {
@@ -355,6 +375,18 @@ impl SelectPlan {
             return Err(PipelineError::Usage(format!(
                 "the kept fraction must be in (0, 1], got {} (--keep F, or --prune F with F in [0, 1))",
                 self.keep
+            )));
+        }
+        if !(self.near_dup.jaccard > 0.0 && self.near_dup.jaccard <= 1.0) {
+            return Err(PipelineError::Usage(format!(
+                "--near-dup must be a Jaccard similarity in (0, 1], got {}",
+                self.near_dup.jaccard
+            )));
+        }
+        if self.near_dup.bits > 32 {
+            return Err(PipelineError::Usage(format!(
+                "--near-dup-bits must be at most 32 of the hash's 64, got {}",
+                self.near_dup.bits
             )));
         }
         if self.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {

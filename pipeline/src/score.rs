@@ -13,7 +13,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 use datafusion::prelude::SessionContext;
-use sieve_schemas::{ErrorColumn, OutputColumns, RowErrorReason};
+use sieve_schemas::{ErrorColumn, InputKind, OutputColumns, RowErrorReason};
 
 use crate::choices::OnError;
 use crate::error::{PipelineError, Result};
@@ -98,8 +98,9 @@ const SCORES: &str = "__scores";
 /// replaces the proxy's `embedding`.
 const ENCODED: &str = "__encoded";
 
-/// The scoring query: `row` (the input position), id, label, content hash
-/// and the struct of scores. The struct is flattened in Rust, not with
+/// The scoring query: `row` (the input position), id, label, content hash,
+/// the near-duplicate hash (a text's MinHash signature, an image's
+/// perceptual hash) and the struct of scores. The struct is flattened in Rust, not with
 /// `get_field` in SQL: DataFusion merges the projections and would then call
 /// the proxy once per field.
 pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
@@ -112,9 +113,13 @@ pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
             format!(", text_embedding({}, {input}) AS {}", literal(&dir.to_string_lossy()), ident(ENCODED))
         }
     };
+    let near = match dataset.kind {
+        InputKind::Text => format!("minhash({input}) AS {}", OutputColumns::MINHASH),
+        InputKind::Image => format!("phash({input}) AS {}", OutputColumns::PHASH),
+    };
     format!(
         "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, \
-         proxy_scores({dir}, {input}, {label}) AS {scores}{encoder} FROM input",
+         {near}, proxy_scores({dir}, {input}, {label}) AS {scores}{encoder} FROM input",
         pos = ident(POS),
         dir = literal(&proxy_dir.to_string_lossy()),
         scores = ident(SCORES),

@@ -76,8 +76,9 @@ fn decision_memory(ctx: &SessionContext) -> usize {
     }
 }
 
-/// The condition for a row to count and be kept: no error, and not a
-/// duplicate when de-duplicating.
+/// The condition for a row to count and be kept: no error, not a
+/// duplicate when de-duplicating, not a label issue when dropping them, not
+/// a near-duplicate of an earlier row when dropping them.
 fn valid_sql(plan: &SelectPlan) -> String {
     let mut valid = "error IS NULL".to_string();
     if plan.dedup.is_some() {
@@ -85,6 +86,9 @@ fn valid_sql(plan: &SelectPlan) -> String {
     }
     if plan.drop_label_issues {
         valid += &format!(" AND {} IS NOT TRUE", ident(crate::label_issues::LABEL_ISSUE));
+    }
+    if plan.near_dup.drop {
+        valid += &format!(" AND {} IS NULL", ident(OutputColumns::NEAR_DUP_OF));
     }
     valid
 }
@@ -184,6 +188,7 @@ pub async fn run(
         global::KCENTER_RANK,
         global::DUP_OF,
         crate::label_issues::LABEL_ISSUE,
+        OutputColumns::NEAR_DUP_OF,
     ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     // The decision is SQL over the scores: it loads no model.
@@ -194,7 +199,7 @@ pub async fn run(
         Strategy::Ccs => ccs::decision_sql(&decision, plan, &quotas).await?,
         _ => selection_sql(plan, &quota_sql(plan, &quotas)),
     };
-    let mut kept = RowSet::new(merge::rows(&raw_files)?);
+    let mut kept = RowSet::new(crate::parquet_io::rows(&raw_files)?);
     let physical = decision.sql(&query).await?.create_physical_plan().await?;
     let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), decision.task_ctx())?;
     while let Some(batch) = stream.next().await {

@@ -22,16 +22,19 @@ use crate::parquet_io;
 use crate::score::ROW;
 
 /// Columns of scores.parquet that are not copied into the kept rows: the
-/// identity columns (the kept rows carry the originals) and `error`, always
+/// identity columns (the kept rows carry the originals), the near-duplicate
+/// hashes (evidence for re-deciding, not features) and `error`, always
 /// null there since rows with errors are never kept. `keep` is read to
 /// filter, then dropped.
 /// The embedding and the probabilities stay in scores.parquet: they would
 /// make every kept row tens to hundreds of bytes larger for columns training
 /// does not read.
-const NOT_COPIED: [&str; 7] = [
+const NOT_COPIED: [&str; 9] = [
     ROW,
     OutputColumns::ID,
     OutputColumns::CONTENT_HASH,
+    OutputColumns::MINHASH,
+    OutputColumns::PHASH,
     "label",
     OutputColumns::ERROR,
     OutputColumns::EMBEDDING,

@@ -114,6 +114,19 @@ impl OutputColumns {
     pub const ID: &'static str = "id";
     /// xxh3-64 of the input payload; exact duplicates share it.
     pub const CONTENT_HASH: &'static str = "content_hash";
+    /// A text row's MinHash signature (`FixedSizeList<UInt32>`), for
+    /// near-duplicates.
+    pub const MINHASH: &'static str = "minhash";
+    /// An image row's perceptual hash (`UInt64`, imagehash's phash), for
+    /// near-duplicates.
+    pub const PHASH: &'static str = "phash";
+    /// The id of the row a near-duplicate duplicates (its component's first
+    /// row, the one kept); null for every other row.
+    pub const NEAR_DUP_OF: &'static str = "near_dup_of";
+    /// A text near-duplicate's estimated Jaccard similarity to that row.
+    pub const NEAR_DUP_JACCARD: &'static str = "near_dup_jaccard";
+    /// An image near-duplicate's Hamming distance (bits) to that row.
+    pub const NEAR_DUP_BITS: &'static str = "near_dup_bits";
 
     /// The float scores, all "higher = harder".
     pub const FLOAT_SCORES: [&'static str; 6] =

@@ -17,6 +17,8 @@ pub enum Stage {
     CrossFit,
     /// Confident learning: which rows are label errors.
     LabelIssues,
+    /// Near-duplicates, from the MinHash or perceptual hashes.
+    NearDups,
     /// The methods over embeddings: prototypes, k-center, SemDeDup, schedules.
     EmbeddingMethods,
     /// Deciding which rows to keep.
@@ -39,6 +41,7 @@ impl Stage {
             Self::Score => "score",
             Self::CrossFit => "cross_fit",
             Self::LabelIssues => "label_issues",
+            Self::NearDups => "near_dups",
             Self::EmbeddingMethods => "embedding_methods",
             Self::Select => "select",
             Self::Active => "active",
@@ -66,6 +69,7 @@ mod tests {
             Stage::Score,
             Stage::CrossFit,
             Stage::LabelIssues,
+            Stage::NearDups,
             Stage::EmbeddingMethods,
             Stage::Select,
             Stage::Active,

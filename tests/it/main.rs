@@ -34,6 +34,9 @@ mod s3;
 /// Active learning: the next batch to label, and simulated rounds.
 mod active;
 
+/// Near-duplicates: planted pairs found, evidence kept, one row kept.
+mod near_dups;
+
 /// Rows that cannot be scored: flagged and never kept, or a clear stop.
 mod bad_rows;
 

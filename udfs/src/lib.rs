@@ -27,6 +27,12 @@ pub fn all_functions(models: &Models) -> Vec<ScalarUDF> {
         ScalarUDF::from(functions::content_hash::ContentHash::new()),
         ScalarUDF::from(functions::seeded_random::SeededRandom::new()),
         ScalarUDF::from(functions::text_embedding::TextEmbedding::new(models.clone())),
+        ScalarUDF::from(functions::minhash::MinHash::new()),
+        ScalarUDF::from(functions::minhash::MinHashJaccard::new()),
+        ScalarUDF::from(functions::image_hash::ImageHash::new(functions::image_hash::Kind::Phash)),
+        ScalarUDF::from(functions::image_hash::ImageHash::new(functions::image_hash::Kind::Dhash)),
+        ScalarUDF::from(functions::image_hash::Hamming::new()),
+        ScalarUDF::from(functions::band_keys::BandKeys::new()),
     ]
 }
 

@@ -130,6 +130,18 @@ pub(crate) async fn score_select_write(
             scores_in.display()
         )));
     }
+    if crate::near_dup::hash_column(&raw_files)?.is_some() {
+        let dest = staging.path().join(".near-dups.parquet");
+        let started = Instant::now();
+        manifest.near_dups = Some(crate::near_dup::run(&ctx, &raw_files, &select_plan.near_dup, &dest).await?);
+        record(manifest, Stage::NearDups, started);
+        extras.push(dest);
+    } else if select_plan.near_dup.drop {
+        return Err(crate::error::PipelineError::Usage(format!(
+            "--drop-near-dups: {} has no minhash or phash column to find near-duplicates from: rescore with this sieve",
+            scores_in.display()
+        )));
+    }
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {

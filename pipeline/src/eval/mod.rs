@@ -259,9 +259,10 @@ async fn proxy_scores(
         let manifest = Manifest::read(raw.parent().unwrap_or(Path::new(".")))?;
         let seconds = |stage| manifest.seconds.get(&stage).copied().unwrap_or(0.0);
         let proxy = manifest.proxy.as_ref().map(|p| &p.meta);
+        let extras = near_dups(ctx, args, &raw, work).await?.into_iter().collect();
         return Ok(Scored {
             raw,
-            extras: Vec::new(),
+            extras,
             proxy: proxy.map_or("proxy", |p| &p.preset).to_string(),
             proxy_accuracy: proxy.and_then(|p| p.heldout_accuracy),
             proxy_plan: None,
@@ -295,6 +296,7 @@ async fn proxy_scores(
         label_issues::run(std::slice::from_ref(&raw), None, counting, dataset.classes.len(), &labels)?;
         extras.push(labels);
     }
+    extras.extend(near_dups(ctx, args, &raw, work).await?);
     Ok(Scored {
         raw,
         extras,
@@ -305,6 +307,20 @@ async fn proxy_scores(
         score_seconds,
         embed_seconds,
     })
+}
+
+/// With `--drop-near-dups`, the near-duplicates of the scores at `raw`:
+/// the rows every method then leaves out, as `prune` does.
+async fn near_dups(ctx: &SessionContext, args: &EvalArgs, raw: &Path, work: &Path) -> Result<Option<PathBuf>> {
+    let plan = args.select.plan(args.common.seed)?.near_dup;
+    if !plan.drop {
+        return Ok(None);
+    }
+    let files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
+    let dest = work.join("near-dups.parquet");
+    let found = crate::near_dup::run(ctx, &files, &plan, &dest).await?;
+    crate::log::info("eval", "near-duplicates", serde_json::to_value(&found).expect("serializes"));
+    Ok(Some(dest))
 }
 
 /// The rows `plan` keeps from the scores, as a set of input positions;

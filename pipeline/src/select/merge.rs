@@ -24,11 +24,6 @@ fn reader(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))
 }
 
-/// Rows in `files`, from their footers.
-pub(super) fn rows(files: &[PathBuf]) -> Result<u64> {
-    files.iter().try_fold(0u64, |n, f| Ok(n + reader(f)?.metadata().file_metadata().num_rows() as u64))
-}
-
 /// What [`write`] produces.
 pub(super) enum Output<'a> {
     /// Only these columns (those that exist), for the decision query.

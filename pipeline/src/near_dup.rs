@@ -1,0 +1,324 @@
+//! Near-duplicates within the training rows, from the hashes scoring wrote:
+//! MinHash signatures of text (`minhash`) or perceptual hashes of images
+//! (`phash`).
+//!
+//! 1. **Candidates, in SQL.** Every valid row's band keys (`band_keys`: LSH
+//!    bands of its signature, or bands of its hash's bits) are unnested and
+//!    grouped: `GROUP BY key HAVING count(*) > 1`. The aggregation runs in
+//!    a memory-limited session and spills, so memory does not grow with the
+//!    rows; what comes back is the buckets of rows that share a key.
+//! 2. **Verification.** Only the rows in some bucket (the candidates) have
+//!    their hashes read back. Within a bucket, rows with identical hashes
+//!    are joined at once; the others are compared pairwise, by estimated
+//!    Jaccard similarity (text: at least `--near-dup J`) or Hamming
+//!    distance (images: at most `--near-dup-bits D`).
+//! 3. **Components.** Verified pairs are joined by union-find; a
+//!    component's representative is its first row in input order, the one
+//!    kept. Every other member gets `near_dup_of` (the representative's id)
+//!    and its evidence: `near_dup_jaccard` (text: the estimated Jaccard
+//!    similarity to the representative) or `near_dup_bits` (images: the
+//!    Hamming distance to it).
+//!
+//! With MinHash LSH (bands and rows chosen as datasketch chooses them for
+//! J) a pair of similarity `s` becomes a candidate with probability
+//! `1 - (1 - s^r)^b`: pairs well above J are found almost surely, pairs
+//! near it about half the time. With `D + 1` bands of bits, every pair
+//! within D bits shares a band: nothing within the distance is missed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    new_empty_array, Array, ArrayRef, AsArray, Float32Array, Int32Array, Int64Array, RecordBatch,
+};
+use datafusion::arrow::compute::{concat, take};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt32Type, UInt64Type};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sieve_neardup::components::Components;
+use sieve_neardup::lsh::Banding;
+use sieve_neardup::phash::hamming;
+use sieve_schemas::OutputColumns;
+
+use crate::error::{PipelineError, Result};
+use crate::plan::{NearDupPlan, RowSet};
+use crate::score::ROW;
+use crate::session::Runtime;
+
+/// Column of a text row's MinHash signature (scores.parquet).
+const MINHASH: &str = OutputColumns::MINHASH;
+/// Column of an image row's perceptual hash (scores.parquet).
+const PHASH: &str = OutputColumns::PHASH;
+
+/// Memory the candidate query may hold before it spills.
+const CANDIDATE_MEMORY: usize = 256 << 20;
+
+/// What the near-duplicate stage found, for the manifest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NearDups {
+    /// The hash compared: `minhash` or `phash`.
+    pub hash: String,
+    /// Text: the Jaccard threshold; images: the bits.
+    pub threshold: f64,
+    /// Bands of the candidate search.
+    pub bands: usize,
+    /// Text: signature values per band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_per_band: Option<usize>,
+    /// Keys shared by more than one row.
+    pub buckets: u64,
+    /// Rows in some bucket.
+    pub candidates: u64,
+    /// Pairs whose similarity was computed.
+    pub compared: u64,
+    /// Components of more than one row.
+    pub components: u64,
+    /// Rows that duplicate an earlier one (`near_dup_of` set).
+    pub flagged: u64,
+    /// Whether the flagged rows are never kept.
+    pub dropped: bool,
+    /// Flagged rows whose evidence passes a stricter threshold: (Jaccard at
+    /// least, or bits at most; rows), what re-thresholding `near_dup_jaccard`
+    /// or `near_dup_bits` in SQL gives.
+    pub by_threshold: Vec<(f64, u64)>,
+}
+
+/// Which hash the raw scores carry, if any.
+pub fn hash_column(files: &[PathBuf]) -> Result<Option<&'static str>> {
+    let Some(first) = files.first() else { return Ok(None) };
+    let schema = crate::parquet_io::schema(first)?;
+    Ok([MINHASH, PHASH].into_iter().find(|c| schema.index_of(c).is_ok()))
+}
+
+/// The candidate rows' hashes: sorted by row, with their ids.
+struct Candidates {
+    rows: Vec<i64>,
+    ids: ArrayRef,
+    /// Text: `num_perm` values a row; images: one.
+    values: Vec<u64>,
+    width: usize,
+}
+
+impl Candidates {
+    fn index(&self, row: i64) -> usize {
+        self.rows.binary_search(&row).expect("every bucket row is a candidate")
+    }
+
+    fn hash(&self, i: usize) -> &[u64] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// How two candidates compare, and whether they are near-duplicates.
+enum Measure {
+    Jaccard(f64),
+    Bits(u32),
+}
+
+impl Measure {
+    /// The evidence for a pair, and whether it passes.
+    fn of(&self, a: &[u64], b: &[u64]) -> (f64, bool) {
+        match *self {
+            Measure::Jaccard(j) => {
+                let s = a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+                (s, s >= j)
+            }
+            Measure::Bits(d) => {
+                let bits = hamming(a[0], b[0]);
+                (bits as f64, bits <= d)
+            }
+        }
+    }
+}
+
+/// Finds the near-duplicates among the raw scores `files` (every row's
+/// `row`, `id`, `error` and hash column) and writes `dest`: `row`,
+/// `near_dup_of` and its evidence for every flagged row, sorted by row.
+pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, dest: &Path) -> Result<NearDups> {
+    let hash = hash_column(files)?.ok_or_else(|| {
+        PipelineError::Usage("no minhash or phash column in the scores: rescore them with this sieve".into())
+    })?;
+    let session = Runtime::of(ctx)?.session(Some(CANDIDATE_MEMORY))?;
+    let paths: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+    session.register_table("raw", session.read_parquet(paths, ParquetReadOptions::default()).await?.into_view())?;
+    let (keys, measure, mut outcome) = if hash == MINHASH {
+        let width = signature_width(files)?;
+        let banding = Banding::for_threshold(plan.jaccard, width);
+        let outcome = NearDups {
+            hash: hash.into(),
+            threshold: plan.jaccard,
+            bands: banding.bands,
+            rows_per_band: Some(banding.rows),
+            ..NearDups::default()
+        };
+        (format!("band_keys({MINHASH}, {}, {})", banding.bands, banding.rows), Measure::Jaccard(plan.jaccard), outcome)
+    } else {
+        let bands = plan.bits as usize + 1;
+        let outcome = NearDups { hash: hash.into(), threshold: plan.bits as f64, bands, ..NearDups::default() };
+        (format!("band_keys({PHASH}, {bands})"), Measure::Bits(plan.bits), outcome)
+    };
+    let query = format!(
+        "SELECT array_agg({ROW}) AS members FROM (SELECT {ROW}, unnest({keys}) AS k FROM raw \
+         WHERE {err} IS NULL AND {hash} IS NOT NULL) GROUP BY k HAVING count(*) > 1",
+        err = OutputColumns::ERROR
+    );
+    let mut buckets: Vec<Vec<i64>> = Vec::new();
+    let mut stream = session.sql(&query).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let lists = batch.column(0).as_list::<i32>();
+        for i in 0..batch.num_rows() {
+            let mut members: Vec<i64> = lists.value(i).as_primitive::<Int64Type>().values().to_vec();
+            members.sort_unstable();
+            buckets.push(members);
+        }
+    }
+    drop(stream);
+    let total = crate::parquet_io::rows(files)?;
+    let mut wanted = RowSet::new(total);
+    buckets.iter().flatten().for_each(|&r| wanted.insert(r as u64));
+    let candidates = read_candidates(files, hash, &wanted)?;
+    outcome.buckets = buckets.len() as u64;
+    outcome.candidates = candidates.rows.len() as u64;
+    let mut components = Components::new(candidates.rows.len());
+    for bucket in &buckets {
+        let mut members: Vec<usize> = bucket.iter().map(|&r| candidates.index(r)).collect();
+        // Identical hashes join at once; the rest compare pairwise, first
+        // occurrence of each hash only.
+        members.sort_by(|&a, &b| candidates.hash(a).cmp(candidates.hash(b)).then(a.cmp(&b)));
+        members.dedup_by(|later, first| {
+            let same = candidates.hash(*later) == candidates.hash(*first);
+            if same {
+                components.union(*first, *later);
+            }
+            same
+        });
+        for (k, &a) in members.iter().enumerate() {
+            for &b in &members[k + 1..] {
+                if components.find(a) == components.find(b) {
+                    continue;
+                }
+                outcome.compared += 1;
+                if measure.of(candidates.hash(a), candidates.hash(b)).1 {
+                    components.union(a, b);
+                }
+            }
+        }
+    }
+    let mut flagged: Vec<(usize, usize, f64)> = Vec::new();
+    let mut roots = std::collections::HashSet::new();
+    for i in 0..candidates.rows.len() {
+        let root = components.find(i);
+        if root != i {
+            roots.insert(root);
+            flagged.push((i, root, measure.of(candidates.hash(i), candidates.hash(root)).0));
+        }
+    }
+    outcome.components = roots.len() as u64;
+    outcome.flagged = flagged.len() as u64;
+    outcome.dropped = plan.drop;
+    outcome.by_threshold = curve(&measure, &flagged);
+    write(&candidates, &flagged, &measure, dest)?;
+    Ok(outcome)
+}
+
+/// Flagged rows by stricter thresholds: Jaccard from the threshold to 1 in
+/// steps of 0.05, or bits from the distance down to 0.
+fn curve(measure: &Measure, flagged: &[(usize, usize, f64)]) -> Vec<(f64, u64)> {
+    let count = |pass: &dyn Fn(f64) -> bool| flagged.iter().filter(|f| pass(f.2)).count() as u64;
+    match *measure {
+        Measure::Jaccard(j) => {
+            let steps = ((1.0 - j) / 0.05).round() as usize;
+            (0..=steps)
+                .map(|k| {
+                    let t = ((j + k as f64 * 0.05) * 100.0).round().min(100.0) / 100.0;
+                    (t, count(&|s| s >= t - 1e-9))
+                })
+                .collect()
+        }
+        Measure::Bits(d) => (0..=d).rev().map(|b| (b as f64, count(&|s| s <= b as f64))).collect(),
+    }
+}
+
+/// Values per MinHash signature in the scores.
+fn signature_width(files: &[PathBuf]) -> Result<usize> {
+    let schema = crate::parquet_io::schema(&files[0])?;
+    match schema.field_with_name(MINHASH)?.data_type() {
+        DataType::FixedSizeList(_, w) => Ok(*w as usize),
+        other => Err(PipelineError::Usage(format!("the minhash column is {other}, not a signature"))),
+    }
+}
+
+/// Reads the hashes and ids of the rows in `wanted`, sorted by row.
+fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) -> Result<Candidates> {
+    let mut rows: Vec<i64> = Vec::new();
+    let mut ids: Vec<ArrayRef> = Vec::new();
+    let mut values: Vec<u64> = Vec::new();
+    let mut width = 1;
+    for file in files {
+        for batch in crate::parquet_io::read_columns(file, &[ROW, OutputColumns::ID, hash])? {
+            let batch = batch?;
+            let row = batch.column_by_name(ROW).expect("read").as_primitive::<Int64Type>();
+            let keep: datafusion::arrow::array::BooleanArray =
+                row.values().iter().map(|&r| Some(wanted.contains(r as u64))).collect();
+            let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
+            let column = |name: &str| batch.column_by_name(name).expect("read").clone();
+            rows.extend(column(ROW).as_primitive::<Int64Type>().values());
+            ids.push(column(OutputColumns::ID));
+            let hashes = column(hash);
+            match hashes.data_type() {
+                DataType::FixedSizeList(_, w) => {
+                    width = *w as usize;
+                    let list = hashes.as_fixed_size_list();
+                    let v = list.values().as_primitive::<UInt32Type>().values();
+                    for i in 0..list.len() {
+                        let start = list.value_offset(i) as usize;
+                        values.extend(v[start..start + width].iter().map(|&x| x as u64));
+                    }
+                }
+                _ => values.extend(hashes.as_primitive::<UInt64Type>().values()),
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i]);
+    let idx = datafusion::arrow::array::UInt32Array::from_iter_values(order.iter().map(|&i| i as u32));
+    let ids: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
+    let ids = match ids.is_empty() {
+        // No candidates: an empty id column of the scores' id type.
+        true => new_empty_array(crate::parquet_io::schema(&files[0])?.field_with_name(OutputColumns::ID)?.data_type()),
+        false => concat(&ids)?,
+    };
+    Ok(Candidates {
+        rows: order.iter().map(|&i| rows[i]).collect(),
+        ids: take(ids.as_ref(), &idx, None)?,
+        values: order.iter().flat_map(|&i| values[i * width..(i + 1) * width].iter().copied()).collect(),
+        width,
+    })
+}
+
+/// Writes the flagged rows (candidate index, representative index,
+/// evidence), sorted by row.
+fn write(candidates: &Candidates, flagged: &[(usize, usize, f64)], measure: &Measure, dest: &Path) -> Result<()> {
+    let rows = Int64Array::from_iter_values(flagged.iter().map(|f| candidates.rows[f.0]));
+    let reps = datafusion::arrow::array::UInt32Array::from_iter_values(flagged.iter().map(|f| f.1 as u32));
+    let of = take(candidates.ids.as_ref(), &reps, None)?;
+    let (name, evidence): (&str, ArrayRef) = match measure {
+        Measure::Jaccard(_) => (
+            OutputColumns::NEAR_DUP_JACCARD,
+            Arc::new(Float32Array::from_iter_values(flagged.iter().map(|f| f.2 as f32))),
+        ),
+        Measure::Bits(_) => {
+            (OutputColumns::NEAR_DUP_BITS, Arc::new(Int32Array::from_iter_values(flagged.iter().map(|f| f.2 as i32))))
+        }
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(ROW, DataType::Int64, false),
+        Field::new(OutputColumns::NEAR_DUP_OF, of.data_type().clone(), true),
+        Field::new(name, evidence.data_type().clone(), true),
+    ]));
+    let mut writer = crate::parquet_io::EvenWriter::create(dest, schema.clone())?;
+    writer.write(RecordBatch::try_new(schema, vec![Arc::new(rows), of, evidence])?)?;
+    writer.close()
+}
