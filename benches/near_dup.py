@@ -20,9 +20,12 @@ not the first of its component.
 Agreement is over flagged rows and over (row, first row of its component)
 pairs, each tool against datasketch.
 
-Images (CIFAR-10's test split, 10,000 images): sieve's `phash` against the
-imagehash library's, image by image: equal hashes and the largest Hamming
-distance; seconds for each (sieve's is the `phash` pass of `sieve sql`).
+Images (CIFAR-10's test split, 10,000 images, JPEG-encoded in this
+export): sieve's `phash` against the imagehash library's on the same bytes,
+image by image: equal hashes and the largest Hamming distance; seconds for
+each (sieve's is the `phash` pass of `sieve sql`). Each decodes the JPEG
+itself (sieve: the image crate; imagehash: Pillow's libjpeg-turbo), and
+the decoders' pixels differ slightly.
 
 Usage (after building sieve, as `make bench` does):
   python3 benches/near_dup.py [--data-dir ../shared/datasets] [--work /tmp/sieve-bench]
@@ -188,7 +191,7 @@ def main():
         p, r, pp, pr = agreement(rep, reference)
         rows_out.append([name, f"{len(rep):,}", f"{p:.3f}", f"{r:.3f}", f"{pp:.3f}", f"{pr:.3f}", f"{seconds:.1f}", f"{ref_seconds / seconds:.1f}x"])
     print(f"SST-2 train, {len(texts):,} rows: near-duplicates at Jaccard {THRESHOLD} ({PERMUTATIONS} permutations, {SHINGLE}-word shingles, {bands} bands of {rows})\n")
-    print(benchlib.markdown_table(["tool", "flagged", "precision", "recall", "pair precision", "pair recall", "seconds", "speed vs datasketch"], rows_out))
+    benchlib.markdown_table(["tool", "flagged", "precision", "recall", "pair precision", "pair recall", "seconds", "speed vs datasketch"], rows_out)
     equal, worst, ours_s, theirs_s = images(args.data_dir)
     print(f"\nCIFAR-10 test, 10,000 images: sieve's phash equals imagehash's on {equal:.2%}, largest difference {worst} bits; sieve {ours_s:.1f} s, imagehash {theirs_s:.1f} s ({theirs_s / ours_s:.1f}x)")
 
