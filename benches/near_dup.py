@@ -80,19 +80,29 @@ def datasketch_run(texts):
 
     started = time.perf_counter()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=PERMUTATIONS)
+
+    def signature(text):
+        m = MinHash(num_perm=PERMUTATIONS)
+        m.update_batch([s.encode() for s in shingles(text)])
+        return m
+
+    rep = lsh_components(texts, lsh, signature)
+    return rep, time.perf_counter() - started, (lsh.b, lsh.r)
+
+
+def lsh_components(texts, lsh, signature):
+    """Every text's signature into `lsh`, each queried back; candidates
+    verified by the signatures' estimated Jaccard, then joined."""
     hashes = []
     for i, t in enumerate(texts):
-        m = MinHash(num_perm=PERMUTATIONS)
-        m.update_batch([s.encode() for s in shingles(t)])
-        hashes.append(m)
-        lsh.insert(i, m)
+        hashes.append(signature(t))
+        lsh.insert(i, hashes[-1])
     pairs = []
     for i, m in enumerate(hashes):
         for j in lsh.query(m):
             if j > i and m.jaccard(hashes[j]) >= THRESHOLD:
                 pairs.append((i, j))
-    rep = components(len(texts), pairs)
-    return rep, time.perf_counter() - started, (lsh.b, lsh.r)
+    return components(len(texts), pairs)
 
 
 def rensa_run(texts, bands):
@@ -103,18 +113,13 @@ def rensa_run(texts, bands):
     bands = min((b for b in range(1, PERMUTATIONS + 1) if PERMUTATIONS % b == 0), key=lambda b: abs(b - bands))
     started = time.perf_counter()
     lsh = RMinHashLSH(threshold=THRESHOLD, num_perm=PERMUTATIONS, num_bands=bands)
-    hashes = []
-    for i, t in enumerate(texts):
+
+    def signature(text):
         m = RMinHash(num_perm=PERMUTATIONS, seed=1)
-        m.update(shingles(t))
-        hashes.append(m)
-        lsh.insert(i, m)
-    pairs = []
-    for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            if j > i and m.jaccard(hashes[j]) >= THRESHOLD:
-                pairs.append((i, j))
-    return components(len(texts), pairs), time.perf_counter() - started, bands
+        m.update(shingles(text))
+        return m
+
+    return lsh_components(texts, lsh, signature), time.perf_counter() - started, bands
 
 
 def sieve_text(data_dir, work):
