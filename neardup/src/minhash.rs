@@ -1,22 +1,27 @@
 //! MinHash signatures of word shingles (Broder 1997, "On the resemblance
-//! and containment of documents").
+//! and containment of documents"), bit for bit as datasketch 2.0's
+//! `MinHash` computes them by default (its `affine32` scheme), so that a
+//! signature sieve writes equals the one datasketch gives for the same
+//! shingles and seed.
 //!
 //! A text is normalised as the fastText proxy tokenizes it (split on
-//! whitespace, lowercased), cut into shingles of `shingle` consecutive words
-//! (a text shorter than that is one shingle of all its words), and each
-//! shingle is hashed to 64 bits (xxh3 of its words joined by one space).
-//! Permutation `i` maps a shingle hash `x` to `(a_i x + b_i) mod (2^61 - 1)`,
-//! keeps the low 32 bits (as datasketch does), and the signature holds each
-//! permutation's minimum over the text's shingles. `a_i` and `b_i` come from
-//! a ChaCha8 generator seeded with the hasher's seed.
+//! whitespace, lowercased) and cut into shingles of `shingle` consecutive
+//! words joined by one space (a text shorter than that is one shingle of all
+//! its words). Each shingle's UTF-8 bytes are hashed to 32 bits (the first
+//! four bytes of their SHA-1, little-endian: datasketch's `sha1_hash32`),
+//! pre-mixed by MurmurHash3's finalizer, and permutation `i` maps the mixed
+//! hash `h` to `a_i h + b_i mod 2^32`, with odd `a_i` (a bijection, so the
+//! permutation adds no collisions). The signature holds each permutation's
+//! minimum over the text's shingles. `a` and `b` are drawn as NumPy's
+//! `RandomState(seed)` draws them: a Mersenne Twister seeded with `seed`,
+//! first every `a_i = 2 (x & (2^31 - 1)) + 1`, then every `b_i = x`.
 //!
 //! The fraction of equal positions of two signatures estimates the Jaccard
 //! similarity of their shingle sets, with standard error
 //! `sqrt(J (1 - J) / num_perm)` (0.035 at J = 0.8 and 128 permutations).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use xxhash_rust::xxh3::xxh3_64;
+use rand_mt::Mt;
+use sha1::{Digest, Sha1};
 
 /// Permutations of a signature by default (datasketch's default too).
 pub const DEFAULT_PERMUTATIONS: usize = 128;
@@ -24,27 +29,25 @@ pub const DEFAULT_PERMUTATIONS: usize = 128;
 /// Words per shingle by default.
 pub const DEFAULT_SHINGLE: usize = 3;
 
-/// The seed of the permutations by default.
-pub const DEFAULT_SEED: u64 = 1;
-
-/// The Mersenne prime `2^61 - 1` the permutations work modulo.
-const PRIME: u64 = (1 << 61) - 1;
+/// The seed of the permutations by default (datasketch's default too).
+pub const DEFAULT_SEED: u32 = 1;
 
 /// A family of `num_perm` seeded permutations: computes signatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MinHasher {
-    a: Vec<u64>,
-    b: Vec<u64>,
+    a: Vec<u32>,
+    b: Vec<u32>,
     shingle: usize,
 }
 
 impl MinHasher {
     /// `num_perm` permutations drawn from `seed`, over shingles of `shingle`
     /// words (both at least 1).
-    pub fn new(num_perm: usize, shingle: usize, seed: u64) -> Self {
+    pub fn new(num_perm: usize, shingle: usize, seed: u32) -> Self {
         assert!(num_perm > 0 && shingle > 0, "a MinHash needs permutations and shingles of at least a word");
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (a, b) = (0..num_perm).map(|_| (rng.random_range(1..PRIME), rng.random_range(0..PRIME))).unzip();
+        let mut twister = Mt::new(seed);
+        let a = (0..num_perm).map(|_| (twister.next_u32() & 0x7fff_ffff) * 2 + 1).collect();
+        let b = (0..num_perm).map(|_| twister.next_u32()).collect();
         Self { a, b, shingle }
     }
 
@@ -61,8 +64,9 @@ impl MinHasher {
         out.fill(u32::MAX);
         for_each_shingle(text, self.shingle, |hash| {
             any = true;
+            let h = fmix32(hash);
             for ((o, &a), &b) in out.iter_mut().zip(&self.a).zip(&self.b) {
-                *o = (*o).min(permute(a, b, hash));
+                *o = (*o).min(a.wrapping_mul(h).wrapping_add(b));
             }
         });
         any
@@ -75,23 +79,25 @@ impl MinHasher {
     }
 }
 
-/// `(a x + b) mod (2^61 - 1)`, low 32 bits.
-fn permute(a: u64, b: u64, x: u64) -> u32 {
-    let y = a as u128 * x as u128 + b as u128;
-    // y < 2^126: two folds of the Mersenne reduction bring it below 2^62,
-    // a last subtraction below the prime.
-    let y = (y & PRIME as u128) + (y >> 61);
-    let mut y = ((y & PRIME as u128) + (y >> 61)) as u64;
-    if y >= PRIME {
-        y -= PRIME;
-    }
-    y as u32
+/// MurmurHash3's 32-bit finalizer: an avalanching bijection.
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// The first four bytes of the SHA-1 of `bytes`, little-endian.
+fn sha1_hash32(bytes: &[u8]) -> u32 {
+    let digest = Sha1::digest(bytes);
+    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// Calls `f` with the hash of each shingle of `text`: every run of
 /// `shingle` consecutive lowercased words, joined by one space; a text of
 /// fewer words gives one shingle of them all, a text of none gives none.
-pub fn for_each_shingle(text: &str, shingle: usize, mut f: impl FnMut(u64)) {
+pub fn for_each_shingle(text: &str, shingle: usize, mut f: impl FnMut(u32)) {
     let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
     if words.is_empty() {
         return;
@@ -105,16 +111,16 @@ pub fn for_each_shingle(text: &str, shingle: usize, mut f: impl FnMut(u64)) {
             }
             joined.push_str(w);
         }
-        f(xxh3_64(joined.as_bytes()));
+        f(sha1_hash32(joined.as_bytes()));
     }
 }
 
 /// The Jaccard similarity two signatures estimate: the fraction of
 /// positions where they agree.
-pub fn jaccard(a: &[u32], b: &[u32]) -> f32 {
+pub fn jaccard<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
     assert_eq!(a.len(), b.len(), "signatures of one hasher");
     let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
-    equal as f32 / a.len() as f32
+    equal as f64 / a.len() as f64
 }
 
 #[cfg(test)]
@@ -123,7 +129,7 @@ mod tests {
 
     use super::*;
 
-    fn shingles(text: &str, n: usize) -> HashSet<u64> {
+    fn shingles(text: &str, n: usize) -> HashSet<u32> {
         let mut out = HashSet::new();
         for_each_shingle(text, n, |h| {
             out.insert(h);
@@ -139,15 +145,23 @@ mod tests {
         assert!(shingles(" \n ", 3).is_empty());
         let mut one = 0;
         for_each_shingle("a b", 3, |h| one = h);
-        assert_eq!(one, xxh3_64(b"a b"));
+        assert_eq!(one, sha1_hash32(b"a b"));
+        // datasketch.hashfunc.sha1_hash32(b"a film that")
+        assert_eq!(sha1_hash32(b"a film that"), 2522163920);
     }
 
     #[test]
-    fn the_reduction_is_the_remainder() {
-        for &(a, b, x) in &[(PRIME - 1, PRIME - 1, u64::MAX), (1, 0, PRIME), (12345, 678, 1 << 63), (3, 5, 7)] {
-            let want = ((a as u128 * x as u128 + b as u128) % PRIME as u128) as u64 as u32;
-            assert_eq!(permute(a, b, x), want, "{a} {b} {x}");
-        }
+    fn permutations_and_signatures_are_datasketchs() {
+        // datasketch 2.0: MinHash(num_perm=128).permutations, and its
+        // hashvalues after update_batch of the four shingles below.
+        let hasher = MinHasher::new(DEFAULT_PERMUTATIONS, DEFAULT_SHINGLE, DEFAULT_SEED);
+        assert_eq!(hasher.a[..3], [3582191691, 4270784983, 1892572953]);
+        assert_eq!(hasher.b[..3], [214548472, 3287733501, 2301657549]);
+        assert_eq!((hasher.a[127], hasher.b[127]), (348755713, 1195370327));
+        assert_eq!(MinHasher::new(16, 3, 7).a[..2], [655483231, 1952827785]);
+        let signature = hasher.signature("A film that  is NOT dull").unwrap();
+        assert_eq!(signature[..6], [788266793, 2382523622, 56708915, 695074485, 1714113345, 1009917908]);
+        assert_eq!(signature[127], 1563145389);
     }
 
     #[test]
@@ -158,7 +172,7 @@ mod tests {
         let b: Vec<String> = (40..140).map(|i| format!("w{i}")).collect();
         let (sa, sb) = (hasher.signature(&a.join(" ")).unwrap(), hasher.signature(&b.join(" ")).unwrap());
         let truth = 60.0 / 140.0;
-        let se = (truth * (1.0 - truth) / 128.0f32).sqrt();
+        let se = (truth * (1.0 - truth) / 128.0f64).sqrt();
         assert!((jaccard(&sa, &sb) - truth).abs() < 3.0 * se, "{} vs {truth}", jaccard(&sa, &sb));
         assert_eq!(jaccard(&sa, &sa), 1.0);
         assert_eq!(hasher.signature(&a.join("  ")), Some(sa), "whitespace runs are one separator");

@@ -272,6 +272,7 @@ impl SelectOpts {
                 bits: self.near_dup_bits,
                 drop: self.drop_near_dups,
             },
+            leaks: crate::plan::LeakPlan { against: self.against.clone(), drop: self.drop_leaks },
             schedule: self.schedule.clone(),
             schedule_order: self.schedule_order,
             report: !self.no_report,
@@ -418,6 +419,12 @@ pub struct SelectOpts {
     /// Keep at most the first row of each near-duplicate component (the rows with `near_dup_of` are never kept); the quotas count the remaining rows.
     #[arg(long)]
     pub drop_near_dups: bool,
+    /// Evaluation rows the training rows must not duplicate: `heldout` (the dataset's held-out split, or --heldout), `none`, or Parquet files (a file, a directory or a glob) with the same input column. Training rows that are exact copies (same content hash) or near-duplicates (at --near-dup / --near-dup-bits) of one get `leak_kind`, `leak_of` (its id) and `leak_distance`.
+    #[arg(long, value_name = "heldout|none|PATH", default_value = "heldout")]
+    pub against: crate::plan::Against,
+    /// Never keep a training row that leaks an evaluation row (`leak_kind` set); the quotas count the remaining rows.
+    #[arg(long)]
+    pub drop_leaks: bool,
     /// A data schedule written as a `stage` column: `step:F1,F2,...`, `increment:START,STEP,STAGES` or `cut:F1,F2,...`.
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,

@@ -25,6 +25,7 @@ pub mod global;
 pub mod import;
 pub mod input;
 pub mod label_issues;
+pub mod leaks;
 pub mod log;
 pub mod manifest;
 pub mod near_dup;

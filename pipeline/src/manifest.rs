@@ -136,6 +136,9 @@ pub struct Manifest {
     /// What the near-duplicate stage found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub near_dups: Option<crate::near_dup::NearDups>,
+    /// The leak stage's counts, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaks: Option<crate::leaks::Leaks>,
     /// Embedding methods (prototype, k-center, SemDeDup, schedules), when used.
     pub global: Option<crate::global::GlobalOutcome>,
     /// Active learning: the pick, or the simulated rounds.
@@ -163,6 +166,7 @@ impl Manifest {
             cross_fit: None,
             label_issues: None,
             near_dups: None,
+            leaks: None,
             global: None,
             active: None,
             selection: None,

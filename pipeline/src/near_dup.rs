@@ -38,6 +38,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sieve_neardup::components::Components;
 use sieve_neardup::lsh::Banding;
+use sieve_neardup::minhash::jaccard;
 use sieve_neardup::phash::hamming;
 use sieve_schemas::OutputColumns;
 
@@ -52,7 +53,7 @@ const MINHASH: &str = OutputColumns::MINHASH;
 const PHASH: &str = OutputColumns::PHASH;
 
 /// Memory the candidate query may hold before it spills.
-const CANDIDATE_MEMORY: usize = 256 << 20;
+pub(crate) const CANDIDATE_MEMORY: usize = 256 << 20;
 
 /// What the near-duplicate stage found, for the manifest.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -92,42 +93,106 @@ pub fn hash_column(files: &[PathBuf]) -> Result<Option<&'static str>> {
 }
 
 /// The candidate rows' hashes: sorted by row, with their ids.
-struct Candidates {
-    rows: Vec<i64>,
-    ids: ArrayRef,
+pub(crate) struct Candidates {
+    /// Their `row`s, ascending.
+    pub rows: Vec<i64>,
+    /// Their ids, in the same order.
+    pub ids: ArrayRef,
     /// Text: `num_perm` values a row; images: one.
     values: Vec<u64>,
     width: usize,
 }
 
 impl Candidates {
-    fn index(&self, row: i64) -> usize {
+    /// The index of `row`, which must be a candidate.
+    pub fn index(&self, row: i64) -> usize {
         self.rows.binary_search(&row).expect("every bucket row is a candidate")
     }
 
-    fn hash(&self, i: usize) -> &[u64] {
+    /// The hash of the candidate at index `i`.
+    pub fn hash(&self, i: usize) -> &[u64] {
         &self.values[i * self.width..(i + 1) * self.width]
     }
 }
 
 /// How two candidates compare, and whether they are near-duplicates.
-enum Measure {
+pub(crate) enum Measure {
+    /// Estimated Jaccard similarity of MinHash signatures, at least this.
     Jaccard(f64),
+    /// Hamming distance of perceptual hashes, at most this.
     Bits(u32),
 }
 
 impl Measure {
     /// The evidence for a pair, and whether it passes.
-    fn of(&self, a: &[u64], b: &[u64]) -> (f64, bool) {
+    pub fn of(&self, a: &[u64], b: &[u64]) -> (f64, bool) {
         match *self {
             Measure::Jaccard(j) => {
-                let s = a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+                let s = jaccard(a, b);
                 (s, s >= j)
             }
             Measure::Bits(d) => {
                 let bits = hamming(a[0], b[0]);
                 (bits as f64, bits <= d)
             }
+        }
+    }
+}
+
+/// How candidate pairs are found (band keys) and verified for one hash
+/// column at one plan's threshold.
+pub(crate) struct Search {
+    /// A row's band keys, as SQL over the hash column.
+    pub keys: String,
+    /// How a candidate pair is verified.
+    pub measure: Measure,
+    /// Text: the Jaccard threshold; images: the bits.
+    pub threshold: f64,
+    /// Bands of the keys.
+    pub bands: usize,
+    /// Text: signature values per band.
+    pub rows_per_band: Option<usize>,
+}
+
+impl Search {
+    /// The SQL of a pair's evidence (estimated Jaccard similarity or
+    /// Hamming bits) between the hashes of the tables aliased `a` and `b`,
+    /// and of its passing the threshold.
+    pub fn verify_sql(&self, a: &str, b: &str) -> (String, String) {
+        match self.measure {
+            Measure::Jaccard(j) => {
+                let s = format!("minhash_jaccard({a}.{MINHASH}, {b}.{MINHASH})");
+                (s.clone(), format!("{s} >= {j}"))
+            }
+            Measure::Bits(d) => {
+                let s = format!("hamming({a}.{PHASH}, {b}.{PHASH})");
+                (s.clone(), format!("{s} <= {d}"))
+            }
+        }
+    }
+
+    /// The search for `hash` (`minhash` or `phash`, as in `files`) at
+    /// `plan`'s threshold: LSH bands chosen for the Jaccard threshold as
+    /// datasketch chooses them, or `bits + 1` bands of the hash's bits.
+    pub fn new(hash: &str, plan: &NearDupPlan, files: &[PathBuf]) -> Result<Self> {
+        if hash == MINHASH {
+            let banding = Banding::for_threshold(plan.jaccard, signature_width(files)?);
+            Ok(Self {
+                keys: format!("band_keys({MINHASH}, {}, {})", banding.bands, banding.rows),
+                measure: Measure::Jaccard(plan.jaccard),
+                threshold: plan.jaccard,
+                bands: banding.bands,
+                rows_per_band: Some(banding.rows),
+            })
+        } else {
+            let bands = plan.bits as usize + 1;
+            Ok(Self {
+                keys: format!("band_keys({PHASH}, {bands})"),
+                measure: Measure::Bits(plan.bits),
+                threshold: plan.bits as f64,
+                bands,
+                rows_per_band: None,
+            })
         }
     }
 }
@@ -142,22 +207,8 @@ pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, de
     let session = Runtime::of(ctx)?.session(Some(CANDIDATE_MEMORY))?;
     let paths: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
     session.register_table("raw", session.read_parquet(paths, ParquetReadOptions::default()).await?.into_view())?;
-    let (keys, measure, mut outcome) = if hash == MINHASH {
-        let width = signature_width(files)?;
-        let banding = Banding::for_threshold(plan.jaccard, width);
-        let outcome = NearDups {
-            hash: hash.into(),
-            threshold: plan.jaccard,
-            bands: banding.bands,
-            rows_per_band: Some(banding.rows),
-            ..NearDups::default()
-        };
-        (format!("band_keys({MINHASH}, {}, {})", banding.bands, banding.rows), Measure::Jaccard(plan.jaccard), outcome)
-    } else {
-        let bands = plan.bits as usize + 1;
-        let outcome = NearDups { hash: hash.into(), threshold: plan.bits as f64, bands, ..NearDups::default() };
-        (format!("band_keys({PHASH}, {bands})"), Measure::Bits(plan.bits), outcome)
-    };
+    let Search { keys, measure, threshold, bands, rows_per_band } = Search::new(hash, plan, files)?;
+    let mut outcome = NearDups { hash: hash.into(), threshold, bands, rows_per_band, ..NearDups::default() };
     let query = format!(
         "SELECT array_agg({ROW}) AS members FROM (SELECT {ROW}, unnest({keys}) AS k FROM raw \
          WHERE {err} IS NULL AND {hash} IS NOT NULL) GROUP BY k HAVING count(*) > 1",
@@ -250,8 +301,9 @@ fn signature_width(files: &[PathBuf]) -> Result<usize> {
     }
 }
 
-/// Reads the hashes and ids of the rows in `wanted`, sorted by row.
-fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) -> Result<Candidates> {
+/// Reads the hashes and ids of the rows in `wanted` (from `files` of
+/// `row`, `id` and the `hash` column), sorted by row.
+pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) -> Result<Candidates> {
     let mut rows: Vec<i64> = Vec::new();
     let mut ids: Vec<ArrayRef> = Vec::new();
     let mut values: Vec<u64> = Vec::new();

@@ -343,6 +343,10 @@ pub struct SelectPlan {
     /// Near-duplicates: how near, and whether all of a component are kept.
     #[serde(default)]
     pub near_dup: NearDupPlan,
+    /// Leaks: which evaluation rows the training rows are checked against,
+    /// and whether a leaking row may be kept.
+    #[serde(default)]
+    pub leaks: LeakPlan,
     /// Data schedule spec.
     pub schedule: Option<String>,
     /// Order of entry into the schedule.
@@ -359,6 +363,41 @@ pub struct NearDupPlan {
     /// Images: the most bits in which a near-duplicate pair's hashes differ.
     pub bits: u32,
     /// Whether only the first row of a component may be kept.
+    pub drop: bool,
+}
+
+/// The evaluation rows training rows must not duplicate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Against {
+    /// The dataset's held-out split, when it has one.
+    #[default]
+    Heldout,
+    /// No check.
+    None,
+    /// These Parquet files (a file, a directory or a glob).
+    Files(String),
+}
+
+impl std::str::FromStr for Against {
+    type Err = std::convert::Infallible;
+
+    /// `heldout`, `none`, or a path.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(match s {
+            "heldout" => Self::Heldout,
+            "none" => Self::None,
+            path => Self::Files(path.to_string()),
+        })
+    }
+}
+
+/// Where leaks are looked for, and what becomes of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakPlan {
+    /// The evaluation rows.
+    pub against: Against,
+    /// Whether a leaking training row is never kept.
     pub drop: bool,
 }
 

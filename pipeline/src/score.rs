@@ -113,10 +113,7 @@ pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
             format!(", text_embedding({}, {input}) AS {}", literal(&dir.to_string_lossy()), ident(ENCODED))
         }
     };
-    let near = match dataset.kind {
-        InputKind::Text => format!("minhash({input}) AS {}", OutputColumns::MINHASH),
-        InputKind::Image => format!("phash({input}) AS {}", OutputColumns::PHASH),
-    };
+    let near = near_hash_sql(dataset.kind, &input);
     format!(
         "SELECT {pos} AS row, {id} AS id, CAST({label} AS BIGINT) AS label, content_hash({input}) AS content_hash, \
          {near}, proxy_scores({dir}, {input}, {label}) AS {scores}{encoder} FROM input",
@@ -124,6 +121,15 @@ pub fn scoring_sql(dataset: &DatasetPlan, proxy_dir: &Path) -> String {
         dir = literal(&proxy_dir.to_string_lossy()),
         scores = ident(SCORES),
     )
+}
+
+/// The near-duplicate hash of the SQL expression `input`, named as its
+/// column: a text's MinHash signature, an image's perceptual hash.
+pub(crate) fn near_hash_sql(kind: InputKind, input: &str) -> String {
+    match kind {
+        InputKind::Text => format!("minhash({input}) AS {}", OutputColumns::MINHASH),
+        InputKind::Image => format!("phash({input}) AS {}", OutputColumns::PHASH),
+    }
 }
 
 /// Replaces the struct column of scores by its fields, as top-level columns,

@@ -51,11 +51,26 @@ pub struct ClassCount {
     pub kept: u64,
 }
 
+/// The rows one filter left out of the selection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Removed {
+    /// The filter: `bad rows`, `semantic duplicates`, `label issues`,
+    /// `near duplicates`, `leaks`, or `selection` (the ranking's quota).
+    pub filter: String,
+    /// Rows it removed of those the earlier filters passed.
+    pub rows: u64,
+}
+
 /// What the select stage decided.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SelectOutcome {
     /// Rows kept in all.
     pub kept: u64,
+    /// The path from the input rows to the kept ones: each filter's
+    /// removals in order, the selection's last; with `kept` they add up to
+    /// the rows scored.
+    #[serde(default)]
+    pub removed: Vec<Removed>,
     /// Per class, by label (rows without a label last).
     pub per_class: Vec<ClassCount>,
     /// Times the decision's sort spilled to disk (past its memory).
@@ -76,21 +91,59 @@ fn decision_memory(ctx: &SessionContext) -> usize {
     }
 }
 
-/// The condition for a row to count and be kept: no error, not a
-/// duplicate when de-duplicating, not a label issue when dropping them, not
-/// a near-duplicate of an earlier row when dropping them.
-fn valid_sql(plan: &SelectPlan) -> String {
-    let mut valid = "error IS NULL".to_string();
+/// The filters a row must pass to count and be kept, in order: (what a
+/// failing row is, the condition to pass, never NULL). No error; not a
+/// duplicate when de-duplicating; not a label issue, a near-duplicate of an
+/// earlier row or a leak of an evaluation row when dropping those.
+fn filters(plan: &SelectPlan) -> Vec<(&'static str, String)> {
+    let mut filters = vec![("bad rows", format!("{} IS NULL", OutputColumns::ERROR))];
     if plan.dedup.is_some() {
-        valid += &format!(" AND {} IS NULL", ident(global::DUP_OF));
+        filters.push(("semantic duplicates", format!("{} IS NULL", ident(global::DUP_OF))));
     }
     if plan.drop_label_issues {
-        valid += &format!(" AND {} IS NOT TRUE", ident(crate::label_issues::LABEL_ISSUE));
+        filters.push(("label issues", format!("{} IS NOT TRUE", ident(crate::label_issues::LABEL_ISSUE))));
     }
     if plan.near_dup.drop {
-        valid += &format!(" AND {} IS NULL", ident(OutputColumns::NEAR_DUP_OF));
+        filters.push(("near duplicates", format!("{} IS NULL", ident(OutputColumns::NEAR_DUP_OF))));
     }
-    valid
+    if plan.leaks.drop {
+        filters.push(("leaks", format!("{} IS NULL", ident(OutputColumns::LEAK_KIND))));
+    }
+    filters
+}
+
+/// The condition for a row to count and be kept: every filter passed.
+fn valid_sql(plan: &SelectPlan) -> String {
+    filters(plan).into_iter().map(|(_, pass)| pass).collect::<Vec<_>>().join(" AND ")
+}
+
+/// How many of the rows that passed the earlier filters each filter
+/// removed, in order; the select stage adds the rows the selection left
+/// out, so the counts and the kept rows add up to the input rows.
+async fn removed_by_filter(ctx: &SessionContext, plan: &SelectPlan) -> Result<Vec<Removed>> {
+    let filters = filters(plan);
+    let mut passed = "TRUE".to_string();
+    let mut sums = Vec::new();
+    for (_, pass) in &filters {
+        sums.push(format!("CAST(sum(CASE WHEN {passed} AND NOT ({pass}) THEN 1 ELSE 0 END) AS BIGINT)"));
+        passed = format!("{passed} AND {pass}");
+    }
+    let batches = ctx.sql(&format!("SELECT {} FROM raw", sums.join(", "))).await?.collect().await?;
+    let count = |i: usize| {
+        batches.first().map_or(0, |b| {
+            let c = b.column(i).as_primitive::<Int64Type>();
+            if c.is_valid(0) {
+                c.value(0) as u64
+            } else {
+                0
+            }
+        })
+    };
+    Ok(filters
+        .iter()
+        .enumerate()
+        .map(|(i, (filter, _))| Removed { filter: filter.to_string(), rows: count(i) })
+        .collect())
 }
 
 /// The ranking a row belongs to, as SQL: its label (per class) or one for all.
@@ -189,12 +242,14 @@ pub async fn run(
         global::DUP_OF,
         crate::label_issues::LABEL_ISSUE,
         OutputColumns::NEAR_DUP_OF,
+        OutputColumns::LEAK_KIND,
     ];
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     // The decision is SQL over the scores: it loads no model.
     let decision = Runtime::of(ctx)?.session(Some(decision_memory(ctx)))?;
     decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
     let quotas = quotas(&decision, plan).await?;
+    let mut removed = removed_by_filter(&decision, plan).await?;
     let query = match plan.strategy {
         Strategy::Ccs => ccs::decision_sql(&decision, plan, &quotas).await?,
         _ => selection_sql(plan, &quota_sql(plan, &quotas)),
@@ -213,7 +268,11 @@ pub async fn run(
     std::fs::remove_file(&narrow).map_err(io_err(&narrow))?;
     merge::write(&raw_files, extras, merge::Output::Decided(&kept), dest)?;
     let (spill_count, spilled_bytes) = spills(&physical);
-    Ok(SelectOutcome { spill_count, spilled_bytes, ..class_counts(ctx, dest, classes).await? })
+    let counts = class_counts(ctx, dest, classes).await?;
+    let total: u64 = counts.per_class.iter().map(|c| c.rows).sum();
+    let selection = total.saturating_sub(removed.iter().map(|r| r.rows).sum::<u64>() + counts.kept);
+    removed.push(Removed { filter: "selection".into(), rows: selection });
+    Ok(SelectOutcome { spill_count, spilled_bytes, removed, ..counts })
 }
 
 /// How often and how much a finished plan's operators spilled to disk, from

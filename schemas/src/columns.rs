@@ -127,6 +127,15 @@ impl OutputColumns {
     pub const NEAR_DUP_JACCARD: &'static str = "near_dup_jaccard";
     /// An image near-duplicate's Hamming distance (bits) to that row.
     pub const NEAR_DUP_BITS: &'static str = "near_dup_bits";
+    /// How a training row duplicates an evaluation row (`exact` or `near`);
+    /// null for a row that leaks nothing.
+    pub const LEAK_KIND: &'static str = "leak_kind";
+    /// The id of the evaluation row a leaking training row duplicates.
+    pub const LEAK_OF: &'static str = "leak_of";
+    /// How far the leaking row is from that evaluation row: 0 for an exact
+    /// copy; for a near one the Hamming bits of the perceptual hashes
+    /// (images) or 1 − the estimated Jaccard similarity (text).
+    pub const LEAK_DISTANCE: &'static str = "leak_distance";
 
     /// The float scores, all "higher = harder".
     pub const FLOAT_SCORES: [&'static str; 6] =

@@ -19,6 +19,8 @@ pub enum Stage {
     LabelIssues,
     /// Near-duplicates, from the MinHash or perceptual hashes.
     NearDups,
+    /// Leaks: training rows that duplicate an evaluation row.
+    Leaks,
     /// The methods over embeddings: prototypes, k-center, SemDeDup, schedules.
     EmbeddingMethods,
     /// Deciding which rows to keep.
@@ -42,6 +44,7 @@ impl Stage {
             Self::CrossFit => "cross_fit",
             Self::LabelIssues => "label_issues",
             Self::NearDups => "near_dups",
+            Self::Leaks => "leaks",
             Self::EmbeddingMethods => "embedding_methods",
             Self::Select => "select",
             Self::Active => "active",
@@ -70,6 +73,7 @@ mod tests {
             Stage::CrossFit,
             Stage::LabelIssues,
             Stage::NearDups,
+            Stage::Leaks,
             Stage::EmbeddingMethods,
             Stage::Select,
             Stage::Active,

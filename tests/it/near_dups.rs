@@ -1,12 +1,14 @@
-//! Near-duplicates: planted pairs of known kinds are found, few others
-//! are, the evidence is kept, and `--drop-near-dups` keeps one row of each
-//! component.
+//! Near-duplicates and leaks: planted pairs of known kinds are found, few
+//! others are, the evidence is kept, `--drop-near-dups` keeps one row of
+//! each component, and planted copies of training rows in the test split are
+//! flagged as leaks of the right kind (and `--drop-leaks` keeps none).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float32Type, Int32Type, Int64Type};
+use sieve_fixtures::Plants;
 use sieve_fixtures::{write_near_dup_images, write_near_dup_text, Planted};
 
 use crate::util::{manifest, read_parquet, sieve_ok};
@@ -59,7 +61,7 @@ fn assert_planted_found(planted: &[Planted], found: &HashMap<i64, i64>, what: &s
 #[test]
 fn planted_text_near_duplicates_are_found_with_their_jaccard() {
     let dir = tempfile::tempdir().unwrap();
-    let planted = write_near_dup_text(dir.path(), 7).unwrap();
+    let planted = write_near_dup_text(dir.path(), 7).unwrap().pairs;
     let out = prune(dir.path(), "--text-column", "text", &[]);
     let found = flagged(&out);
     assert_planted_found(&planted, &found, "text");
@@ -94,7 +96,7 @@ fn planted_text_near_duplicates_are_found_with_their_jaccard() {
 #[test]
 fn dropped_near_duplicates_keep_one_row_of_each_component() {
     let dir = tempfile::tempdir().unwrap();
-    let planted = write_near_dup_text(dir.path(), 7).unwrap();
+    let planted = write_near_dup_text(dir.path(), 7).unwrap().pairs;
     let out = prune(dir.path(), "--text-column", "text", &["--drop-near-dups", "--strategy", "random"]);
     let scores = read_parquet(&out.join("scores.parquet"));
     let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -111,7 +113,7 @@ fn dropped_near_duplicates_keep_one_row_of_each_component() {
 #[test]
 fn planted_image_near_duplicates_are_found_within_the_bits() {
     let dir = tempfile::tempdir().unwrap();
-    let planted = write_near_dup_images(dir.path(), 7).unwrap();
+    let planted = write_near_dup_images(dir.path(), 7).unwrap().pairs;
     let out = prune(dir.path(), "--image-column", "img", &[]);
     let found = flagged(&out);
     assert_planted_found(&planted, &found, "images");
@@ -131,4 +133,120 @@ fn planted_image_near_duplicates_are_found_within_the_bits() {
     let strict_found = flagged(&strict);
     assert!(strict_found.len() < found.len());
     assert!(strict_found.iter().all(|(id, of)| found.get(id) == Some(of)));
+}
+
+/// The leaks of `out`'s scores, by training id: (kind, test id, distance).
+fn leaks(out: &Path) -> HashMap<i64, (String, i64, f32)> {
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let kind = scores.column_by_name("leak_kind").unwrap().as_string::<i32>();
+    let of = scores.column_by_name("leak_of").unwrap().as_primitive::<Int64Type>();
+    let distance = scores.column_by_name("leak_distance").unwrap().as_primitive::<Float32Type>();
+    (0..scores.num_rows())
+        .filter(|&i| kind.is_valid(i))
+        .map(|i| (ids.value(i), (kind.value(i).to_string(), of.value(i), distance.value(i))))
+        .collect()
+}
+
+/// Every planted exact or near leak is flagged with its kind and test row,
+/// within `most` of distance (near), no far one is, nor any other row; the
+/// manifest counts them.
+fn assert_leaks_found(plants: &Plants, out: &Path, most: f32) {
+    let found = leaks(out);
+    for l in &plants.leaks {
+        match (l.near, found.get(&l.original)) {
+            (false, None) => {}
+            (false, Some(f)) => panic!("far copy of {} flagged: {f:?}", l.original),
+            (true, None) => panic!("{} of {} (test {}) not flagged", l.kind, l.original, l.copy),
+            (true, Some((kind, of, distance))) => {
+                assert_eq!(*of, l.copy, "{} of {}", l.kind, l.original);
+                let (want, exact) = if l.kind == "exact copy" { ("exact", true) } else { ("near", false) };
+                assert_eq!(kind, want, "{} of {}", l.kind, l.original);
+                assert!(if exact { *distance == 0.0 } else { (0.0..=most).contains(distance) }, "{l:?}: {distance}");
+            }
+        }
+    }
+    assert_eq!(found.len(), 40, "only the 20 exact and 20 near leaks: {found:?}");
+    let m = manifest(out);
+    assert_eq!((m["leaks"]["exact"].as_u64(), m["leaks"]["near"].as_u64()), (Some(20), Some(20)));
+    assert_eq!(m["leaks"]["rows"], 60);
+    assert_eq!(m["leaks"]["leaked"], 40, "each planted leak copies its own test row");
+}
+
+#[test]
+fn planted_text_leaks_are_flagged_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let plants = write_near_dup_text(dir.path(), 7).unwrap();
+    let test = dir.path().join("test.parquet");
+    let extra = ["--heldout", test.to_str().unwrap(), "--drop-leaks", "--strategy", "random"];
+    let out = prune(dir.path(), "--text-column", "text", &extra);
+    // One word replaced of 100: true Jaccard 95/101, distance about 0.06.
+    assert_leaks_found(&plants, &out, 0.2);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let found = leaks(&out);
+    assert!((0..scores.num_rows()).all(|i| !(keep.value(i) && found.contains_key(&ids.value(i)))), "a leak kept");
+    let m = manifest(&out);
+    assert_eq!(m["leaks"]["dropped"], true);
+    // From the input rows to the kept ones: no bad rows, the 40 leaks, then
+    // the selection's half of the other 280.
+    let removed: Vec<(String, u64)> = m["selection"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["filter"].as_str().unwrap().to_string(), r["rows"].as_u64().unwrap()))
+        .collect();
+    let kept = m["selection"]["kept"].as_u64().unwrap();
+    assert_eq!(removed[..2], [("bad rows".to_string(), 0), ("leaks".to_string(), 40)]);
+    assert_eq!(removed[2].0, "selection");
+    assert_eq!(removed.iter().map(|r| r.1).sum::<u64>() + kept, 320);
+    assert!(kept.abs_diff(140) <= 1, "{kept} kept");
+}
+
+#[test]
+fn planted_image_leaks_are_flagged_against_a_given_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let plants = write_near_dup_images(dir.path(), 7).unwrap();
+    let test = dir.path().join("test.parquet");
+    let out = prune(dir.path(), "--image-column", "img", &["--against", test.to_str().unwrap()]);
+    assert_leaks_found(&plants, &out, 6.0);
+    assert_eq!(manifest(&out)["leaks"]["against"], test.to_str().unwrap());
+    // The report's duplicates section: counts, and pairs side by side.
+    let report = dir.path().join("report");
+    let (train, out_dir) = (dir.path().join("train.parquet"), out.to_str().unwrap());
+    let args = ["select", "--input", train.to_str().unwrap(), "--image-column", "img", "--id-column", "id"];
+    crate::util::sieve_ok(
+        &[
+            &args[..],
+            &["--scores", out_dir, "--against", test.to_str().unwrap(), "--quiet", "--out", report.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let page = std::fs::read_to_string(report.join("report.html")).unwrap();
+    let section = &page[page.find("<section id=\"duplicates\">").expect("a duplicates section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    for expected in ["<td>near duplicates</td><td class=\"n\">90</td>", "<td>leaks: exact</td><td class=\"n\">20</td>"]
+    {
+        assert!(section.contains(expected), "{expected} in {section:.2000}");
+    }
+    // 12 near-duplicate and 12 leak pairs, each of two pictures.
+    assert_eq!(section.matches("<figure").count(), 24);
+    assert_eq!(section.matches("<img").count(), 48);
+    // Without a held-out split there is nothing to drop leaks against.
+    let err = crate::util::sieve(&[
+        "prune",
+        "--input",
+        dir.path().join("train.parquet").to_str().unwrap(),
+        "--image-column",
+        "img",
+        "--drop-leaks",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--drop-leaks"), "{}", String::from_utf8_lossy(&err.stderr));
 }

@@ -317,7 +317,11 @@ fn json_logs_are_one_object_per_line_with_stage_and_level() {
         stderr.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert!(events.iter().all(|e| e["level"] == "info" && e["ts"].is_f64()), "{stderr}");
     let stages: Vec<&str> = events.iter().map(|e| e["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["device", "label_issues", "near_dups", "select", "write", "report", "done"], "{stderr}");
+    assert_eq!(
+        stages,
+        ["device", "label_issues", "near_dups", "leaks", "select", "write", "report", "done"],
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -142,6 +142,7 @@ pub(crate) async fn score_select_write(
             scores_in.display()
         )));
     }
+    leaks(&ctx, &raw_files, dataset, select_plan, staging, manifest, &mut extras).await?;
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {
@@ -158,6 +159,39 @@ pub(crate) async fn score_select_write(
     }
     record(manifest, Stage::Select, started);
     write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
+}
+
+/// The leak stage, when there are evaluation rows to check the training
+/// rows against: their leaks as an extra file for the select stage.
+async fn leaks(
+    ctx: &SessionContext,
+    raw_files: &[PathBuf],
+    dataset: &DatasetPlan,
+    plan: &SelectPlan,
+    staging: &Staging,
+    manifest: &mut Manifest,
+    extras: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let against = crate::leaks::against(dataset, &plan.leaks)?;
+    let hashed = crate::near_dup::hash_column(raw_files)?.is_some();
+    let Some(against) = against.filter(|_| hashed) else {
+        if plan.leaks.drop {
+            return Err(crate::error::PipelineError::Usage(
+                "--drop-leaks: the scores have no minhash or phash column: rescore them with this sieve".into(),
+            ));
+        }
+        return Ok(());
+    };
+    let dest = staging.path().join(".leaks.parquet");
+    let started = Instant::now();
+    let mut found =
+        crate::leaks::run(ctx, raw_files, dataset, (&against.0, &against.1), &plan.near_dup, staging.path(), &dest)
+            .await?;
+    found.dropped = plan.leaks.drop;
+    manifest.leaks = Some(found);
+    record(manifest, Stage::Leaks, started);
+    extras.push(dest);
+    Ok(())
 }
 
 /// The write stage: the rows `staging`'s scores.parquet keeps, copied from

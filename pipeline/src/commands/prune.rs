@@ -38,6 +38,7 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     let mut select_plan = args.select.plan(args.common.seed)?;
     dataset.embedding = Embedding::resolve(&args.embedding.embedding, dataset.kind, global::needed(&select_plan))?;
     select_plan.resolve_auto(dataset.train.total_rows(), dataset.classes.len())?;
+    crate::leaks::against(&dataset, &select_plan.leaks)?;
     let folds = cross_fitting(&args, &dataset)?;
     let run = args.common.run_plan(args.out, dataset.name.clone())?.on_cluster(args.cluster.cluster.clone())?;
     let rt = init_run(&run)?;

@@ -30,6 +30,7 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     let dataset = args.input.plan()?;
     let mut select_plan = args.select.plan(args.common.seed)?;
     select_plan.resolve_auto(dataset.train.total_rows(), dataset.classes.len())?;
+    crate::leaks::against(&dataset, &select_plan.leaks)?;
     let run = args.common.run_plan(args.out, dataset.name.clone())?;
     let rt = init_run(&run)?;
     let scores = crate::store::localize(&args.scores.expect("clap requires --scores without --labeled or --rounds"))?;

@@ -259,7 +259,7 @@ async fn proxy_scores(
         let manifest = Manifest::read(raw.parent().unwrap_or(Path::new(".")))?;
         let seconds = |stage| manifest.seconds.get(&stage).copied().unwrap_or(0.0);
         let proxy = manifest.proxy.as_ref().map(|p| &p.meta);
-        let extras = near_dups(ctx, args, &raw, work).await?.into_iter().collect();
+        let extras = duplicates(ctx, args, dataset, &raw, work).await?;
         return Ok(Scored {
             raw,
             extras,
@@ -296,7 +296,7 @@ async fn proxy_scores(
         label_issues::run(std::slice::from_ref(&raw), None, counting, dataset.classes.len(), &labels)?;
         extras.push(labels);
     }
-    extras.extend(near_dups(ctx, args, &raw, work).await?);
+    extras.extend(duplicates(ctx, args, dataset, &raw, work).await?);
     Ok(Scored {
         raw,
         extras,
@@ -309,18 +309,33 @@ async fn proxy_scores(
     })
 }
 
-/// With `--drop-near-dups`, the near-duplicates of the scores at `raw`:
-/// the rows every method then leaves out, as `prune` does.
-async fn near_dups(ctx: &SessionContext, args: &EvalArgs, raw: &Path, work: &Path) -> Result<Option<PathBuf>> {
-    let plan = args.select.plan(args.common.seed)?.near_dup;
-    if !plan.drop {
-        return Ok(None);
-    }
+/// With `--drop-near-dups`, the near-duplicates of the scores at `raw`, and
+/// with `--drop-leaks` their leaks of the evaluation rows: the rows every
+/// method then leaves out, as `prune` does.
+async fn duplicates(
+    ctx: &SessionContext,
+    args: &EvalArgs,
+    dataset: &DatasetPlan,
+    raw: &Path,
+    work: &Path,
+) -> Result<Vec<PathBuf>> {
+    let plan = args.select.plan(args.common.seed)?;
     let files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
-    let dest = work.join("near-dups.parquet");
-    let found = crate::near_dup::run(ctx, &files, &plan, &dest).await?;
-    crate::log::info("eval", "near-duplicates", serde_json::to_value(&found).expect("serializes"));
-    Ok(Some(dest))
+    let mut extras = Vec::new();
+    if plan.near_dup.drop {
+        let dest = work.join("near-dups.parquet");
+        let found = crate::near_dup::run(ctx, &files, &plan.near_dup, &dest).await?;
+        crate::log::info("eval", "near-duplicates", serde_json::to_value(&found).expect("serializes"));
+        extras.push(dest);
+    }
+    if let Some(against) = crate::leaks::against(dataset, &plan.leaks)?.filter(|_| plan.leaks.drop) {
+        let dest = work.join("leaks.parquet");
+        let found =
+            crate::leaks::run(ctx, &files, dataset, (&against.0, &against.1), &plan.near_dup, work, &dest).await?;
+        crate::log::info("eval", "leaks", serde_json::to_value(&found).expect("serializes"));
+        extras.push(dest);
+    }
+    Ok(extras)
 }
 
 /// The rows `plan` keeps from the scores, as a set of input positions;

@@ -11,7 +11,7 @@ use sieve_schemas::InputKind;
 use plotters::style::RGBColor;
 
 use super::plots::{class_name, Figure, KEPT, MAX_CLASSES, PRUNED};
-use super::rows::{Scan, Scored};
+use super::rows::{Duplicates, Pair, Scan, Scored};
 use crate::choices::{Balance, Order, Strategy};
 use crate::manifest::Manifest;
 use crate::plan::SelectPlan;
@@ -26,7 +26,7 @@ h1{font-size:24px;margin:0 0 12px}h2{font-size:18px;margin:28px 0 8px;border-bot
 table{border-collapse:collapse}td,th{border-bottom:1px solid #e3e3e3;padding:3px 10px;text-align:left;vertical-align:top}\
 td.n,th.n{text-align:right}.tables{display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start}.note{color:#666}\
 img.plot{max-width:100%;display:block}.cards{display:flex;flex-wrap:wrap;gap:10px}\
-figure{margin:0;width:100px;font-size:11px;line-height:1.3}\
+figure{margin:0;width:100px;font-size:11px;line-height:1.3}figure.pair{width:202px}.pair div{display:flex;gap:6px}\
 figure img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated;border:1px solid #bbb;display:block}\
 .wrong{color:#c0392b;font-weight:bold}.sw{display:inline-block;width:12px;height:12px;vertical-align:middle;margin:0 4px 0 12px}\
 table.examples td.t{max-width:640px}";
@@ -43,6 +43,12 @@ pub struct Page<'a> {
     pub scan: &'a Scan,
     /// The flagged label issues shown, most likely wrong first.
     pub label_issues: &'a [Scored],
+    /// The near-duplicates and leaks shown.
+    pub duplicates: &'a Duplicates,
+    /// The input positions of the rows the near-duplicates duplicate, by id.
+    pub original_rows: &'a HashMap<String, u64>,
+    /// The payloads of the evaluation rows the leaks duplicate, by id.
+    pub evaluation: &'a HashMap<String, Vec<u8>>,
     /// Payloads of the rows in the grids, by input position.
     pub payloads: &'a HashMap<u64, Vec<u8>>,
     /// Score histograms per class.
@@ -116,6 +122,7 @@ pub fn render(page: &Page<'_>) -> String {
     plots(&mut s, page);
     grids(&mut s, page);
     label_issues(&mut s, page);
+    duplicates(&mut s, page);
     s.push_str("</body></html>\n");
     s
 }
@@ -313,6 +320,107 @@ fn label_issues(s: &mut String, page: &Page<'_>) {
         InputKind::Text => text_table(s, page, page.label_issues),
     }
     s.push_str("</section>\n");
+}
+
+/// Near-duplicates and leaks: rows per kind, near-duplicates per stricter
+/// threshold, and the first pairs of each.
+fn duplicates(s: &mut String, page: &Page<'_>) {
+    let m = page.manifest;
+    if m.near_dups.is_none() && m.leaks.is_none() {
+        return;
+    }
+    let never = |dropped: bool| if dropped { "never kept" } else { "may be kept" };
+    s.push_str("<section id=\"duplicates\"><h2>Duplicates</h2><table class=\"classes\"><tr><th>kind</th><th class=\"n\">rows</th><th>how decided</th><th></th></tr>");
+    let mut kind = |what: &str, rows: u64, how: String, fate: &str| {
+        let _ =
+            write!(s, "<tr><td>{what}</td><td class=\"n\">{rows}</td><td>{}</td><td>{fate}</td></tr>", escape(&how));
+    };
+    let near_how = |hash: &str, threshold: f64| match hash {
+        "minhash" => format!("MinHash estimated Jaccard at least {threshold}"),
+        _ => format!("perceptual hashes at most {threshold} bits apart"),
+    };
+    if let Some(n) = &m.near_dups {
+        let how = format!(
+            "{} ({} components; the first row of each is not flagged)",
+            near_how(&n.hash, n.threshold),
+            n.components
+        );
+        kind("near duplicates", n.flagged, how, never(n.dropped));
+    }
+    if let Some(d) = m.global.as_ref().and_then(|g| g.duplicates) {
+        kind("semantic duplicates", d, "SemDeDup on the embeddings (--dedup)".into(), "never kept");
+    }
+    if let (Some(l), Some(n)) = (&m.leaks, &m.near_dups) {
+        let against = format!("of the {} evaluation rows ({}; {} of them leaked)", l.rows, l.against, l.leaked);
+        kind("leaks: exact", l.exact, format!("the same content hash as one {against}"), never(l.dropped));
+        kind("leaks: near", l.near, format!("{} to one {against}", near_how(&n.hash, n.threshold)), never(l.dropped));
+    }
+    s.push_str("</table>");
+    if let Some(n) = m.near_dups.as_ref().filter(|n| !n.by_threshold.is_empty()) {
+        let measure = if n.hash == "minhash" { "Jaccard at least" } else { "bits at most" };
+        let _ = write!(s, "<h3>Near duplicates by threshold</h3><p class=\"note\">What a stricter threshold on <code>near_dup_{}</code> leaves flagged (re-decide with <code>sieve select --scores</code>).</p><table class=\"classes\"><tr><th>{measure}</th><th class=\"n\">rows</th><th></th></tr>", if n.hash == "minhash" { "jaccard" } else { "bits" });
+        let most = n.by_threshold.iter().map(|t| t.1).max().unwrap_or(0).max(1);
+        for (threshold, rows) in &n.by_threshold {
+            let width = 240 * rows / most;
+            let _ = write!(s, "<tr><td>{threshold}</td><td class=\"n\">{rows}</td><td><span class=\"sw\" style=\"width:{width}px;margin:0;background:{}\"></span></td></tr>", css(KEPT));
+        }
+        s.push_str("</table>");
+    }
+    let (rows, payloads, evaluation) = (page.original_rows, page.payloads, page.evaluation);
+    let original = |p: &Pair| rows.get(&p.of).and_then(|pos| payloads.get(pos));
+    pairs(s, page, "near duplicates", "the earlier row it duplicates", &page.duplicates.near, original);
+    let leaked = |p: &Pair| evaluation.get(&p.of);
+    pairs(s, page, "leaks", "the evaluation row it duplicates", &page.duplicates.leaks, leaked);
+    s.push_str("</section>\n");
+}
+
+/// The first `pairs` of a kind: each training row beside the row it
+/// duplicates (`other`'s payload), with the other's id and the evidence.
+fn pairs<'a>(
+    s: &mut String,
+    page: &Page<'a>,
+    what: &str,
+    other_is: &str,
+    pairs: &[Pair],
+    other: impl Fn(&Pair) -> Option<&'a Vec<u8>>,
+) {
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = write!(s, "<h3>The first {} {what}, each beside {other_is}</h3>", pairs.len());
+    let shown = |bytes: Option<&Vec<u8>>| -> String {
+        let bytes = bytes.map_or(&[][..], Vec::as_slice);
+        match page.kind {
+            InputKind::Image => match image_mime(bytes) {
+                Some(mime) => format!("<img alt=\"\" src=\"{}\">", data_uri(mime, bytes)),
+                None => "<p class=\"note\">(not shown)</p>".to_string(),
+            },
+            InputKind::Text => escape(&truncate(&String::from_utf8_lossy(bytes), TEXT_CHARS)),
+        }
+    };
+    let evidence = |p: &Pair| match (p.kind.as_deref(), page.kind) {
+        (Some("exact"), _) => "exact copy".to_string(),
+        (Some(kind), InputKind::Image) => format!("{kind}, {} bits", p.evidence),
+        (Some(kind), InputKind::Text) => format!("{kind}, distance {:.3}", p.evidence),
+        (None, InputKind::Image) => format!("{} bits", p.evidence),
+        (None, InputKind::Text) => format!("Jaccard {:.3}", p.evidence),
+    };
+    match page.kind {
+        InputKind::Image => {
+            s.push_str("<div class=\"cards\">");
+            for p in pairs {
+                let _ = write!(s, "<figure class=\"pair\" data-row=\"{pos}\"><div>{}{}</div><figcaption>row {pos}, of id {}<br>{}</figcaption></figure>", shown(page.payloads.get(&p.pos)), shown(other(p)), escape(&p.of), escape(&evidence(p)), pos = p.pos);
+            }
+            s.push_str("</div>");
+        }
+        InputKind::Text => {
+            s.push_str("<table class=\"examples\"><tr><th class=\"n\">row</th><th>text</th><th>of</th><th>its text</th><th>evidence</th></tr>");
+            for p in pairs {
+                let _ = write!(s, "<tr data-row=\"{pos}\"><td class=\"n\">{pos}</td><td class=\"t\">{}</td><td>{}</td><td class=\"t\">{}</td><td>{}</td></tr>", shown(page.payloads.get(&p.pos)), escape(&p.of), shown(other(p)), escape(&evidence(p)), pos = p.pos);
+            }
+            s.push_str("</table>");
+        }
+    }
 }
 
 /// One grid: image cards or a table of texts, in a section with `id`.

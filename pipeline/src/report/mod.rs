@@ -10,7 +10,10 @@
 //!   seeded sample of pruned rows: images as pictures, texts in tables, each
 //!   with its label, the proxy's prediction and its score;
 //! - the label issues confident learning flagged: per class, and the
-//!   [`GRID`] most likely wrong with their given and confident labels.
+//!   [`GRID`] most likely wrong with their given and confident labels;
+//! - duplicates: near-duplicates and leaks counted per kind and per
+//!   threshold, and the first [`PAIRS`] of each beside the row they
+//!   duplicate.
 //!
 //! It streams `scores.parquet` twice (a few columns), then reads only the
 //! input row groups that hold the rows shown: memory stays flat as the
@@ -21,7 +24,7 @@ pub mod payloads;
 pub mod plots;
 pub mod rows;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use sieve_schemas::layout;
@@ -35,6 +38,25 @@ use plots::Figure;
 pub const GRID: usize = 24;
 /// Bins of each class's score histogram.
 const BINS: usize = 30;
+/// Near-duplicate and leak pairs shown.
+const PAIRS: usize = 12;
+
+/// The payloads of the evaluation rows the shown leaks duplicate, by id.
+fn evaluation_payloads(
+    plan: &crate::plan::SelectPlan,
+    dataset: &DatasetPlan,
+    duplicates: &rows::Duplicates,
+) -> Result<HashMap<String, Vec<u8>>> {
+    if duplicates.leaks.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let Some((_, against)) = crate::leaks::against(dataset, &plan.leaks)? else { return Ok(HashMap::new()) };
+    let ids: BTreeSet<String> = duplicates.leaks.iter().map(|p| p.of.clone()).collect();
+    let rows = payloads::positions_of(&against, dataset.id_column.as_deref(), &ids)?;
+    let positions: BTreeSet<u64> = rows.values().copied().collect();
+    let bytes = payloads::fetch_from(&against, dataset.kind, &dataset.input_column, &positions)?;
+    Ok(rows.into_iter().filter_map(|(id, pos)| Some((id, bytes.get(&pos)?.clone()))).collect())
+}
 
 /// Writes `dir/report.html` for the job `manifest` describes, whose
 /// `scores.parquet` is in `dir`, over `dataset`'s training input. A plot
@@ -50,9 +72,15 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
     let scan = rows::scan(&scores, plan.score.column(), GRID, plan.seed)?;
     let histograms = scan.range.map(|range| rows::histograms(&scores, plan.score.column(), range, BINS)).transpose()?;
     let issues = rows::label_issues(&scores, GRID)?;
-    let shown: BTreeSet<u64> =
+    let duplicates = rows::duplicates(&scores, PAIRS)?;
+    let originals: BTreeSet<String> = duplicates.near.iter().map(|p| p.of.clone()).collect();
+    let original_rows = payloads::positions_of(&dataset.train, dataset.id_column.as_deref(), &originals)?;
+    let mut shown: BTreeSet<u64> =
         [&scan.hardest, &scan.easiest, &scan.pruned_sample, &issues].into_iter().flatten().map(|r| r.pos).collect();
+    shown.extend(duplicates.near.iter().chain(&duplicates.leaks).map(|p| p.pos));
+    shown.extend(original_rows.values());
     let payloads = payloads::fetch(dataset, &shown)?;
+    let evaluation = evaluation_payloads(plan, dataset, &duplicates)?;
     let per_class = manifest.selection.as_ref().map_or(&[][..], |s| &s.per_class[..]);
     let page = html::Page {
         manifest,
@@ -60,6 +88,9 @@ pub fn write(manifest: &Manifest, dataset: &DatasetPlan, dir: &Path) -> Result<(
         kind: dataset.kind,
         scan: &scan,
         label_issues: &issues,
+        duplicates: &duplicates,
+        original_rows: &original_rows,
+        evaluation: &evaluation,
         payloads: &payloads,
         histograms: &plots::histograms(histograms.as_ref(), &dataset.classes, plan.score.column()),
         kept: &plots::kept_fraction(per_class, &dataset.classes),

@@ -342,6 +342,83 @@ pub fn label_issues(path: &Path, n: usize) -> Result<Vec<Scored>> {
     Ok(top.into_sorted().into_iter().map(|Ranked(_, row)| row).collect())
 }
 
+/// A training row that duplicates another row: a near-duplicate of an
+/// earlier training row, or a leak of an evaluation row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pair {
+    /// The training row's input position.
+    pub pos: u64,
+    /// The other row's id, as text.
+    pub of: String,
+    /// Near-duplicates: the Jaccard similarity or bits; leaks: the distance.
+    pub evidence: f32,
+    /// Leaks: `exact` or `near`.
+    pub kind: Option<String>,
+}
+
+/// The first `n` near-duplicates and the first `n` leaks of a scores.parquet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Duplicates {
+    /// Near-duplicates, in input order.
+    pub near: Vec<Pair>,
+    /// Leaks, in input order.
+    pub leaks: Vec<Pair>,
+}
+
+/// The first `n` near-duplicate and leaking rows of the scores at `path`,
+/// with their evidence; empty where the job found none (or looked for none).
+/// Reads only those columns, and stops once both lists are full.
+pub fn duplicates(path: &Path, n: usize) -> Result<Duplicates> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err(path))?;
+    let present = |c: &str| builder.schema().index_of(c).ok();
+    let evidence =
+        [OutputColumns::NEAR_DUP_JACCARD, OutputColumns::NEAR_DUP_BITS].into_iter().find(|c| present(c).is_some());
+    let wanted: Vec<&str> = [Some(ROW), Some(OutputColumns::NEAR_DUP_OF), evidence]
+        .into_iter()
+        .flatten()
+        .chain([OutputColumns::LEAK_KIND, OutputColumns::LEAK_OF, OutputColumns::LEAK_DISTANCE])
+        .filter(|c| present(c).is_some())
+        .collect();
+    let idx: Vec<usize> = wanted.iter().filter_map(|c| present(c)).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), idx);
+    let mut out = Duplicates::default();
+    for batch in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))? {
+        let batch = batch.map_err(|e| PipelineError::Parquet { path: path.to_path_buf(), source: e.into() })?;
+        let pos = batch.column_by_name(ROW).expect("projected").as_primitive::<Int64Type>().clone();
+        let text = |name: &str| batch.column_by_name(name).map(|c| cast(c, &DataType::Utf8)).transpose();
+        let number = |name: Option<&str>| {
+            name.and_then(|n| batch.column_by_name(n)).map(|c| cast(c, &DataType::Float32)).transpose()
+        };
+        let pairs = [
+            (&mut out.near, text(OutputColumns::NEAR_DUP_OF)?, number(evidence)?, None),
+            (
+                &mut out.leaks,
+                text(OutputColumns::LEAK_OF)?,
+                number(Some(OutputColumns::LEAK_DISTANCE))?,
+                text(OutputColumns::LEAK_KIND)?,
+            ),
+        ];
+        for (list, of, evidence, kind) in pairs {
+            let (Some(of), Some(evidence)) = (of, evidence) else { continue };
+            let (of, evidence) = (of.as_string::<i32>(), evidence.as_primitive::<Float32Type>());
+            let kind = kind.as_ref().map(|k| k.as_string::<i32>());
+            for i in (0..batch.num_rows()).filter(|&i| of.is_valid(i)).take(n - list.len().min(n)) {
+                list.push(Pair {
+                    pos: pos.value(i) as u64,
+                    of: of.value(i).to_string(),
+                    evidence: evidence.value(i),
+                    kind: kind.map(|k| k.value(i).to_string()),
+                });
+            }
+        }
+        if out.near.len() >= n && out.leaks.len() >= n {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,14 +42,14 @@ impl MinHash {
 static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     Documentation::builder(
         DOC_SECTION_OTHER,
-        "MinHash signature of a text's word shingles (split on whitespace, lowercased), as FixedSizeList<UInt32>; \
-         the fraction of equal positions of two signatures estimates the Jaccard similarity of their shingle sets.",
+        "MinHash signature of a text's word shingles (split on whitespace, lowercased), as FixedSizeList<UInt32>, \
+         equal to datasketch 2.0's MinHash of the same shingles and seed; the fraction of equal positions of two signatures estimates the Jaccard similarity of their shingle sets.",
         "minhash(sentence), minhash(sentence, 128, 3, 1)",
     )
     .with_argument("text", "Text column (Utf8, LargeUtf8, Utf8View or UTF-8 binary).")
     .with_argument("num_perm", "Permutations, the signature's length (a literal; default 128).")
     .with_argument("shingle", "Words per shingle (a literal; default 3).")
-    .with_argument("seed", "Seed of the permutations (a literal; default 1).")
+    .with_argument("seed", "Seed of the permutations, below 2^32 (a literal; default 1, datasketch's default).")
     .build()
 });
 
@@ -69,10 +69,13 @@ fn literal_arg(name: &str, args: &[Option<&ScalarValue>], i: usize, default: u64
 fn hasher(name: &str, args: &[Option<&ScalarValue>]) -> Result<MinHasher> {
     let num_perm = literal_arg(name, args, 1, DEFAULT_PERMUTATIONS as u64)?;
     let shingle = literal_arg(name, args, 2, DEFAULT_SHINGLE as u64)?;
-    let seed = literal_arg(name, args, 3, DEFAULT_SEED)?;
+    let seed = literal_arg(name, args, 3, DEFAULT_SEED as u64)?;
     if num_perm > 4096 {
         return plan_err!("{name}: at most 4096 permutations");
     }
+    let Ok(seed) = u32::try_from(seed) else {
+        return plan_err!("{name}: the seed must be below 2^32 (NumPy's RandomState seeds, as datasketch's)");
+    };
     Ok(MinHasher::new(num_perm as usize, shingle as usize, seed))
 }
 
@@ -194,7 +197,7 @@ impl ScalarUDFImpl for MinHashJaccard {
             .map(|i| {
                 (a.is_valid(i) && b.is_valid(i)).then(|| {
                     let (ia, ib) = (a.value_offset(i) as usize, b.value_offset(i) as usize);
-                    jaccard(&va[ia..ia + w], &vb[ib..ib + w])
+                    jaccard(&va[ia..ia + w], &vb[ib..ib + w]) as f32
                 })
             })
             .collect();
