@@ -127,7 +127,7 @@ pub async fn run(
     let hash = crate::near_dup::hash_column(files)?.ok_or_else(|| {
         PipelineError::Usage("no minhash or phash column in the scores to check leaks with: rescore them".into())
     })?;
-    let session = Runtime::of(ctx)?.session(Some(crate::near_dup::CANDIDATE_MEMORY))?;
+    let session = Runtime::of(ctx)?.session(Some(crate::near_dup::candidate_memory(ctx)))?;
     let eval_file = scratch.join(".against.parquet");
     let rows = hash_against(&session, dataset, against.1, &eval_file).await?;
     let eval_files = vec![eval_file.clone()];

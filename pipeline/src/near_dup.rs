@@ -2,22 +2,27 @@
 //! MinHash signatures of text (`minhash`) or perceptual hashes of images
 //! (`phash`).
 //!
-//! 1. **Candidates, in SQL.** Every valid row's band keys (`band_keys`: LSH
+//! 1. **Identical hashes, in SQL.** `GROUP BY` each valid row's whole hash
+//!    (`HAVING count(*) > 1`): every later row of a group is a copy of the
+//!    group's first row (evidence: Jaccard 1, or 0 bits), and only first
+//!    rows go on. A dataset sampled with replacement, or one with many exact
+//!    copies, leaves few rows for the next steps.
+//! 2. **Candidates, in SQL.** Every valid row's band keys (`band_keys`: LSH
 //!    bands of its signature, or bands of its hash's bits) are unnested and
-//!    grouped: `GROUP BY key HAVING count(*) > 1`. The aggregation runs in
-//!    a memory-limited session and spills, so memory does not grow with the
-//!    rows; what comes back is the buckets of rows that share a key.
-//! 2. **Verification.** Only the rows in some bucket (the candidates) have
-//!    their hashes read back. Within a bucket, rows with identical hashes
-//!    are joined at once; the others are compared pairwise, by estimated
-//!    Jaccard similarity (text: at least `--near-dup J`) or Hamming
-//!    distance (images: at most `--near-dup-bits D`).
-//! 3. **Components.** Verified pairs are joined by union-find; a
+//!    grouped: `GROUP BY key HAVING count(*) > 1`. Both aggregations run in
+//!    a memory-limited session and spill; what comes back is the buckets of
+//!    first rows that share a key.
+//! 3. **Verification.** Only the rows in some bucket (the candidates) and
+//!    the first rows of identical groups have their hashes read back.
+//!    Within a bucket the rows are compared pairwise, by estimated Jaccard
+//!    similarity (text: at least `--near-dup J`) or Hamming distance
+//!    (images: at most `--near-dup-bits D`).
+//! 4. **Components.** Verified pairs are joined by union-find; a
 //!    component's representative is its first row in input order, the one
 //!    kept. Every other member gets `near_dup_of` (the representative's id)
 //!    and its evidence: `near_dup_jaccard` (text: the estimated Jaccard
 //!    similarity to the representative) or `near_dup_bits` (images: the
-//!    Hamming distance to it).
+//!    Hamming distance to it). A copy's representative is its first row's.
 //!
 //! With MinHash LSH (bands and rows chosen as datasketch chooses them for
 //! J) a pair of similarity `s` becomes a candidate with probability
@@ -52,8 +57,14 @@ const MINHASH: &str = OutputColumns::MINHASH;
 /// Column of an image row's perceptual hash (scores.parquet).
 const PHASH: &str = OutputColumns::PHASH;
 
-/// Memory the candidate query may hold before it spills.
-pub(crate) const CANDIDATE_MEMORY: usize = 256 << 20;
+/// Memory the candidate queries may hold before they spill.
+const CANDIDATE_MEMORY: usize = 256 << 20;
+
+/// The candidate queries' memory: [`CANDIDATE_MEMORY`], or the job's
+/// session's pool (`--memory-limit`) when that is smaller.
+pub(crate) fn candidate_memory(ctx: &SessionContext) -> usize {
+    crate::session::capped_memory(ctx, CANDIDATE_MEMORY)
+}
 
 /// What the near-duplicate stage found, for the manifest.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -69,7 +80,10 @@ pub struct NearDups {
     pub rows_per_band: Option<usize>,
     /// Keys shared by more than one row.
     pub buckets: u64,
-    /// Rows in some bucket.
+    /// Rows whose hash equals an earlier row's (flagged without banding).
+    #[serde(default)]
+    pub identical: u64,
+    /// Rows in some bucket, and the first rows of identical hashes.
     pub candidates: u64,
     /// Pairs whose similarity was computed.
     pub compared: u64,
@@ -98,8 +112,9 @@ pub(crate) struct Candidates {
     pub rows: Vec<i64>,
     /// Their ids, in the same order.
     pub ids: ArrayRef,
-    /// Text: `num_perm` values a row; images: one.
-    values: Vec<u64>,
+    /// Text: `num_perm` values a row; images: two (the hash's high and low
+    /// halves).
+    values: Vec<u32>,
     width: usize,
 }
 
@@ -110,7 +125,7 @@ impl Candidates {
     }
 
     /// The hash of the candidate at index `i`.
-    pub fn hash(&self, i: usize) -> &[u64] {
+    pub fn hash(&self, i: usize) -> &[u32] {
         &self.values[i * self.width..(i + 1) * self.width]
     }
 }
@@ -125,14 +140,15 @@ pub(crate) enum Measure {
 
 impl Measure {
     /// The evidence for a pair, and whether it passes.
-    pub fn of(&self, a: &[u64], b: &[u64]) -> (f64, bool) {
+    pub fn of(&self, a: &[u32], b: &[u32]) -> (f64, bool) {
         match *self {
             Measure::Jaccard(j) => {
                 let s = jaccard(a, b);
                 (s, s >= j)
             }
             Measure::Bits(d) => {
-                let bits = hamming(a[0], b[0]);
+                let whole = |h: &[u32]| (h[0] as u64) << 32 | h[1] as u64;
+                let bits = hamming(whole(a), whole(b));
                 (bits as f64, bits <= d)
             }
         }
@@ -144,6 +160,8 @@ impl Measure {
 pub(crate) struct Search {
     /// A row's band keys, as SQL over the hash column.
     pub keys: String,
+    /// A key of a row's whole hash, as SQL: equal for identical hashes.
+    pub identity: String,
     /// How a candidate pair is verified.
     pub measure: Measure,
     /// Text: the Jaccard threshold; images: the bits.
@@ -176,9 +194,11 @@ impl Search {
     /// datasketch chooses them, or `bits + 1` bands of the hash's bits.
     pub fn new(hash: &str, plan: &NearDupPlan, files: &[PathBuf]) -> Result<Self> {
         if hash == MINHASH {
-            let banding = Banding::for_threshold(plan.jaccard, signature_width(files)?);
+            let width = signature_width(files)?;
+            let banding = Banding::for_threshold(plan.jaccard, width);
             Ok(Self {
                 keys: format!("band_keys({MINHASH}, {}, {})", banding.bands, banding.rows),
+                identity: format!("band_keys({MINHASH}, 1, {width})[1]"),
                 measure: Measure::Jaccard(plan.jaccard),
                 threshold: plan.jaccard,
                 bands: banding.bands,
@@ -188,6 +208,7 @@ impl Search {
             let bands = plan.bits as usize + 1;
             Ok(Self {
                 keys: format!("band_keys({PHASH}, {bands})"),
+                identity: PHASH.to_string(),
                 measure: Measure::Bits(plan.bits),
                 threshold: plan.bits as f64,
                 bands,
@@ -204,47 +225,43 @@ pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, de
     let hash = hash_column(files)?.ok_or_else(|| {
         PipelineError::Usage("no minhash or phash column in the scores: rescore them with this sieve".into())
     })?;
-    let session = Runtime::of(ctx)?.session(Some(CANDIDATE_MEMORY))?;
+    let session = Runtime::of(ctx)?.session(Some(candidate_memory(ctx)))?;
     let paths: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
     session.register_table("raw", session.read_parquet(paths, ParquetReadOptions::default()).await?.into_view())?;
-    let Search { keys, measure, threshold, bands, rows_per_band } = Search::new(hash, plan, files)?;
+    let Search { keys, identity, measure, threshold, bands, rows_per_band } = Search::new(hash, plan, files)?;
     let mut outcome = NearDups { hash: hash.into(), threshold, bands, rows_per_band, ..NearDups::default() };
-    let query = format!(
-        "SELECT array_agg({ROW}) AS members FROM (SELECT {ROW}, unnest({keys}) AS k FROM raw \
-         WHERE {err} IS NULL AND {hash} IS NOT NULL) GROUP BY k HAVING count(*) > 1",
-        err = OutputColumns::ERROR
-    );
-    let mut buckets: Vec<Vec<i64>> = Vec::new();
-    let mut stream = session.sql(&query).await?.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let lists = batch.column(0).as_list::<i32>();
-        for i in 0..batch.num_rows() {
-            let mut members: Vec<i64> = lists.value(i).as_primitive::<Int64Type>().values().to_vec();
-            members.sort_unstable();
-            buckets.push(members);
-        }
-    }
-    drop(stream);
+    let valid = format!("{} IS NULL AND {hash} IS NOT NULL", OutputColumns::ERROR);
     let total = crate::parquet_io::rows(files)?;
+    // Identical hashes first: each later row of a group is a copy of its
+    // first, and only the first goes on to the band keys.
+    let mut copies: Vec<(i64, i64)> = Vec::new();
+    let mut later = RowSet::new(total);
+    let identical = format!("SELECT array_agg({ROW}) FROM raw WHERE {valid} GROUP BY {identity} HAVING count(*) > 1");
+    for_each_group(&session, &identical, |members| {
+        for &r in &members[1..] {
+            copies.push((r, members[0]));
+            later.insert(r as u64);
+        }
+    })
+    .await?;
+    let banded = format!("SELECT array_agg({ROW}) FROM (SELECT {ROW}, unnest({keys}) AS k FROM raw WHERE {valid}) GROUP BY k HAVING count(*) > 1");
+    let mut buckets: Vec<Vec<i64>> = Vec::new();
+    for_each_group(&session, &banded, |members| {
+        let firsts: Vec<i64> = members.iter().copied().filter(|&r| !later.contains(r as u64)).collect();
+        if firsts.len() > 1 {
+            buckets.push(firsts);
+        }
+    })
+    .await?;
     let mut wanted = RowSet::new(total);
-    buckets.iter().flatten().for_each(|&r| wanted.insert(r as u64));
+    buckets.iter().flatten().chain(copies.iter().map(|(_, first)| first)).for_each(|&r| wanted.insert(r as u64));
     let candidates = read_candidates(files, hash, &wanted)?;
     outcome.buckets = buckets.len() as u64;
     outcome.candidates = candidates.rows.len() as u64;
+    outcome.identical = copies.len() as u64;
     let mut components = Components::new(candidates.rows.len());
     for bucket in &buckets {
-        let mut members: Vec<usize> = bucket.iter().map(|&r| candidates.index(r)).collect();
-        // Identical hashes join at once; the rest compare pairwise, first
-        // occurrence of each hash only.
-        members.sort_by(|&a, &b| candidates.hash(a).cmp(candidates.hash(b)).then(a.cmp(&b)));
-        members.dedup_by(|later, first| {
-            let same = candidates.hash(*later) == candidates.hash(*first);
-            if same {
-                components.union(*first, *later);
-            }
-            same
-        });
+        let members: Vec<usize> = bucket.iter().map(|&r| candidates.index(r)).collect();
         for (k, &a) in members.iter().enumerate() {
             for &b in &members[k + 1..] {
                 if components.find(a) == components.find(b) {
@@ -257,15 +274,24 @@ pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, de
             }
         }
     }
-    let mut flagged: Vec<(usize, usize, f64)> = Vec::new();
+    // (row, its representative's candidate index, the evidence between them).
+    let mut flagged: Vec<(i64, usize, f64)> = Vec::new();
     let mut roots = std::collections::HashSet::new();
-    for i in 0..candidates.rows.len() {
+    let mut flag = |i: usize, row: i64, components: &mut Components| {
         let root = components.find(i);
-        if root != i {
+        if root != i || row != candidates.rows[i] {
             roots.insert(root);
-            flagged.push((i, root, measure.of(candidates.hash(i), candidates.hash(root)).0));
+            flagged.push((row, root, measure.of(candidates.hash(i), candidates.hash(root)).0));
         }
+    };
+    for i in 0..candidates.rows.len() {
+        flag(i, candidates.rows[i], &mut components);
     }
+    // A copy is as near its first's representative as its first is.
+    for &(copy, first) in &copies {
+        flag(candidates.index(first), copy, &mut components);
+    }
+    flagged.sort_unstable_by_key(|f| f.0);
     outcome.components = roots.len() as u64;
     outcome.flagged = flagged.len() as u64;
     outcome.dropped = plan.drop;
@@ -274,9 +300,25 @@ pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, de
     Ok(outcome)
 }
 
+/// Streams the groups of rows a query returns (its one column: `List` of
+/// `row`), each sorted, to `f`.
+async fn for_each_group(session: &SessionContext, query: &str, mut f: impl FnMut(&[i64])) -> Result<()> {
+    let mut stream = session.sql(query).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let lists = batch.column(0).as_list::<i32>();
+        for i in 0..batch.num_rows() {
+            let mut members: Vec<i64> = lists.value(i).as_primitive::<Int64Type>().values().to_vec();
+            members.sort_unstable();
+            f(&members);
+        }
+    }
+    Ok(())
+}
+
 /// Flagged rows by stricter thresholds: Jaccard from the threshold to 1 in
 /// steps of 0.05, or bits from the distance down to 0.
-fn curve(measure: &Measure, flagged: &[(usize, usize, f64)]) -> Vec<(f64, u64)> {
+fn curve(measure: &Measure, flagged: &[(i64, usize, f64)]) -> Vec<(f64, u64)> {
     let count = |pass: &dyn Fn(f64) -> bool| flagged.iter().filter(|f| pass(f.2)).count() as u64;
     match *measure {
         Measure::Jaccard(j) => {
@@ -306,8 +348,8 @@ fn signature_width(files: &[PathBuf]) -> Result<usize> {
 pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) -> Result<Candidates> {
     let mut rows: Vec<i64> = Vec::new();
     let mut ids: Vec<ArrayRef> = Vec::new();
-    let mut values: Vec<u64> = Vec::new();
-    let mut width = 1;
+    let mut values: Vec<u32> = Vec::new();
+    let mut width = 2;
     for file in files {
         for batch in crate::parquet_io::read_columns(file, &[ROW, OutputColumns::ID, hash])? {
             let batch = batch?;
@@ -326,10 +368,14 @@ pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) ->
                     let v = list.values().as_primitive::<UInt32Type>().values();
                     for i in 0..list.len() {
                         let start = list.value_offset(i) as usize;
-                        values.extend(v[start..start + width].iter().map(|&x| x as u64));
+                        values.extend(&v[start..start + width]);
                     }
                 }
-                _ => values.extend(hashes.as_primitive::<UInt64Type>().values()),
+                _ => {
+                    for &h in hashes.as_primitive::<UInt64Type>().values() {
+                        values.extend([(h >> 32) as u32, h as u32]);
+                    }
+                }
             }
         }
     }
@@ -350,10 +396,10 @@ pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) ->
     })
 }
 
-/// Writes the flagged rows (candidate index, representative index,
+/// Writes the flagged rows (row, representative's candidate index,
 /// evidence), sorted by row.
-fn write(candidates: &Candidates, flagged: &[(usize, usize, f64)], measure: &Measure, dest: &Path) -> Result<()> {
-    let rows = Int64Array::from_iter_values(flagged.iter().map(|f| candidates.rows[f.0]));
+fn write(candidates: &Candidates, flagged: &[(i64, usize, f64)], measure: &Measure, dest: &Path) -> Result<()> {
+    let rows = Int64Array::from_iter_values(flagged.iter().map(|f| f.0));
     let reps = datafusion::arrow::array::UInt32Array::from_iter_values(flagged.iter().map(|f| f.1 as u32));
     let of = take(candidates.ids.as_ref(), &reps, None)?;
     let (name, evidence): (&str, ArrayRef) = match measure {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
-use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
@@ -85,10 +84,7 @@ const DECISION_MEMORY: usize = 256 << 20;
 /// The decision's memory: [`DECISION_MEMORY`], or the job's session's pool
 /// when that is smaller.
 fn decision_memory(ctx: &SessionContext) -> usize {
-    match ctx.runtime_env().memory_pool.memory_limit() {
-        MemoryLimit::Finite(bytes) => bytes.min(DECISION_MEMORY),
-        MemoryLimit::Infinite | MemoryLimit::Unknown => DECISION_MEMORY,
-    }
+    crate::session::capped_memory(ctx, DECISION_MEMORY)
 }
 
 /// The filters a row must pass to count and be kept, in order: (what a

@@ -88,6 +88,16 @@ impl Runtime {
     }
 }
 
+/// Memory for a query of `ctx`'s job that spills: `cap`, or the job's
+/// session's pool (`--memory-limit`) when that is smaller.
+pub fn capped_memory(ctx: &SessionContext, cap: usize) -> usize {
+    use datafusion::execution::memory_pool::MemoryLimit;
+    match ctx.runtime_env().memory_pool.memory_limit() {
+        MemoryLimit::Finite(bytes) => bytes.min(cap),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => cap,
+    }
+}
+
 /// The machine's cores: the default of `--threads`.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
