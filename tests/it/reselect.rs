@@ -503,3 +503,24 @@ fn coverage_centric_selection_keeps_the_water_filled_share_of_every_stratum() {
     }
     assert!(strata_seen > 2 * 3, "the example spans several strata per class: {strata_seen}");
 }
+
+/// Where `auto` cannot decide label issues (scores without `probs`), it
+/// drops none, and the manifest's configuration says so.
+#[test]
+fn auto_without_probabilities_drops_no_label_issues_and_says_so() {
+    let mut scores = read_parquet(&pruned("shapes").join("scores.parquet"));
+    scores.remove_column(scores.schema().index_of("probs").unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("scores.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, scores.schema(), None).unwrap();
+    writer.write(&scores).unwrap();
+    writer.close().unwrap();
+    let out = tmp.path().join("o");
+    let (scores_arg, out_arg) = (path.to_str().unwrap(), out.to_str().unwrap());
+    sieve_ok(&["select", "--dataset", "shapes", "--scores", scores_arg, "--quiet", "--no-report", "--out", out_arg]);
+    let m = crate::util::manifest(&out);
+    assert!(m.get("label_issues").is_none_or(|v| v.is_null()), "{}", m["label_issues"]);
+    assert_eq!(m["config"]["select"]["strategy"], "ccs");
+    assert_eq!(m["config"]["select"]["drop_label_issues"], false, "no label issue was decided, so none dropped");
+}

@@ -79,7 +79,9 @@ pub(crate) fn heldout_accuracy(manifest: &Manifest, proxy: Option<&ProxyMeta>) -
 }
 
 /// Scores, selects and writes into `staging`: the stages `prune` and
-/// `select` share after the proxy exists.
+/// `select` share after the proxy exists. The manifest's configuration gets
+/// the selection as it ran (`auto` dropping no label issues where the
+/// scores cannot decide them).
 pub(crate) async fn score_select_write(
     dataset: &DatasetPlan,
     source: Source<'_>,
@@ -158,6 +160,7 @@ pub(crate) async fn score_select_write(
         std::fs::remove_file(extra).map_err(io_err(extra))?;
     }
     record(manifest, Stage::Select, started);
+    manifest.config.select = Some(select_plan.clone());
     write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
 }
 

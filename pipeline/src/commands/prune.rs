@@ -121,7 +121,6 @@ pub async fn run(args: PruneArgs) -> Result<PathBuf> {
     if let Some(cross_fit) = &mut manifest.cross_fit {
         crate::crossfit::publish_proxies(cross_fit, staging.path(), &run.out)?;
     }
-    manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
     let out = finish(manifest, staging, run)?;
     work.remove()?;

@@ -52,7 +52,6 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     let mut manifest = Manifest::new(&dataset);
     let source = Source::Scores { path: copy.path(), heldout_accuracy };
     score_select_write(&dataset, source, &select_plan, &run, &rt, &staging, &mut manifest).await?;
-    manifest.config.select = Some(select_plan);
     write_report(&mut manifest, &dataset, &staging);
     finish(manifest, staging, run)
 }
