@@ -319,7 +319,7 @@ pub struct CommonOpts {
     /// Progress bars and log lines.
     #[command(flatten)]
     pub log: LogOpts,
-    /// Memory for DataFusion's operators (sorts, windows), e.g. `512M`, `4G`; beyond it they spill to disk or stop with an error. Default: no limit.
+    /// Memory for DataFusion's operators (sorts, windows), e.g. `512M`, `4G`; beyond it they spill to disk or stop with an error (the near-duplicate and leak queries take at least 64M). Default: no limit.
     #[arg(long, value_parser = parse_size)]
     pub memory_limit: Option<usize>,
     /// What a bad row does: `skip` gives it null scores and an `error`, `fail` stops the job naming file, row and column.

@@ -60,10 +60,15 @@ const PHASH: &str = OutputColumns::PHASH;
 /// Memory the candidate queries may hold before they spill.
 const CANDIDATE_MEMORY: usize = 256 << 20;
 
+/// The least memory the candidate queries get: an aggregation of lists
+/// cannot spill in much less.
+const CANDIDATE_FLOOR: usize = 64 << 20;
+
 /// The candidate queries' memory: [`CANDIDATE_MEMORY`], or the job's
-/// session's pool (`--memory-limit`) when that is smaller.
+/// session's pool (`--memory-limit`) when that is smaller, but at least
+/// [`CANDIDATE_FLOOR`].
 pub(crate) fn candidate_memory(ctx: &SessionContext) -> usize {
-    crate::session::capped_memory(ctx, CANDIDATE_MEMORY)
+    crate::session::capped_memory(ctx, CANDIDATE_MEMORY).max(CANDIDATE_FLOOR)
 }
 
 /// What the near-duplicate stage found, for the manifest.
