@@ -85,6 +85,13 @@ impl RowSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// A hash of the positions in the set (and the row count it is over),
+    /// naming a job's result on exactly these rows.
+    pub fn fingerprint(&self) -> u64 {
+        let bytes: Vec<u8> = self.bits.iter().flat_map(|w| w.to_le_bytes()).collect();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
 }
 
 /// Where a dataset's rows come from.

@@ -1,4 +1,4 @@
-//! Resumable jobs. `sieve prune` keeps its expensive intermediate results in
+//! Resumable jobs. `sieve prune` (and `sieve eval`, below) keeps its expensive intermediate results in
 //! a work directory beside the output, `.<name>.work`: the trained proxy and
 //! one scores shard per input file, each written to a temporary name and
 //! renamed when complete. A job that is interrupted (killed, or stopped by a
@@ -10,6 +10,12 @@
 //! the fingerprint of the job (sieve's version, every input file's path, size
 //! and modification time, the training settings or the given proxy), and is
 //! emptied when it differs. A shard's name carries its file's identity.
+//!
+//! `sieve eval` keeps its proxy there and the result of every finished
+//! target training, named by the target's settings and the rows it trained
+//! on, and leaves the directory in place when it commits: a sweep of hours
+//! that is interrupted resumes at the first training it had not finished,
+//! and a wider sweep later trains only what is new.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +68,11 @@ impl WorkDir {
     /// Where cross-fitting's proxy of fold `k` lives once complete.
     pub fn fold_proxy_dir(&self, k: usize) -> PathBuf {
         self.dir.join(format!("fold-{k}"))
+    }
+
+    /// `sieve eval`'s finished target trainings, one small JSON file each.
+    pub fn targets_dir(&self) -> PathBuf {
+        self.dir.join("targets")
     }
 
     /// Cross-fitting's out-of-sample probabilities, once complete.

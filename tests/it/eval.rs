@@ -196,3 +196,60 @@ fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
         assert!(rho > 0.5 && rho <= 1.0, "{between}: el2n rho {rho}");
     }
 }
+
+/// A sweep killed after its first target training resumes there: the rerun
+/// reads that training's result back (the same accuracy a fresh sweep
+/// measures) and trains only the rest; a later, wider sweep trains only its
+/// new method.
+#[test]
+fn a_killed_sweep_resumes_at_the_first_training_it_had_not_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = root().join("fixtures/reviews");
+    let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
+    let args = |out: &std::path::Path, strategies: &str| -> Vec<String> {
+        [
+            "eval",
+            "--input",
+            train.to_str().unwrap(),
+            "--text-column",
+            "sentence",
+            "--heldout",
+            heldout.to_str().unwrap(),
+            "--fractions",
+            "0.5",
+            "--strategies",
+            strategies,
+            "--orders",
+            "easy",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let out = tmp.path().join("eval");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
+        .args(args(&out, "random"))
+        .env("SIEVE_FAULT_POINT", "eval:target-trained")
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), None, "killed after the first training");
+    assert!(!out.join("eval.json").exists(), "no results before the sweep ends");
+    let targets = tmp.path().join(".eval.work/targets");
+    assert_eq!(std::fs::read_dir(&targets).unwrap().count(), 1, "one training recorded");
+    let runs = |dir: &std::path::Path| crate::util::json(&dir.join("eval.json"))["runs"].as_array().unwrap().clone();
+    let resumed = |dir: &std::path::Path| -> Vec<bool> { runs(dir).iter().map(|r| r["resumed"] == true).collect() };
+    sieve_ok(&args(&out, "random"));
+    assert_eq!(resumed(&out), [true, false], "the full-data training read back, the random one trained");
+    sieve_ok(&args(&out, "random,el2n"));
+    assert_eq!(resumed(&out), [true, true, false], "only el2n easy is new");
+    let fresh = tmp.path().join("fresh");
+    sieve_ok(&args(&fresh, "random,el2n"));
+    assert_eq!(resumed(&fresh), [false; 3]);
+    let accuracy = |dir: &std::path::Path| -> Vec<f64> { runs(dir).iter().map(|r| r["accuracy"].as_f64().unwrap()).collect() };
+    assert_eq!(accuracy(&out), accuracy(&fresh), "what is read back is what a fresh sweep measures");
+}

@@ -7,7 +7,14 @@
 //! proxies of two seeds and two widths.
 //!
 //! Results go to `eval.json`, `eval.md` (tables) and `eval.png` (accuracy
-//! against kept fraction).
+//! against kept fraction). A sweep takes hours, so it is resumable: the
+//! proxy and every finished target training are kept in the output's work
+//! directory ([`crate::resume`]), and a run with the same inputs and proxy
+//! trains only the targets it has no result for: an interrupted sweep
+//! resumes, and a later one with more strategies, fractions or seeds trains
+//! only those. The directory stays after the results are committed (it
+//! holds a proxy and a few bytes per training); it is emptied when the
+//! inputs or the proxy's settings change.
 
 pub mod rank;
 pub mod report;
@@ -20,7 +27,7 @@ use std::time::Instant;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sieve_proxy::recipe::{Overrides, FASTTEXT};
 use sieve_schemas::score::UnknownScore;
 use sieve_schemas::{layout, Stage};
@@ -30,6 +37,7 @@ use crate::cli::EvalArgs;
 use crate::error::{io_err, PipelineError, Result};
 use crate::manifest::Manifest;
 use crate::plan::{DatasetPlan, Embedding, RowSet, RunPlan, SelectPlan, TrainPlan};
+use crate::resume::{self, WorkDir};
 
 use crate::session::{init_run, Runtime};
 use crate::staging::Staging;
@@ -114,6 +122,10 @@ pub struct TargetRun {
     /// are that run's): `auto` picking CCS, for example.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_rows_as: Option<Method>,
+    /// Whether this training was finished by an earlier, interrupted run of
+    /// the same sweep (its seconds are that run's).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 /// Mean and spread of one cell of the sweep.
@@ -245,13 +257,15 @@ struct Scored {
     embed_seconds: f64,
 }
 
-/// Trains the proxy and scores every row in `work`, or reads an earlier run's.
+/// Trains the proxy (or finds the one an interrupted run of this sweep
+/// trained in `resume`) and scores every row in `work`, or reads an earlier
+/// run's scores.
 async fn proxy_scores(
     ctx: &SessionContext,
     args: &EvalArgs,
     dataset: &DatasetPlan,
     run: &RunPlan,
-    work: &Path,
+    (resume, work): (&WorkDir, &Path),
 ) -> Result<Scored> {
     if let Some(dir) = &args.scores {
         let dir = &crate::store::localize(dir)?;
@@ -272,10 +286,16 @@ async fn proxy_scores(
         });
     }
     let plan = args.train.plan(args.common.seed, dataset)?;
-    let dir = layout::proxy(work);
-    let started = Instant::now();
-    let meta = train::run(dataset, &plan, run, &Runtime::of(ctx)?, &dir)?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    let dir = resume.proxy_dir();
+    let meta = if dir.join(sieve_proxy::artifact::META_FILE).is_file() {
+        sieve_proxy::artifact::ProxyMeta::read(&dir)?
+    } else {
+        let tmp = resume.temporary("proxy");
+        let meta = train::run(dataset, &plan, run, &Runtime::of(ctx)?, &tmp)?;
+        resume::publish(&tmp, &dir)?;
+        meta
+    };
+    let train_seconds = meta.seconds;
     let raw = work.join("proxy-scores.parquet");
     let started = Instant::now();
     let proxy_only = DatasetPlan { embedding: Embedding::Proxy, ..dataset.clone() };
@@ -369,28 +389,59 @@ async fn kept_rows(
 }
 
 /// What one target training gave.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Trained {
     accuracy: f64,
     seconds: f64,
     epochs: usize,
+    /// Read back from an earlier run of the sweep rather than trained.
+    #[serde(skip)]
+    resumed: bool,
 }
 
-/// Trains the target on `rows` (all rows when `None`).
+/// Trains the target on `rows` (all rows when `None`) in `work`, or reads
+/// the result an earlier run of the sweep recorded in `resume` for the same
+/// settings and rows (training is deterministic in its seed and rows).
 fn train_target(
     dataset: &DatasetPlan,
     rows: Option<&RowSet>,
     plan: &TrainPlan,
-    run: &RunPlan,
-    rt: &Runtime,
-    work: &Path,
+    (run, rt): (&RunPlan, &Runtime),
+    (resume, work): (&WorkDir, &Path),
 ) -> Result<Trained> {
+    let rows_id = rows.map_or_else(|| "all".to_string(), |r| format!("{:016x}", r.fingerprint()));
+    let key = resume::fingerprint(&[serde_json::to_string(plan).expect("the plan serializes"), rows_id]);
+    let record = resume.targets_dir().join(format!("{key}.json"));
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        if let Ok(t) = serde_json::from_str::<Trained>(&text) {
+            return Ok(Trained { resumed: true, ..t });
+        }
+    }
     let dir = work.join("target");
     let started = Instant::now();
     let meta = train::run(&dataset.with_subset(rows), plan, run, rt, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-    Ok(Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs })
+    let t = Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs, resumed: false };
+    let tmp = resume.temporary("target.json");
+    std::fs::write(&tmp, serde_json::to_string(&t).expect("serializes")).map_err(io_err(&tmp))?;
+    resume::publish(&tmp, &record)?;
+    crate::fault::point("eval:target-trained");
+    Ok(t)
+}
+
+/// What decides a sweep's proxy and its targets' results besides their own
+/// settings: sieve's version, the input files and how the rows are scored.
+fn identity(args: &EvalArgs, dataset: &DatasetPlan) -> Result<String> {
+    let mut parts: Vec<String> = vec![env!("CARGO_PKG_VERSION").to_string()];
+    parts.extend(dataset.train.files.iter().map(resume::file_identity));
+    parts.extend(dataset.heldout.iter().flat_map(|h| h.files.iter().map(resume::file_identity)));
+    parts.push(match &args.scores {
+        Some(dir) => format!("scores {}", dir.display()),
+        None => serde_json::to_string(&args.train.plan(args.common.seed, dataset)?).expect("the plan serializes"),
+    });
+    parts.push(format!("{:?}", dataset.embedding));
+    Ok(resume::fingerprint(&parts))
 }
 
 /// Mean and sample standard deviation.
@@ -458,16 +509,19 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let run = args.common.run_plan(args.out.clone(), format!("{}-eval", dataset.name))?;
     let rt = init_run(&run)?;
     let staging = Staging::new(&run.out)?;
+    let resume = WorkDir::open(&run.out, &identity(&args, &dataset)?)?;
+    let targets = resume.targets_dir();
+    std::fs::create_dir_all(&targets).map_err(io_err(&targets))?;
     let work = tempfile::tempdir_in(staging.path()).map_err(io_err(staging.path()))?;
     let mut manifest = Manifest::new(&dataset);
     let ctx = rt.session(run.memory_limit)?;
-    let scored = proxy_scores(&ctx, &args, &dataset, &run, work.path()).await?;
+    let scored = proxy_scores(&ctx, &args, &dataset, &run, (&resume, work.path())).await?;
     let seeds: Vec<u64> = (0..args.seeds as u64).map(|k| args.common.seed + k).collect();
     let total = seeds.len() * (1 + methods.len() * args.fractions.len());
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, &run, &rt, work.path())?;
+        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, (&run, &rt), (&resume, work.path()))?;
         let rows = dataset.train.total_rows();
         let r = TargetRun {
             method: None,
@@ -479,6 +533,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
             train_seconds: t.seconds,
             select_seconds: 0.0,
             same_rows_as: None,
+            resumed: t.resumed,
         };
         log_run(&r);
         runs.push(r);
@@ -528,7 +583,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                     Some((_, m, _, t)) => (t.clone(), Some((*m).clone())),
                     None => {
                         let plan = subset_target_plan(&args, &dataset, seed, kept.len())?;
-                        let t = train_target(&dataset, Some(kept), &plan, &run, &rt, work.path())?;
+                        let t = train_target(&dataset, Some(kept), &plan, (&run, &rt), (&resume, work.path()))?;
                         trained.push((seed, method, kept.clone(), t.clone()));
                         (t, None)
                     }
@@ -543,6 +598,7 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
                     train_seconds: t.seconds,
                     select_seconds: *select_seconds,
                     same_rows_as,
+                    resumed: t.resumed,
                 };
                 log_run(&r);
                 runs.push(r);
