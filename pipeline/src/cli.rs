@@ -272,7 +272,11 @@ impl SelectOpts {
                 bits: self.near_dup_bits,
                 drop: self.drop_near_dups,
             },
-            leaks: crate::plan::LeakPlan { against: self.against.clone(), drop: self.drop_leaks },
+            leaks: crate::plan::LeakPlan {
+                against: self.against.clone(),
+                drop: self.drop_leaks,
+                semantic: self.semantic_leaks,
+            },
             schedule: self.schedule.clone(),
             schedule_order: self.schedule_order,
             report: !self.no_report,
@@ -425,6 +429,9 @@ pub struct SelectOpts {
     /// Never keep a training row that leaks an evaluation row (`leak_kind` set); the quotas count the remaining rows.
     #[arg(long)]
     pub drop_leaks: bool,
+    /// Semantic leaks as well: a training row with no exact or near copy whose embedding (the `embedding` column: the proxy's features or the text encoder's) has cosine similarity above 1 - EPS with an evaluation row's gets `leak_kind` 'semantic' and `leak_distance` 1 - the similarity. The evaluation rows are embedded as the training rows were.
+    #[arg(long, value_name = "EPS")]
+    pub semantic_leaks: Option<f64>,
     /// A data schedule written as a `stage` column: `step:F1,F2,...`, `increment:START,STEP,STAGES` or `cut:F1,F2,...`.
     #[arg(long, value_name = "SPEC")]
     pub schedule: Option<String>,

@@ -400,12 +400,16 @@ impl std::str::FromStr for Against {
 }
 
 /// Where leaks are looked for, and what becomes of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeakPlan {
     /// The evaluation rows.
     pub against: Against,
     /// Whether a leaking training row is never kept.
     pub drop: bool,
+    /// Semantic leaks: a training row whose embedding has cosine similarity
+    /// above `1 - eps` with an evaluation row's (`None`: not looked for).
+    #[serde(default)]
+    pub semantic: Option<f64>,
 }
 
 impl Default for NearDupPlan {
@@ -437,6 +441,9 @@ impl SelectPlan {
         }
         if self.dedup.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
             return Err(PipelineError::Usage("--dedup EPS must be in [0, 2] (a cosine distance)".into()));
+        }
+        if self.leaks.semantic.is_some_and(|e| !(0.0..=2.0).contains(&e)) {
+            return Err(PipelineError::Usage("--semantic-leaks EPS must be in [0, 2] (a cosine distance)".into()));
         }
         if !(0.0..1.0).contains(&self.hard_cutoff) {
             return Err(PipelineError::Usage(format!("--hard-cutoff must be in [0, 1), got {}", self.hard_cutoff)));

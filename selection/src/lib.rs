@@ -12,6 +12,7 @@
 //! - [`kcenter`]: the greedy k-center core-set of Sener & Savarese 2018
 //!   (arXiv:1708.00489), as used by Selection via Proxy.
 //! - [`semdedup`]: SemDeDup (Abbas et al. 2023, arXiv:2303.09540).
+//! - [`nearest`]: each row's most similar row of another set (semantic leaks).
 //! - [`schedule`]: Data Step / Data Increment / Data Cut schedules as data.
 //!
 //! Everything here is pure (no Arrow), deterministic (same input and seed
@@ -24,6 +25,7 @@
 pub mod embeddings;
 pub mod kcenter;
 pub mod kmeans;
+pub mod nearest;
 pub mod prototype;
 pub mod schedule;
 pub mod scores;

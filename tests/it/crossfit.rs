@@ -96,29 +96,31 @@ fn flagged_and_hits(out: &Path, fixture: &str) -> (usize, usize) {
 }
 
 /// On out-of-sample probabilities, confident learning finds the flipped
-/// labels; the README's figures, within 2.5% of the flips (other CPUs'
-/// rounding). Counted from the held-out accuracy (the default): shapes 105
-/// flips among 109 flagged (of 120), reviews 144 among 193 (of 200). By
-/// the confident joint, re-decided by `sieve select` from the same scores
-/// (still out-of-sample): shapes 113 among 127, which meets the target of
-/// recall 0.9 at precision 0.8; reviews 171 among 275, which does not.
+/// labels: floors on recall and precision a little under the README's
+/// figures on both convolution kernels (they round differently, so the
+/// shapes proxies differ). Counted from the held-out accuracy (the
+/// default): shapes 105 flips among 109 flagged (of 120) with the AVX-512
+/// kernels, 96 among 97 with the portable ones; reviews 144 among 193 (of
+/// 200). By the confident joint, re-decided by `sieve select` from the same
+/// scores (still out-of-sample): shapes 113 among 127 (portable: 111 among
+/// 124), which meets the target of recall 0.9 at precision 0.8; reviews 171
+/// among 275, which does not.
 #[test]
 fn out_of_sample_label_issues_find_the_flipped_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    for (fixture, heldout, joint) in [("shapes", (109, 105), (127, 113)), ("reviews", (193, 144), (275, 171))] {
-        let slack = truth(fixture).flipped.len().div_ceil(40);
+    // (fixture, then per count: the least recall and precision)
+    for (fixture, heldout, joint) in [("shapes", (0.78, 0.9), (0.9, 0.8)), ("reviews", (0.7, 0.72), (0.83, 0.6))] {
+        let flips = truth(fixture).flipped.len() as f64;
         let out = cross_fitted(fixture);
         let rejoint = tmp.path().join(fixture);
         let args = ["select", "--dataset", fixture, "--scores", out.to_str().unwrap(), "--issue-count", "joint"];
         sieve_ok(&[&args[..], &["--quiet", "--out", rejoint.to_str().unwrap()]].concat());
         assert_eq!(manifest(&rejoint)["label_issues"]["in_sample"], false, "{fixture}: re-decided, still cross-fitted");
         assert_eq!(manifest(&rejoint)["label_issues"]["counted_by"], "joint");
-        for (how, dir, (flagged, hits)) in [("heldout", out, heldout), ("joint", rejoint.as_path(), joint)] {
-            let (got_flagged, got_hits) = flagged_and_hits(dir, fixture);
-            assert!(got_hits + slack >= hits, "{fixture}, {how}: {got_hits} flips among {got_flagged} flagged");
-            assert!(got_flagged.abs_diff(flagged) <= slack, "{fixture}, {how}: {got_flagged} flagged");
+        for (how, dir, (recall, precision)) in [("heldout", out, heldout), ("joint", rejoint.as_path(), joint)] {
+            let (flagged, hits) = flagged_and_hits(dir, fixture);
+            let what = format!("{fixture}, {how}: {hits} flips among {flagged} flagged, of {flips}");
+            assert!(hits as f64 >= recall * flips && hits as f64 >= precision * flagged as f64, "{what}");
         }
     }
-    let (flagged, hits) = flagged_and_hits(&tmp.path().join("shapes"), "shapes");
-    assert!(hits as f64 >= 0.8 * flagged as f64 && hits as f64 >= 0.9 * 120.0, "shapes, joint: {hits} of {flagged}");
 }

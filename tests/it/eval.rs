@@ -156,30 +156,11 @@ fn eval_reports_the_proxy_of_the_scores_it_reuses() {
 #[test]
 fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = root().join("fixtures/reviews");
-    let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
     let out = tmp.path().join("eval");
-    sieve_ok(&[
-        "eval",
-        "--input",
-        train.to_str().unwrap(),
-        "--text-column",
-        "sentence",
-        "--heldout",
-        heldout.to_str().unwrap(),
-        "--fractions",
-        "0.5",
-        "--strategies",
-        "el2n",
-        "--orders",
-        "hard",
-        "--seeds",
-        "1",
-        "--agreement",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let sweep = ["--fractions", "0.5", "--strategies", "el2n", "--orders", "hard", "--seeds", "1", "--agreement"];
+    sieve_ok(
+        &[&reviews_eval()[..], &sweep.map(String::from), &["--quiet".into(), "--out".into(), path(&out)]].concat(),
+    );
     let report: serde_json::Value = crate::util::json(&out.join("eval.json"));
     let agreement = report["agreement"].as_array().unwrap();
     for between in ["seed", "width"] {
@@ -197,6 +178,21 @@ fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
     }
 }
 
+/// `sieve eval` on the text fixture: its training and validation splits.
+fn reviews_eval() -> Vec<String> {
+    let fixture = root().join("fixtures/reviews");
+    let input = ["eval", "--input", "", "--text-column", "sentence", "--heldout", ""].map(String::from);
+    let mut args = input.to_vec();
+    args[2] = path(&fixture.join("train.parquet"));
+    args[6] = path(&fixture.join("validation.parquet"));
+    args
+}
+
+/// A path as an argument.
+fn path(p: &std::path::Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
 /// A sweep killed after its first target training resumes there: the rerun
 /// reads that training's result back (the same accuracy a fresh sweep
 /// measures) and trains only the rest; a later, wider sweep trains only its
@@ -204,31 +200,9 @@ fn agreement_ranks_every_score_against_proxies_of_another_seed_and_width() {
 #[test]
 fn a_killed_sweep_resumes_at_the_first_training_it_had_not_finished() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = root().join("fixtures/reviews");
-    let (train, heldout) = (fixture.join("train.parquet"), fixture.join("validation.parquet"));
     let args = |out: &std::path::Path, strategies: &str| -> Vec<String> {
-        [
-            "eval",
-            "--input",
-            train.to_str().unwrap(),
-            "--text-column",
-            "sentence",
-            "--heldout",
-            heldout.to_str().unwrap(),
-            "--fractions",
-            "0.5",
-            "--strategies",
-            strategies,
-            "--orders",
-            "easy",
-            "--seeds",
-            "1",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
+        let sweep = ["--fractions", "0.5", "--strategies", strategies, "--orders", "easy", "--seeds", "1", "--quiet"];
+        [&reviews_eval()[..], &sweep.map(String::from), &["--out".into(), path(out)]].concat()
     };
     let out = tmp.path().join("eval");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_sieve"))
@@ -250,6 +224,7 @@ fn a_killed_sweep_resumes_at_the_first_training_it_had_not_finished() {
     let fresh = tmp.path().join("fresh");
     sieve_ok(&args(&fresh, "random,el2n"));
     assert_eq!(resumed(&fresh), [false; 3]);
-    let accuracy = |dir: &std::path::Path| -> Vec<f64> { runs(dir).iter().map(|r| r["accuracy"].as_f64().unwrap()).collect() };
+    let accuracy =
+        |dir: &std::path::Path| -> Vec<f64> { runs(dir).iter().map(|r| r["accuracy"].as_f64().unwrap()).collect() };
     assert_eq!(accuracy(&out), accuracy(&fresh), "what is read back is what a fresh sweep measures");
 }

@@ -169,7 +169,7 @@ fn assert_leaks_found(plants: &Plants, out: &Path, most: f32) {
     assert_eq!(found.len(), 40, "only the 20 exact and 20 near leaks: {found:?}");
     let m = manifest(out);
     assert_eq!((m["leaks"]["exact"].as_u64(), m["leaks"]["near"].as_u64()), (Some(20), Some(20)));
-    assert_eq!(m["leaks"]["rows"], 60);
+    assert_eq!(m["leaks"]["rows"], 80);
     assert_eq!(m["leaks"]["leaked"], 40, "each planted leak copies its own test row");
 }
 
@@ -249,4 +249,84 @@ fn planted_image_leaks_are_flagged_against_a_given_split() {
     ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("--drop-leaks"), "{}", String::from_utf8_lossy(&err.stderr));
+}
+
+/// `--semantic-leaks`: each test image flipped left to right, which no
+/// perceptual hash joins, is the nearest test row of its original by the
+/// proxy's features, and a semantic leak of it (`leak_distance` = 1 -
+/// cosine); the exact and near ones keep their hash kinds; `sieve select`
+/// re-decides a stricter distance from the same scores (embedding the test
+/// rows with the published proxy), and without a proxy to embed with it
+/// refuses. This fixture's proxy (one epoch, random labels) puts every pair
+/// of scenes within 0.04 of each other, so the distance separates the
+/// mirrored copies only in rank: theirs are below the others' median.
+#[test]
+fn mirrored_image_leaks_are_semantic_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let plants = write_near_dup_images(dir.path(), 7).unwrap();
+    let test = dir.path().join("test.parquet");
+    let against = ["--against", test.to_str().unwrap()];
+    let out = prune(dir.path(), "--image-column", "img", &[&against[..], &["--semantic-leaks", "0.05"]].concat());
+    let found = leaks(&out);
+    let mirrored_ids: HashSet<i64> =
+        plants.leaks.iter().filter(|l| l.kind == "mirrored copy").map(|l| l.original).collect();
+    let mut others: Vec<f32> =
+        found.iter().filter(|(id, f)| f.0 == "semantic" && !mirrored_ids.contains(id)).map(|(_, f)| f.2).collect();
+    let mut mirrored = Vec::new();
+    for l in &plants.leaks {
+        let (kind, of, distance) = found.get(&l.original).unwrap_or_else(|| panic!("{l:?} not flagged"));
+        match l.kind {
+            "mirrored copy" => {
+                assert_eq!((kind.as_str(), *of), ("semantic", l.copy), "{l:?}: its own mirror image is nearest");
+                mirrored.push(*distance);
+            }
+            "exact copy" => assert_eq!(kind, "exact"),
+            "near copy" => assert_eq!(kind, "near", "a hash match is stronger evidence than an embedding's"),
+            _ => {}
+        }
+    }
+    others.sort_by(f32::total_cmp);
+    let median = others[others.len() / 2];
+    assert!(mirrored.iter().all(|&d| d < median), "mirrored {mirrored:?}, the others' median {median}");
+    let m = manifest(&out);
+    assert_eq!(m["leaks"]["semantic"].as_u64(), Some(20 + others.len() as u64));
+    // A stricter distance, decided again from the same scores.
+    let strict = run(
+        "select",
+        dir.path(),
+        "--image-column",
+        "img",
+        &[&against[..], &["--scores", out.to_str().unwrap(), "--semantic-leaks", "0.008"]].concat(),
+        "strict",
+    );
+    let semantic = |f: &HashMap<i64, (String, i64, f32)>, below: f32| -> HashSet<(i64, i64)> {
+        f.iter().filter(|(_, l)| l.0 == "semantic" && l.2 < below).map(|(id, l)| (*id, l.1)).collect()
+    };
+    let (before, after) = (semantic(&found, 0.008), semantic(&leaks(&strict), 1.0));
+    assert!(!after.is_empty() && after.len() < found.len());
+    assert_eq!(after, before, "the same pairs as the first run's within 0.008");
+    // Scores without their job's manifest: nothing says how to embed the test rows.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    std::fs::copy(out.join("scores.parquet"), bare.join("scores.parquet")).unwrap();
+    let train = dir.path().join("train.parquet");
+    let err = crate::util::sieve(&[
+        "select",
+        "--input",
+        train.to_str().unwrap(),
+        "--image-column",
+        "img",
+        "--scores",
+        bare.to_str().unwrap(),
+        "--against",
+        test.to_str().unwrap(),
+        "--semantic-leaks",
+        "0.01",
+        "--quiet",
+        "--out",
+        dir.path().join("refused").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert_eq!(err.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("--semantic-leaks"), "{stderr}");
 }

@@ -19,6 +19,7 @@ use sieve_schemas::{layout, Stage};
 
 use crate::error::{io_err, Result};
 use crate::input::InputFiles;
+use crate::leaks::{Checks, Embedder};
 use crate::manifest::{Manifest, ProxyRecord};
 use crate::plan::{DatasetPlan, RunPlan, SelectPlan};
 use crate::resume::WorkDir;
@@ -60,9 +61,10 @@ pub(crate) enum Source<'a> {
     /// or on the cluster this session submits to; with cross-fitting's
     /// out-of-sample probabilities when it ran.
     Proxy { dir: &'a Path, work: &'a WorkDir, cluster: Option<&'a SessionContext>, out_of_sample: Option<&'a Path> },
-    /// An existing scores.parquet, and the held-out accuracy of the proxies
-    /// behind its probabilities (from its job's manifest, when known).
-    Scores { path: &'a Path, heldout_accuracy: Option<f64> },
+    /// An existing scores.parquet, the held-out accuracy of the proxies
+    /// behind its probabilities and what embedded its rows (from its job's
+    /// manifest, when known).
+    Scores { path: &'a Path, heldout_accuracy: Option<f64>, embedder: Option<Embedder> },
 }
 
 /// The held-out accuracy of the proxies behind a job's probabilities, as
@@ -92,7 +94,7 @@ pub(crate) async fn score_select_write(
     manifest: &mut Manifest,
 ) -> Result<()> {
     let ctx = rt.session(run.memory_limit)?;
-    let (scores_in, proxy_dir, out_of_sample, accuracy) = match source {
+    let (scores_in, proxy_dir, out_of_sample, accuracy, embedder) = match source {
         Source::Proxy { dir, work, cluster, out_of_sample } => {
             let started = Instant::now();
             let (shards, outcome) = match cluster {
@@ -101,9 +103,13 @@ pub(crate) async fn score_select_write(
             };
             manifest.scoring = Some(outcome);
             record(manifest, Stage::Score, started);
-            (shards, Some(dir), out_of_sample, heldout_accuracy(manifest, ProxyMeta::read(dir).ok().as_ref()))
+            let accuracy = heldout_accuracy(manifest, ProxyMeta::read(dir).ok().as_ref());
+            let embedder = Embedder { proxy_dir: dir.to_path_buf(), embedding: dataset.embedding.clone() };
+            (shards, Some(dir), out_of_sample, accuracy, Some(embedder))
         }
-        Source::Scores { path, heldout_accuracy } => (path.to_path_buf(), None, None, heldout_accuracy),
+        Source::Scores { path, heldout_accuracy, embedder } => {
+            (path.to_path_buf(), None, None, heldout_accuracy, embedder)
+        }
     };
     let without_label_issues = SelectPlan { drop_label_issues: false, ..select_plan.clone() };
     let mut select_plan = select_plan;
@@ -144,7 +150,8 @@ pub(crate) async fn score_select_write(
             scores_in.display()
         )));
     }
-    leaks(&ctx, &raw_files, dataset, select_plan, staging, manifest, &mut extras).await?;
+    let checks = leak_checks(select_plan, embedder.as_ref())?;
+    leaks(&ctx, (&raw_files, dataset), select_plan, checks, staging, manifest, &mut extras).await?;
     if global::needed(select_plan) {
         let dest = staging.path().join(".global.parquet");
         manifest.global = Some(timed(manifest, Stage::EmbeddingMethods, || {
@@ -164,13 +171,38 @@ pub(crate) async fn score_select_write(
     write_kept(manifest, &dataset.train, staging, select_plan.rows_per_file, run.quiet)
 }
 
+/// What embedded the scores of the job whose output is `dir` and whose
+/// manifest is `manifest`: its proxy published in `dir`, else where the
+/// manifest says it lives; `None` without a proxy.
+pub(crate) fn embedder_of_output(dir: &Path, manifest: &Manifest) -> Option<Embedder> {
+    let beside = Some(layout::proxy(dir)).filter(|d| d.join(sieve_proxy::artifact::META_FILE).is_file());
+    let proxy_dir = beside.or_else(|| manifest.proxy.as_ref().map(|p| p.dir.clone()))?;
+    Some(Embedder { proxy_dir, embedding: manifest.dataset.embedding.clone() })
+}
+
+/// What the leak stage checks for `plan`: semantic leaks need to know what
+/// embedded the training rows (a usage error when it is not known).
+pub(crate) fn leak_checks<'a>(plan: &'a SelectPlan, embedder: Option<&'a Embedder>) -> Result<Checks<'a>> {
+    let semantic =
+        match (plan.leaks.semantic, embedder) {
+            (Some(eps), Some(embedder)) => Some((eps, embedder)),
+            (Some(_), None) => return Err(crate::error::PipelineError::Usage(
+                "--semantic-leaks: these scores have no manifest naming the proxy (or encoder) that embedded them, \
+                 so the evaluation rows cannot be embedded alike: rescore them with this sieve"
+                    .into(),
+            )),
+            (None, _) => None,
+        };
+    Ok(Checks { near_dup: &plan.near_dup, semantic })
+}
+
 /// The leak stage, when there are evaluation rows to check the training
 /// rows against: their leaks as an extra file for the select stage.
 async fn leaks(
     ctx: &SessionContext,
-    raw_files: &[PathBuf],
-    dataset: &DatasetPlan,
+    (raw_files, dataset): (&[PathBuf], &DatasetPlan),
     plan: &SelectPlan,
+    checks: Checks<'_>,
     staging: &Staging,
     manifest: &mut Manifest,
     extras: &mut Vec<PathBuf>,
@@ -188,8 +220,7 @@ async fn leaks(
     let dest = staging.path().join(".leaks.parquet");
     let started = Instant::now();
     let mut found =
-        crate::leaks::run(ctx, raw_files, dataset, (&against.0, &against.1), &plan.near_dup, staging.path(), &dest)
-            .await?;
+        crate::leaks::run(ctx, raw_files, dataset, (&against.0, &against.1), checks, staging.path(), &dest).await?;
     found.dropped = plan.leaks.drop;
     manifest.leaks = Some(found);
     record(manifest, Stage::Leaks, started);

@@ -48,9 +48,10 @@ pub async fn run(args: SelectArgs) -> Result<PathBuf> {
     // The job that wrote the scores says which proxies gave its probabilities.
     let earlier = scores.parent().and_then(|dir| Manifest::read(dir).ok());
     let heldout_accuracy = earlier.as_ref().and_then(|m| heldout_accuracy(m, m.proxy.as_ref().map(|p| &p.meta)));
+    let embedder = earlier.as_ref().and_then(|m| super::embedder_of_output(scores.parent()?, m));
     let staging = Staging::new(&run.out)?;
     let mut manifest = Manifest::new(&dataset);
-    let source = Source::Scores { path: copy.path(), heldout_accuracy };
+    let source = Source::Scores { path: copy.path(), heldout_accuracy, embedder };
     score_select_write(&dataset, source, &select_plan, &run, &rt, &staging, &mut manifest).await?;
     write_report(&mut manifest, &dataset, &staging);
     finish(manifest, staging, run)

@@ -273,7 +273,8 @@ async fn proxy_scores(
         let manifest = Manifest::read(raw.parent().unwrap_or(Path::new(".")))?;
         let seconds = |stage| manifest.seconds.get(&stage).copied().unwrap_or(0.0);
         let proxy = manifest.proxy.as_ref().map(|p| &p.meta);
-        let extras = duplicates(ctx, args, dataset, &raw, work).await?;
+        let embedder = crate::commands::embedder_of_output(raw.parent().unwrap_or(Path::new(".")), &manifest);
+        let extras = duplicates(ctx, args, dataset, (&raw, embedder.as_ref()), work).await?;
         return Ok(Scored {
             raw,
             extras,
@@ -316,7 +317,8 @@ async fn proxy_scores(
         label_issues::run(std::slice::from_ref(&raw), None, counting, dataset.classes.len(), &labels)?;
         extras.push(labels);
     }
-    extras.extend(duplicates(ctx, args, dataset, &raw, work).await?);
+    let embedder = crate::leaks::Embedder { proxy_dir: dir.clone(), embedding: dataset.embedding.clone() };
+    extras.extend(duplicates(ctx, args, dataset, (&raw, Some(&embedder)), work).await?);
     Ok(Scored {
         raw,
         extras,
@@ -336,7 +338,7 @@ async fn duplicates(
     ctx: &SessionContext,
     args: &EvalArgs,
     dataset: &DatasetPlan,
-    raw: &Path,
+    (raw, embedder): (&Path, Option<&crate::leaks::Embedder>),
     work: &Path,
 ) -> Result<Vec<PathBuf>> {
     let plan = args.select.plan(args.common.seed)?;
@@ -350,8 +352,8 @@ async fn duplicates(
     }
     if let Some(against) = crate::leaks::against(dataset, &plan.leaks)?.filter(|_| plan.leaks.drop) {
         let dest = work.join("leaks.parquet");
-        let found =
-            crate::leaks::run(ctx, &files, dataset, (&against.0, &against.1), &plan.near_dup, work, &dest).await?;
+        let checks = crate::commands::leak_checks(&plan, embedder)?;
+        let found = crate::leaks::run(ctx, &files, dataset, (&against.0, &against.1), checks, work, &dest).await?;
         crate::log::info("eval", "leaks", serde_json::to_value(&found).expect("serializes"));
         extras.push(dest);
     }
@@ -422,7 +424,8 @@ fn train_target(
     let meta = train::run(&dataset.with_subset(rows), plan, run, rt, &dir)?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-    let t = Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs, resumed: false };
+    let t =
+        Trained { accuracy: meta.heldout_accuracy.unwrap_or(f64::NAN), seconds, epochs: meta.epochs, resumed: false };
     let tmp = resume.temporary("target.json");
     std::fs::write(&tmp, serde_json::to_string(&t).expect("serializes")).map_err(io_err(&tmp))?;
     resume::publish(&tmp, &record)?;
@@ -521,7 +524,8 @@ pub async fn run(args: EvalArgs) -> Result<PathBuf> {
     let mut runs = Vec::with_capacity(total);
     let log_run = |r: &TargetRun| crate::log::info("eval", "target", serde_json::to_value(r).expect("serializes"));
     for &seed in &seeds {
-        let t = train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, (&run, &rt), (&resume, work.path()))?;
+        let t =
+            train_target(&dataset, None, &target_plan(&args, &dataset, seed)?, (&run, &rt), (&resume, work.path()))?;
         let rows = dataset.train.total_rows();
         let r = TargetRun {
             method: None,
@@ -681,6 +685,7 @@ mod tests {
             train_seconds,
             select_seconds,
             same_rows_as: None,
+            resumed: false,
         };
         let scored = Scored {
             raw: PathBuf::new(),

@@ -354,6 +354,10 @@ fn duplicates(s: &mut String, page: &Page<'_>) {
         let against = format!("of the {} evaluation rows ({}; {} of them leaked)", l.rows, l.against, l.leaked);
         kind("leaks: exact", l.exact, format!("the same content hash as one {against}"), never(l.dropped));
         kind("leaks: near", l.near, format!("{} to one {against}", near_how(&n.hash, n.threshold)), never(l.dropped));
+        if let Some(eps) = m.config.select.as_ref().and_then(|p| p.leaks.semantic) {
+            let how = format!("embedding cosine similarity above {} with one {against}", 1.0 - eps);
+            kind("leaks: semantic", l.semantic, how, never(l.dropped));
+        }
     }
     s.push_str("</table>");
     if let Some(n) = m.near_dups.as_ref().filter(|n| !n.by_threshold.is_empty()) {
