@@ -122,8 +122,9 @@ pub struct TargetRun {
     /// are that run's): `auto` picking CCS, for example.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_rows_as: Option<Method>,
-    /// Whether this training was finished by an earlier, interrupted run of
-    /// the same sweep (its seconds are that run's).
+    /// Whether this training was read back from an earlier run into the
+    /// same output (interrupted, or a narrower sweep) rather than trained
+    /// (its seconds are that run's).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
 }
