@@ -179,6 +179,31 @@ pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
+/// [`sq_dist`], given up early when it is already at least `limit`: the sum
+/// so far, every 64 values, is returned as soon as it reaches `limit`. The
+/// sum only grows as values are added (rounding is monotone), so a result
+/// at or above `limit` means the distance is too, and a result below it is
+/// [`sq_dist`]'s, bit for bit (same operations in the same order).
+pub(crate) fn sq_dist_until(a: &[f32], b: &[f32], limit: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, ra) = a.split_at(a.len() / 8 * 8);
+    let (cb, rb) = b.split_at(ca.len());
+    for (k, (x, y)) in ca.chunks_exact(8).zip(cb.chunks_exact(8)).enumerate() {
+        for l in 0..8 {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+        if k % 8 == 7 {
+            let partial = (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]);
+            if partial >= limit {
+                return partial;
+            }
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
 /// A seed for one class, derived from the user's seed and the label with
 /// SplitMix64's finaliser, so classes get unrelated random streams while the
 /// whole run still depends on one `u64`.
@@ -230,6 +255,26 @@ pub(crate) mod tests {
         let data = [3.0, 4.0, 0.0, 0.0];
         let e = Embeddings::new(&data, 2).unwrap();
         assert_eq!(e.normalized(), vec![0.6, 0.8, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn sq_dist_until_is_sq_dist_below_its_limit_and_at_least_the_limit_above() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for dim in [7, 64, 130, 384] {
+            for _ in 0..200 {
+                let a: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let full = sq_dist(&a, &b);
+                let limit = full * rng.random_range(0.0..2.0f32);
+                let until = sq_dist_until(&a, &b, limit);
+                if until < limit {
+                    assert_eq!(until.to_bits(), full.to_bits(), "dim {dim}");
+                } else {
+                    assert!(full >= limit, "dim {dim}: gave up at {until} but the distance {full} is below {limit}");
+                }
+                assert_eq!(sq_dist_until(&a, &b, f32::INFINITY).to_bits(), full.to_bits());
+            }
+        }
     }
 
     #[test]
