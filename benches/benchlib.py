@@ -39,7 +39,7 @@ def release_binary(name: str) -> Path:
     path = target_dir() / "release" / name
     if not path.is_file():
         example = Path(name).name
-        crate = {"bench_conv": "sieve-proxy", "forward_only": "sieve-udfs"}.get(example)
+        crate = {"bench_conv": "sieve-proxy", "forward_only": "sieve-udfs", "kcenter_speed": "sieve-selection"}.get(example)
         build = "-p sieve" if name == "sieve" else f"-p {crate} --example {example}"
         sys.exit(f"{path} does not exist: run `make bench`, or `cargo build --release {build}` "
                  "(with the same CARGO_TARGET_DIR)")
@@ -141,3 +141,16 @@ def markdown_table(header, rows):
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
+
+
+def sst2_scores(sieve, data_dir, embedding, threads=2) -> Path:
+    """`.bench/sst2-<embedding>/`: the scores of `sieve prune --dataset sst2
+    --score prototype --embedding <embedding>` (embedding: a directory or
+    `static`), made once and reused by the benches that read embeddings."""
+    name = "minilm" if embedding == "models/all-MiniLM-L6-v2" else Path(embedding).name
+    out = ROOT / ".bench" / f"sst2-{name}"
+    if not (out / "manifest.json").is_file():
+        print(f"scoring SST-2 with --embedding {embedding} (once) ...", flush=True)
+        run_measured([sieve, "prune", "--dataset", "sst2", "--data-dir", data_dir, "--threads", threads, "--quiet",
+                      "--score", "prototype", "--embedding", embedding, "--out", out])
+    return out

@@ -65,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => commands::score::run(args).await.context("score")?,
         Command::Select(args) => commands::select::run(args).await.context("select")?,
         Command::Eval(args) => eval::run(args).await.context("eval")?,
+        Command::Distill(args) => commands::distill::run(args).context("distill")?,
         Command::Import(args) => {
             if args.shard_rows == 0 {
                 return Err(PipelineError::Usage("--shard-rows must be at least 1".into()).into());

@@ -193,6 +193,10 @@ pub enum Embedding {
 /// The encoder `--embedding auto` uses for text when `make models` fetched it.
 pub const DEFAULT_ENCODER: &str = "models/all-MiniLM-L6-v2";
 
+/// The static model `--embedding static` reads: [`DEFAULT_ENCODER`]
+/// distilled by `make models` (`sieve distill`).
+pub const DEFAULT_STATIC: &str = "models/all-MiniLM-L6-v2-static";
+
 impl Embedding {
     /// Resolves `--embedding auto|proxy|DIR`. `auto` takes the default
     /// encoder for text when it is present and `needed` (a method of this run
@@ -200,6 +204,7 @@ impl Embedding {
     pub fn resolve(choice: &str, kind: InputKind, needed: bool) -> Result<Self> {
         match choice {
             "proxy" => Ok(Self::Proxy),
+            "static" if kind == InputKind::Text => Self::resolve(DEFAULT_STATIC, kind, needed),
             "auto" => {
                 let dir = PathBuf::from(DEFAULT_ENCODER);
                 let use_it = needed && kind == InputKind::Text && dir.join("model.safetensors").is_file();
@@ -209,7 +214,7 @@ impl Embedding {
                 let dir = PathBuf::from(dir);
                 if !dir.join("model.safetensors").is_file() {
                     return Err(PipelineError::Usage(format!(
-                        "--embedding {}: no model.safetensors there (`make models` fetches all-MiniLM-L6-v2 into {DEFAULT_ENCODER})",
+                        "--embedding {}: no model.safetensors there (`make models` fetches all-MiniLM-L6-v2 into {DEFAULT_ENCODER} and distils it into {DEFAULT_STATIC})",
                         dir.display()
                     )));
                 }

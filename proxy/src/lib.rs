@@ -10,7 +10,8 @@
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay.
 //! - [`recipe`]: each preset's training recipe (network, optimiser, schedule,
 //!   augmentation), the one place the defaults live.
-//! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2).
+//! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2), or
+//!   a static model distilled from one ([`static_embedding`]).
 //! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
 //!   and the loaded model it becomes; [`cache`]: the bounded cache of a
 //!   job's loaded models.
@@ -29,6 +30,7 @@ pub mod image_trainer;
 pub mod recipe;
 pub mod resnet;
 pub mod sgd;
+pub mod static_embedding;
 pub mod text_encoder;
 
 pub use error::{ProxyError, Result};

@@ -6,15 +6,21 @@
 //! datasets it replaces the proxy's features as the embedding that
 //! prototypes, k-center and SemDeDup work on: a fastText proxy's features
 //! know only the label, so near-duplicates by meaning do not fall together.
+//!
+//! A directory whose `config.json` says `"model_type": "model2vec"` holds a
+//! static model instead ([`crate::static_embedding`]): the same tokenizer, a
+//! table of token vectors, a sentence the mean of its tokens' vectors.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{ProxyError, Result};
+use crate::static_embedding::{StaticConfig, StaticTable, MODEL_TYPE};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for
 /// all-MiniLM-L6-v2); longer texts are truncated, as there.
@@ -25,7 +31,7 @@ const TOKENS_PER_PASS: usize = 4096;
 
 /// A loaded sentence encoder.
 pub struct TextEncoder {
-    model: BertModel,
+    model: Model,
     tokenizer: Tokenizer,
     dim: usize,
     name: String,
@@ -35,6 +41,15 @@ impl std::fmt::Debug for TextEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TextEncoder").field("name", &self.name).field("dim", &self.dim).finish()
     }
+}
+
+/// What embeds the tokens.
+enum Model {
+    /// A BERT checkpoint: attention over the sentence, mean pooled.
+    Bert(Box<BertModel>),
+    /// A static model: each token's vector, averaged; `unk`, the
+    /// tokenizer's unknown token, is left out (as model2vec does).
+    Static { table: StaticTable, unk: Option<u32> },
 }
 
 fn encoder_err(dir: &Path, message: impl std::fmt::Display) -> ProxyError {
@@ -55,19 +70,28 @@ impl TextEncoder {
         };
         let config_text = std::fs::read_to_string(read("config.json")?)
             .map_err(|source| ProxyError::Io { path: dir.join("config.json"), source })?;
+        let name = dir.file_name().map_or_else(|| "encoder".to_string(), |n| n.to_string_lossy().into_owned());
+        let mut tokenizer = Tokenizer::from_file(read("tokenizer.json")?).map_err(|e| encoder_err(dir, e))?;
+        tokenizer.with_padding(None);
+        if let Some(config) =
+            serde_json::from_str::<StaticConfig>(&config_text).ok().filter(|c| c.model_type == MODEL_TYPE)
+        {
+            read("model.safetensors")?;
+            let table = StaticTable::load(dir, &config)?;
+            tokenizer.with_truncation(None).map_err(|e| encoder_err(dir, e))?;
+            let unk = tokenizer.token_to_id("[UNK]");
+            return Ok(Self { dim: table.dim(), model: Model::Static { table, unk }, tokenizer, name });
+        }
         let config: Config =
             serde_json::from_str(&config_text).map_err(|e| encoder_err(dir, format!("config.json: {e}")))?;
         let weights = read("model.safetensors")?;
         // SAFETY: the weights file is memory-mapped read-only; sieve never
         // writes to it while the encoder lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu)? };
-        let model = BertModel::load(vb, &config)?;
-        let mut tokenizer = Tokenizer::from_file(read("tokenizer.json")?).map_err(|e| encoder_err(dir, e))?;
-        tokenizer.with_padding(None);
+        let model = Model::Bert(Box::new(BertModel::load(vb, &config)?));
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
             .map_err(|e| encoder_err(dir, e))?;
-        let name = dir.file_name().map_or_else(|| "encoder".to_string(), |n| n.to_string_lossy().into_owned());
         Ok(Self { model, tokenizer, dim: config.hidden_size, name })
     }
 
@@ -81,17 +105,65 @@ impl TextEncoder {
         &self.name
     }
 
+    /// Whether this is a static model (a table of token vectors).
+    pub fn is_static(&self) -> bool {
+        matches!(self.model, Model::Static { .. })
+    }
+
     /// Embeds `texts`: `texts.len() x dim` floats, row-major, each row of
-    /// unit length.
+    /// unit length (a static model's row is zero when no token of the text
+    /// is known).
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<f32>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| ProxyError::Encoder { dir: PathBuf::from(&self.name), message: e.to_string() })?;
+        let bert = match &self.model {
+            Model::Bert(bert) => bert,
+            Model::Static { table, unk } => {
+                let encodings = self.tokenize(texts, false)?;
+                let mut out = vec![0.0f32; texts.len() * self.dim];
+                out.par_chunks_mut(self.dim).zip(&encodings).for_each(|(row, e)| {
+                    let ids: Vec<u32> = e.get_ids().iter().copied().filter(|&id| Some(id) != *unk).collect();
+                    table.embed(&ids, row);
+                });
+                return Ok(out);
+            }
+        };
+        let encodings = self.tokenize(texts, true)?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        self.passes(bert, &ids, true)
+    }
+
+    /// The vector of every token of the vocabulary on its own, as model2vec
+    /// distils them: `[CLS] token [SEP]` through the encoder, mean pooled
+    /// over the three, not normalised; `vocabulary x dim` floats, row `i`
+    /// the token of id `i`. A static model has no encoder to run.
+    pub fn token_vectors(&self) -> Result<Vec<f32>> {
+        let Model::Bert(bert) = &self.model else {
+            return Err(self.err("a static model has no encoder to distil"));
+        };
+        let specials = self.tokenize(&[""], true)?.remove(0).get_ids().to_vec();
+        let [first, last] = specials[..] else {
+            return Err(self.err(format!("the tokenizer wraps a sentence in {} special tokens, not 2", specials.len())));
+        };
+        let vocabulary = self.tokenizer.get_vocab_size(true) as u32;
+        let sequences: Vec<[u32; 3]> = (0..vocabulary).map(|t| [first, t, last]).collect();
+        let ids: Vec<&[u32]> = sequences.iter().map(|s| &s[..]).collect();
+        self.passes(bert, &ids, false)
+    }
+
+    fn err(&self, message: impl std::fmt::Display) -> ProxyError {
+        ProxyError::Encoder { dir: PathBuf::from(&self.name), message: message.to_string() }
+    }
+
+    fn tokenize(&self, texts: &[&str], special: bool) -> Result<Vec<tokenizers::Encoding>> {
+        self.tokenizer.encode_batch(texts.to_vec(), special).map_err(|e| self.err(e))
+    }
+
+    /// Mean-pooled outputs of `bert` for token sequences, in their order,
+    /// `normalize`d or not: sorted by length into passes of similar
+    /// lengths, so little is padded.
+    fn passes(&self, bert: &BertModel, ids: &[&[u32]], normalize: bool) -> Result<Vec<f32>> {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
-        let mut out = vec![0.0f32; texts.len() * self.dim];
+        let mut out = vec![0.0f32; ids.len() * self.dim];
         let mut start = 0;
         while start < order.len() {
             // Sorted ascending, so the pass's last text is its longest.
@@ -100,7 +172,7 @@ impl TextEncoder {
                 end += 1;
             }
             let pass: Vec<&[u32]> = order[start..end].iter().map(|&i| ids[i]).collect();
-            let pooled = self.forward(&pass)?;
+            let pooled = mean_pooled(bert, &pass, normalize)?;
             for (k, &i) in order[start..end].iter().enumerate() {
                 out[i * self.dim..(i + 1) * self.dim].copy_from_slice(&pooled[k * self.dim..(k + 1) * self.dim]);
             }
@@ -108,27 +180,30 @@ impl TextEncoder {
         }
         Ok(out)
     }
+}
 
-    /// One forward pass over token sequences padded to the longest:
-    /// mean-pooled, normalised embeddings.
-    fn forward(&self, ids: &[&[u32]]) -> Result<Vec<f32>> {
-        let (b, len) = (ids.len(), ids.iter().map(|s| s.len()).max().unwrap_or(0).max(1));
-        let mut flat = vec![0u32; b * len];
-        let mut mask = vec![0u32; b * len];
-        for (r, seq) in ids.iter().enumerate() {
-            flat[r * len..r * len + seq.len()].copy_from_slice(seq);
-            mask[r * len..r * len + seq.len()].fill(1);
-        }
-        let device = &Device::Cpu;
-        let input = Tensor::from_vec(flat, (b, len), device)?;
-        let mask = Tensor::from_vec(mask, (b, len), device)?;
-        let hidden = self.model.forward(&input, &input.zeros_like()?, Some(&mask))?;
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let mean = summed.broadcast_div(&mask.sum(1)?.clamp(1e-9, f32::MAX)?)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-        Ok(mean.broadcast_div(&norm)?.flatten_all()?.to_vec1::<f32>()?)
+/// One forward pass over token sequences padded to the longest, mean pooled
+/// over each sequence's real tokens, and scaled to unit length if `normalize`.
+fn mean_pooled(bert: &BertModel, ids: &[&[u32]], normalize: bool) -> Result<Vec<f32>> {
+    let (b, len) = (ids.len(), ids.iter().map(|s| s.len()).max().unwrap_or(0).max(1));
+    let mut flat = vec![0u32; b * len];
+    let mut mask = vec![0u32; b * len];
+    for (r, seq) in ids.iter().enumerate() {
+        flat[r * len..r * len + seq.len()].copy_from_slice(seq);
+        mask[r * len..r * len + seq.len()].fill(1);
     }
+    let device = &Device::Cpu;
+    let input = Tensor::from_vec(flat, (b, len), device)?;
+    let mask = Tensor::from_vec(mask, (b, len), device)?;
+    let hidden = bert.forward(&input, &input.zeros_like()?, Some(&mask))?;
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let mean = summed.broadcast_div(&mask.sum(1)?.clamp(1e-9, f32::MAX)?)?;
+    let pooled = match normalize {
+        true => mean.broadcast_div(&mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?)?,
+        false => mean,
+    };
+    Ok(pooled.flatten_all()?.to_vec1::<f32>()?)
 }
 
 #[cfg(test)]
@@ -167,6 +242,61 @@ mod tests {
         // Batching with other lengths (padding) must not change a sentence's embedding.
         let alone = encoder.encode(&sentences[..1]).unwrap();
         assert!(cosine(&alone, &ours[..384]) > 0.99999);
+    }
+
+    /// Spearman's rank correlation (no ties expected).
+    fn spearman(a: &[f32], b: &[f32]) -> f64 {
+        let ranks = |v: &[f32]| {
+            let mut order: Vec<usize> = (0..v.len()).collect();
+            order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+            let mut r = vec![0.0; v.len()];
+            order.iter().enumerate().for_each(|(rank, &i)| r[i] = rank as f64);
+            r
+        };
+        let (ra, rb) = (ranks(a), ranks(b));
+        let n = a.len() as f64;
+        1.0 - 6.0 * ra.iter().zip(&rb).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / (n * (n * n - 1.0))
+    }
+
+    /// `make models` distils the static model from MiniLM (`sieve distill`).
+    #[test]
+    fn the_static_model_ranks_sentence_pairs_as_minilm_does() {
+        let minilm = TextEncoder::load(&repo().join("models/all-MiniLM-L6-v2")).expect("run `make models`");
+        let fast = TextEncoder::load(&repo().join("models/all-MiniLM-L6-v2-static")).expect("run `make models`");
+        assert!(fast.is_static() && !minilm.is_static());
+        assert_eq!(fast.dim(), 256);
+        // Four topics, three sentences each, none sharing a content word
+        // with another of its topic.
+        let sentences = [
+            "the soup was cold and the bread stale",
+            "we ordered pasta with garlic and tomatoes",
+            "this restaurant serves delicious grilled fish",
+            "heavy rain is expected over the weekend",
+            "a storm brought snow and strong winds",
+            "tomorrow will be sunny and warm",
+            "the striker scored twice in the final",
+            "our team lost the match after extra time",
+            "the goalkeeper saved a penalty",
+            "the film's plot drags but the acting is superb",
+            "a moving drama with a brilliant cast",
+            "the director's new movie is a boring mess",
+        ];
+        let (a, b) = (minilm.encode(&sentences).unwrap(), fast.encode(&sentences).unwrap());
+        let pairs: Vec<(usize, usize)> = (0..12).flat_map(|i| (i + 1..12).map(move |j| (i, j))).collect();
+        let sim = |e: &[f32], d: usize, (i, j): (usize, usize)| cosine(&e[i * d..(i + 1) * d], &e[j * d..(j + 1) * d]);
+        let slow: Vec<f32> = pairs.iter().map(|&p| sim(&a, 384, p)).collect();
+        let quick: Vec<f32> = pairs.iter().map(|&p| sim(&b, 256, p)).collect();
+        let rho = spearman(&slow, &quick);
+        assert!(rho > 0.5, "Spearman of the 66 pair similarities, static against MiniLM: {rho}");
+        // Every sentence's nearest other sentence is of its topic.
+        for (i, sentence) in sentences.iter().enumerate() {
+            let nearest =
+                (0..12).filter(|&j| j != i).max_by(|&x, &y| sim(&b, 256, (i, x)).total_cmp(&sim(&b, 256, (i, y))));
+            assert_eq!(nearest.map(|j| j / 3), Some(i / 3), "{sentence}");
+        }
+        for row in b.chunks(256) {
+            assert!((row.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4, "unit length");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! stage into the manifest, score + select + write, the report and the
 //! commit.
 
+pub mod distill;
 pub mod prune;
 pub mod score;
 pub mod select;
