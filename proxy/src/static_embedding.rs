@@ -95,18 +95,13 @@ impl StaticTable {
         self.dim
     }
 
-    /// Tokens in the table.
-    pub fn vocabulary(&self) -> usize {
-        self.vectors.len() / self.dim
-    }
-
     /// The sentence of token `ids` into `out` (`dim` floats): the mean of
-    /// their vectors, normalised when the model says so; zeros for no
-    /// tokens. Ids outside the table are skipped.
-    pub fn embed(&self, ids: &[u32], out: &mut [f32]) {
+    /// the first [`MAX_TOKENS`] ids' vectors, normalised when the model says
+    /// so; zeros for no tokens. Ids outside the table are skipped.
+    pub fn embed(&self, ids: impl IntoIterator<Item = u32>, out: &mut [f32]) {
         out.fill(0.0);
         let mut count = 0usize;
-        for &id in ids.iter().take(MAX_TOKENS) {
+        for id in ids.into_iter().take(MAX_TOKENS) {
             if let Some(row) = self.vectors.get(id as usize * self.dim..(id as usize + 1) * self.dim) {
                 out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
                 count += 1;
@@ -258,12 +253,12 @@ mod tests {
     fn a_sentence_is_the_normalised_mean_of_its_tokens() {
         let table = StaticTable { vectors: vec![1.0, 0.0, 0.0, 2.0, 2.0, 4.0], dim: 2, normalize: true };
         let mut out = [0.0; 2];
-        table.embed(&[0, 2, 99], &mut out);
+        table.embed([0, 2, 99], &mut out);
         assert_eq!(out, [0.6, 0.8], "(1,0) + (2,4) + nothing for id 99, normalised");
-        table.embed(&[], &mut out);
+        table.embed([], &mut out);
         assert_eq!(out, [0.0, 0.0]);
         let plain = StaticTable { normalize: false, ..table };
-        plain.embed(&[1, 2], &mut out);
+        plain.embed([1, 2], &mut out);
         assert_eq!(out, [1.0, 3.0]);
     }
 }

@@ -120,8 +120,7 @@ impl TextEncoder {
                 let encodings = self.tokenize(texts, false)?;
                 let mut out = vec![0.0f32; texts.len() * self.dim];
                 out.par_chunks_mut(self.dim).zip(&encodings).for_each(|(row, e)| {
-                    let ids: Vec<u32> = e.get_ids().iter().copied().filter(|&id| Some(id) != *unk).collect();
-                    table.embed(&ids, row);
+                    table.embed(e.get_ids().iter().copied().filter(|&id| Some(id) != *unk), row);
                 });
                 return Ok(out);
             }
