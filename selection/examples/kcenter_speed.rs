@@ -7,26 +7,13 @@
 //! `n x DIM` floats and `n` labels).
 
 use rayon::prelude::*;
+use sieve_selection::embeddings::sq_dist;
 use sieve_selection::kcenter::k_center_greedy_per_class;
 use sieve_selection::Embeddings;
 
 fn read<T>(path: &str, from: fn([u8; 4]) -> T) -> Vec<T> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     bytes.chunks_exact(4).map(|c| from(c.try_into().expect("4 bytes"))).collect()
-}
-
-/// Squared distance, summed as the library sums it.
-fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            let d = x[l] - y[l];
-            acc[l] += d * d;
-        }
-    }
-    let tail: f32 =
-        a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
 /// Rows per rayon task, as the shipped loop had it.

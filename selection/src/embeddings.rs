@@ -164,8 +164,9 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
-/// Squared Euclidean distance, with the same fixed summation order as [`dot`].
-pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+/// Squared Euclidean distance, with the same fixed summation order as `dot`
+/// (public so that benchmarks compare against the same distances).
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, ra) = a.split_at(a.len() / 8 * 8);
     let (cb, rb) = b.split_at(ca.len());
