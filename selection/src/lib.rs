@@ -25,6 +25,7 @@
 pub mod embeddings;
 pub mod kcenter;
 pub mod kmeans;
+mod matmul;
 pub mod nearest;
 pub mod prototype;
 pub mod schedule;
