@@ -131,7 +131,9 @@ impl<'a> Embeddings<'a> {
     /// Copies the rows `idx` (in that order) into a new buffer, for running an
     /// algorithm on one class.
     pub(crate) fn gather(&self, idx: &[usize]) -> Vec<f32> {
-        idx.iter().flat_map(|&i| self.row(i)).copied().collect()
+        let mut rows = Vec::with_capacity(idx.len() * self.dim());
+        idx.iter().for_each(|&i| rows.extend_from_slice(self.row(i)));
+        rows
     }
 }
 
