@@ -26,8 +26,8 @@ Images (CIFAR-10's test split, 10,000 images, JPEG-encoded in this
 export): sieve's `phash` against the imagehash library's on the same bytes,
 image by image: equal hashes and the largest Hamming distance; seconds for
 each (sieve's is the `phash` pass of `sieve sql`). Each decodes the JPEG
-itself (sieve: the image crate; imagehash: Pillow's libjpeg-turbo), and
-the decoders' pixels differ slightly.
+itself, both with libjpeg-turbo's decoder (sieve: its C sources through the
+mozjpeg crate; imagehash: Pillow's).
 
 Usage (after building sieve, as `make bench` does):
   python3 benches/near_dup.py [--data-dir ../shared/datasets] [--work /tmp/sieve-bench]

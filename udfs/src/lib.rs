@@ -1,8 +1,9 @@
 //! sieve's DataFusion functions: decoding the input column ([`decode`]),
 //! batched proxy inference over Arrow arrays ([`infer`]) and the SQL functions
-//! themselves ([`functions`]). The models they run live in `sieve-proxy`, the
-//! score math in `sieve-selection`. [`register_all`] puts every UDF into a
-//! `SessionContext`.
+//! themselves ([`functions`]), with libjpeg-turbo's JPEG decoding for the
+//! hashes that must equal Pillow-based ones ([`pillow_jpeg`]). The models
+//! they run live in `sieve-proxy`, the score math in `sieve-selection`.
+//! [`register_all`] puts every UDF into a `SessionContext`.
 
 #![deny(missing_docs)]
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod functions;
 pub mod infer;
 pub mod models;
+pub mod pillow_jpeg;
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;

@@ -17,6 +17,7 @@ use datafusion::logical_expr::{
 use sieve_neardup::phash::{dhash, hamming, phash, Gray};
 
 use crate::decode::ImageBytes;
+use crate::pillow_jpeg;
 
 /// Which perceptual hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,10 +43,17 @@ impl ImageHash {
 }
 
 /// The perceptual hash of `kind` of encoded image `bytes`; `None` when they
-/// do not decode.
+/// do not decode. A JPEG is decoded as Pillow decodes it
+/// ([`pillow_jpeg`]), so the bits are imagehash's from the same bytes;
+/// one libjpeg cannot give as RGB (CMYK) falls back to the image crate, as
+/// does every other format (PNG is lossless: every decoder agrees).
 pub fn hash_image(kind: Kind, bytes: &[u8]) -> Option<u64> {
-    let rgb = image::load_from_memory(bytes).ok()?.to_rgb8();
-    let gray = Gray::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
+    let (width, height, rgb) =
+        pillow_jpeg::is_jpeg(bytes).then(|| pillow_jpeg::decode_rgb(bytes)).flatten().or_else(|| {
+            let rgb = image::load_from_memory(bytes).ok()?.to_rgb8();
+            Some((rgb.width() as usize, rgb.height() as usize, rgb.into_raw()))
+        })?;
+    let gray = Gray::from_rgb(width, height, &rgb);
     Some(match kind {
         Kind::Phash => phash(&gray),
         Kind::Dhash => dhash(&gray),
@@ -173,5 +181,50 @@ impl ScalarUDFImpl for Hamming {
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&HAMMING_DOC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+
+    use super::*;
+
+    /// `fixtures/phash_reference.json`'s images: (JPEG bytes, SHA-1 of
+    /// Pillow's RGB pixels, imagehash's phash, its dhash).
+    fn reference() -> Vec<(Vec<u8>, String, String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/phash_reference.json");
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let field = |image: &serde_json::Value, key: &str| image[key].as_str().unwrap().to_string();
+        json["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|image| {
+                let jpeg = base64::engine::general_purpose::STANDARD.decode(field(image, "jpeg")).unwrap();
+                (jpeg, field(image, "rgb_sha1"), field(image, "phash"), field(image, "dhash"))
+            })
+            .collect()
+    }
+
+    fn sha1_hex(bytes: &[u8]) -> String {
+        Sha1::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn jpegs_decode_to_pillows_pixels_and_hash_to_imagehashs_bits() {
+        let images = reference();
+        assert_eq!(images.len(), 16);
+        for (jpeg, rgb_sha1, phash_hex, dhash_hex) in &images {
+            let (_, _, rgb) = pillow_jpeg::decode_rgb(jpeg).unwrap();
+            assert_eq!(&sha1_hex(&rgb), rgb_sha1);
+            assert_eq!(&format!("{:016x}", hash_image(Kind::Phash, jpeg).unwrap()), phash_hex);
+            assert_eq!(&format!("{:016x}", hash_image(Kind::Dhash, jpeg).unwrap()), dhash_hex);
+        }
+        // The fixture tells the decoders apart: the image crate's pixels are
+        // not Pillow's on these images.
+        let image_crate = |jpeg: &[u8]| sha1_hex(image::load_from_memory(jpeg).unwrap().to_rgb8().as_raw());
+        assert!(images.iter().all(|(jpeg, rgb_sha1, ..)| &image_crate(jpeg) != rgb_sha1));
     }
 }
