@@ -346,10 +346,16 @@ fn signature_width(files: &[PathBuf]) -> Result<usize> {
 /// Reads the hashes and ids of the rows in `wanted` (from `files` of
 /// `row`, `id` and the `hash` column), sorted by row.
 pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) -> Result<Candidates> {
-    let mut rows: Vec<i64> = Vec::new();
+    // The hashes are the stage's largest allocation (128 values a text
+    // row): sized once, and reordered only when the shards are not in row
+    // order.
+    let width = match crate::parquet_io::schema(&files[0])?.field_with_name(hash)?.data_type() {
+        DataType::FixedSizeList(_, w) => *w as usize,
+        _ => 2,
+    };
+    let mut rows: Vec<i64> = Vec::with_capacity(wanted.len() as usize);
     let mut ids: Vec<ArrayRef> = Vec::new();
-    let mut values: Vec<u32> = Vec::new();
-    let mut width = 2;
+    let mut values: Vec<u32> = Vec::with_capacity(wanted.len() as usize * width);
     for file in files {
         for batch in crate::parquet_io::read_columns(file, &[ROW, OutputColumns::ID, hash])? {
             let batch = batch?;
@@ -362,8 +368,7 @@ pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) ->
             ids.push(column(OutputColumns::ID));
             let hashes = column(hash);
             match hashes.data_type() {
-                DataType::FixedSizeList(_, w) => {
-                    width = *w as usize;
+                DataType::FixedSizeList(..) => {
                     let list = hashes.as_fixed_size_list();
                     let v = list.values().as_primitive::<UInt32Type>().values();
                     for i in 0..list.len() {
@@ -379,15 +384,18 @@ pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) ->
             }
         }
     }
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| rows[i]);
-    let idx = datafusion::arrow::array::UInt32Array::from_iter_values(order.iter().map(|&i| i as u32));
     let ids: Vec<&dyn Array> = ids.iter().map(|a| a.as_ref()).collect();
     let ids = match ids.is_empty() {
         // No candidates: an empty id column of the scores' id type.
         true => new_empty_array(crate::parquet_io::schema(&files[0])?.field_with_name(OutputColumns::ID)?.data_type()),
         false => concat(&ids)?,
     };
+    if rows.is_sorted() {
+        return Ok(Candidates { rows, ids, values, width });
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i]);
+    let idx = datafusion::arrow::array::UInt32Array::from_iter_values(order.iter().map(|&i| i as u32));
     Ok(Candidates {
         rows: order.iter().map(|&i| rows[i]).collect(),
         ids: take(ids.as_ref(), &idx, None)?,
