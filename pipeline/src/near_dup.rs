@@ -349,10 +349,7 @@ pub(crate) fn read_candidates(files: &[PathBuf], hash: &str, wanted: &RowSet) ->
     // The hashes are the stage's largest allocation (128 values a text
     // row): sized once, and reordered only when the shards are not in row
     // order.
-    let width = match crate::parquet_io::schema(&files[0])?.field_with_name(hash)?.data_type() {
-        DataType::FixedSizeList(_, w) => *w as usize,
-        _ => 2,
-    };
+    let width = if hash == MINHASH { signature_width(files)? } else { 2 };
     let mut rows: Vec<i64> = Vec::with_capacity(wanted.len() as usize);
     let mut ids: Vec<ArrayRef> = Vec::new();
     let mut values: Vec<u32> = Vec::with_capacity(wanted.len() as usize * width);

@@ -43,12 +43,12 @@ pub fn decode_rgb(bytes: &[u8]) -> Option<(usize, usize, Vec<u8>)> {
 mod tests {
     use super::*;
 
-    fn encoded(quality: f32) -> Vec<u8> {
+    fn encoded() -> Vec<u8> {
         let (width, height) = (24, 16);
         let pixels: Vec<u8> = (0..width * height * 3).map(|i| ((i * 37) % 251) as u8).collect();
         let mut compress = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
         compress.set_size(width, height);
-        compress.set_quality(quality);
+        compress.set_quality(90.0);
         let mut started = compress.start_compress(Vec::new()).unwrap();
         started.write_scanlines(&pixels).unwrap();
         started.finish().unwrap()
@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn a_jpeg_decodes_to_its_size_in_rgb() {
-        let bytes = encoded(90.0);
+        let bytes = encoded();
         assert!(is_jpeg(&bytes));
         let (width, height, pixels) = decode_rgb(&bytes).unwrap();
         assert_eq!((width, height, pixels.len()), (24, 16, 24 * 16 * 3));
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn a_broken_stream_is_none_not_a_panic() {
-        let bytes = encoded(90.0);
+        let bytes = encoded();
         assert_eq!(decode_rgb(&bytes[..20]), None);
         assert_eq!(decode_rgb(b"\xFF\xD8\xFFnot a jpeg at all"), None);
         assert_eq!(decode_rgb(&[]), None);
