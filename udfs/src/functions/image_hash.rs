@@ -48,11 +48,10 @@ impl ImageHash {
 /// one libjpeg cannot give as RGB (CMYK) falls back to the image crate, as
 /// does every other format (PNG is lossless: every decoder agrees).
 pub fn hash_image(kind: Kind, bytes: &[u8]) -> Option<u64> {
-    let (width, height, rgb) =
-        pillow_jpeg::is_jpeg(bytes).then(|| pillow_jpeg::decode_rgb(bytes)).flatten().or_else(|| {
-            let rgb = image::load_from_memory(bytes).ok()?.to_rgb8();
-            Some((rgb.width() as usize, rgb.height() as usize, rgb.into_raw()))
-        })?;
+    let (width, height, rgb) = pillow_jpeg::decode_rgb(bytes).or_else(|| {
+        let rgb = image::load_from_memory(bytes).ok()?.to_rgb8();
+        Some((rgb.width() as usize, rgb.height() as usize, rgb.into_raw()))
+    })?;
     let gray = Gray::from_rgb(width, height, &rgb);
     Some(match kind {
         Kind::Phash => phash(&gray),
