@@ -41,8 +41,8 @@ pub struct FileInfo {
     remote: Option<RemoteFile>,
     /// Its footer, read once.
     meta: ArrowReaderMetadata,
-    /// What changes when the file does: size and modification time (and
-    /// the object's entity tag when remote).
+    /// What changes when the file does: its size and a hash of its footer
+    /// (the object's size, modification time and entity tag when remote).
     pub version: String,
     /// Its number of rows.
     pub rows: u64,
@@ -72,12 +72,27 @@ pub struct InputFiles {
 
 /// The footer of a local file, and its version.
 fn local_file(path: &Path) -> Result<(ArrowReaderMetadata, String)> {
-    let file = File::open(path).map_err(io_err(path))?;
+    let mut file = File::open(path).map_err(io_err(path))?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(parquet_err(path))?;
-    let stat = file.metadata().ok();
-    let modified =
-        stat.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    Ok((meta, format!("{:?}|{:?}", stat.map(|m| m.len()), modified)))
+    let version = content_version(&mut file).map_err(io_err(path))?;
+    Ok((meta, version))
+}
+
+/// What identifies a local Parquet file's content: its size and a hash of
+/// its footer, whose row groups' offsets, sizes and statistics change with
+/// the data. A copy, a restore from backup or a `touch` keeps it, so a
+/// resumable job keeps its finished work; a rewrite changes it.
+fn content_version(file: &mut File) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let size = file.seek(SeekFrom::End(0))?;
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8))?;
+    file.read_exact(&mut tail)?;
+    let footer = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("four bytes")));
+    let mut bytes = vec![0u8; footer.min(size.saturating_sub(8)) as usize];
+    file.seek(SeekFrom::End(-8 - bytes.len() as i64))?;
+    file.read_exact(&mut bytes)?;
+    Ok(format!("{size}|{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
 }
 
 /// One input file as [`resolve`] finds it: its path, its remote object (if

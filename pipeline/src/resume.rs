@@ -52,7 +52,13 @@ impl WorkDir {
         let (parent, name) = crate::staging::parent_and_name(target);
         let dir = parent.join(format!(".{name}.work"));
         let stamp = dir.join(FINGERPRINT_FILE);
-        if dir.exists() && std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint) {
+        let found = std::fs::read_to_string(&stamp).ok();
+        if dir.exists() && found.as_deref() != Some(fingerprint) {
+            crate::log::info(
+                "resume",
+                "emptied the work directory of another job",
+                serde_json::json!({"dir": dir, "was": found, "now": fingerprint}),
+            );
             std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
         }
         std::fs::create_dir_all(dir.join("scores")).map_err(io_err(&dir))?;

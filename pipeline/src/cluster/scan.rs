@@ -42,8 +42,8 @@ pub struct Task {
     /// The file's identity when the job was planned ([`file_identity`]),
     /// which names its shards as a local run's.
     pub identity: String,
-    /// The file's version when the job was planned (size and modification
-    /// time, or the object's entity tag): a node that sees another file
+    /// The file's version when the job was planned (its size and footer's
+    /// hash, or the object's entity tag): a node that sees another file
     /// there refuses to read it.
     pub version: String,
     /// Input position of the file's first row.
