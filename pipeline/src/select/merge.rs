@@ -1,7 +1,7 @@
 //! Merging the raw score shards (streamed in input order) with the extra
-//! columns (looked up by position) into one file: the narrow table the
-//! decision query reads, or the selected `scores.parquet` with `keep`. Only
-//! one batch of wide rows is held.
+//! columns (read alongside, joined by position) into one file: the narrow
+//! table the decision query reads, or the selected `scores.parquet` with
+//! `keep`. Only one batch of wide rows, and of each extra, is held.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{Field, Int64Type, Schema, SchemaRef};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use sieve_schemas::OutputColumns;
 
 use crate::error::{io_err, parquet_err, PipelineError, Result};
@@ -41,43 +41,73 @@ impl Output<'_> {
     }
 }
 
-/// An extra table (one row per position, sorted by position), in memory:
-/// its columns are a few numbers per row.
+/// An extra table (one row per position, sorted by position), read in step
+/// with the raw shards: it holds only the rows from the current batch's
+/// first position on, a batch or two of a few numbers per row.
 struct Extra {
-    rows: Vec<i64>,
-    columns: Vec<ArrayRef>,
+    batches: ParquetRecordBatchReader,
+    /// Its rows not yet passed, with the position column first.
+    window: RecordBatch,
     fields: Vec<Field>,
+    path: PathBuf,
 }
 
 impl Extra {
-    fn read(path: &Path, output: &Output) -> Result<Self> {
+    fn open(path: &Path, output: &Output) -> Result<Self> {
         let builder = reader(path)?;
         let schema = builder.schema().clone();
-        let batches = builder.build().map_err(parquet_err(path))?.collect::<Result<Vec<_>, _>>()?;
-        let all = concat_batches(&schema, &batches)?;
         let row = schema.index_of(ROW)?;
-        let rows: Vec<i64> = all.column(row).as_primitive::<Int64Type>().values().to_vec();
-        if rows.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(PipelineError::Data { path: path.into(), reason: "rows are not sorted by position".into() });
-        }
-        let keep = |i: &usize| *i != row && output.wants(schema.field(*i).name());
+        let wanted: Vec<usize> =
+            (0..schema.fields().len()).filter(|&i| i != row && output.wants(schema.field(i).name())).collect();
+        // A projection reads its columns in file order; the window puts the
+        // position column first.
+        let read: Vec<usize> = (0..schema.fields().len()).filter(|i| *i == row || wanted.contains(i)).collect();
+        let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
+        let batches = builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(parquet_err(path))?;
+        let order: Vec<usize> = std::iter::once(row).chain(wanted.iter().copied()).collect();
+        let window_schema = Arc::new(schema.project(&order)?);
         Ok(Self {
-            rows,
-            columns: (0..all.num_columns()).filter(keep).map(|i| all.column(i).clone()).collect(),
+            batches,
+            window: RecordBatch::new_empty(window_schema),
             // Rows the extra lacks get nulls, as a left join gives.
-            fields: (0..all.num_columns())
-                .filter(keep)
-                .map(|i| schema.field(i).as_ref().clone().with_nullable(true))
-                .collect(),
+            fields: wanted.iter().map(|&i| schema.field(i).as_ref().clone().with_nullable(true)).collect(),
+            path: path.into(),
         })
     }
 
-    /// Its columns at `positions` (null where it has no row).
-    fn at(&self, positions: &Int64Array) -> Result<Vec<ArrayRef>> {
+    /// Its columns at `positions`, which rise from call to call (null where
+    /// it has no row); the rows before them are let go.
+    fn at(&mut self, positions: &Int64Array) -> Result<Vec<ArrayRef>> {
+        let last = positions.values().last().copied().unwrap_or(i64::MIN);
+        let mut parts = vec![self.window.clone()];
+        while parts.last().is_some_and(|b| b.num_rows() == 0 || rows_of(b)[b.num_rows() - 1] <= last) {
+            let Some(batch) = self.batches.next() else { break };
+            let batch = batch?;
+            // Reorder the projected columns: the position column first.
+            let row = batch.schema().index_of(ROW)?;
+            let columns = std::iter::once(row).chain((0..batch.num_columns()).filter(|&i| i != row));
+            parts.push(RecordBatch::try_new(self.window.schema(), columns.map(|i| batch.column(i).clone()).collect())?);
+        }
+        let window = concat_batches(&self.window.schema(), &parts)?;
+        let rows = rows_of(&window);
+        if rows.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(PipelineError::Data {
+                path: self.path.clone(),
+                reason: "rows are not sorted by position".into(),
+            });
+        }
         let idx: UInt32Array =
-            positions.values().iter().map(|p| self.rows.binary_search(p).ok().map(|i| i as u32)).collect();
-        Ok(self.columns.iter().map(|c| take(c.as_ref(), &idx, None)).collect::<Result<_, _>>()?)
+            positions.values().iter().map(|p| rows.binary_search(p).ok().map(|i| i as u32)).collect();
+        let columns = window.columns()[1..].iter().map(|c| take(c.as_ref(), &idx, None)).collect::<Result<_, _>>()?;
+        let passed = rows.partition_point(|&r| r <= last);
+        self.window = window.slice(passed, window.num_rows() - passed);
+        Ok(columns)
     }
+}
+
+/// The position column of an extra's window.
+fn rows_of(batch: &RecordBatch) -> &[i64] {
+    batch.column(0).as_primitive::<Int64Type>().values()
 }
 
 /// The raw score shards in input order: each shard holds contiguous
@@ -101,8 +131,8 @@ fn in_input_order(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// `extras` provide replacing the raw ones of the same name, limited to or
 /// completed as `output` says.
 pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &Path) -> Result<()> {
-    let extras: Vec<Extra> = extras.iter().map(|p| Extra::read(p, &output)).collect::<Result<_>>()?;
-    let provided: Vec<&str> = extras.iter().flat_map(|e| e.fields.iter().map(|f| f.name().as_str())).collect();
+    let mut extras: Vec<Extra> = extras.iter().map(|p| Extra::open(p, &output)).collect::<Result<_>>()?;
+    let provided: Vec<String> = extras.iter().flat_map(|e| e.fields.iter().map(|f| f.name().clone())).collect();
     let files = in_input_order(raw)?;
     let mut writer = None;
     let mut last: Option<i64> = None;
@@ -114,7 +144,7 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
         let own: Vec<usize> = (0..file_schema.fields().len())
             .filter(|&i| {
                 let name = file_schema.field(i).name();
-                i == row || (output.wants(name) && !provided.contains(&name.as_str()))
+                i == row || (output.wants(name) && !provided.contains(name))
             })
             .collect();
         let mask = datafusion::parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), own.iter().copied());
@@ -145,7 +175,7 @@ pub(super) fn write(raw: &[PathBuf], extras: &[PathBuf], output: Output, dest: &
                 last = Some(p);
             }
             let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-            for extra in &extras {
+            for extra in &mut extras {
                 columns.extend(extra.at(&positions)?);
             }
             if let Output::Decided(kept) = output {
@@ -215,6 +245,46 @@ mod tests {
         assert_eq!(x, vec![None, Some(10.0), None, None, Some(40.0), None]);
         let keep: Vec<Option<bool>> = batch.column(2).as_boolean().iter().collect();
         assert_eq!(keep, [true, false, false, false, true, false].map(Some));
+    }
+
+    #[test]
+    fn extras_are_joined_across_batches_of_both_sides() {
+        // Several batches of raw rows against an extra whose batches end
+        // elsewhere, with rows the raw shards lack: every row gets its own
+        // value or null, whatever batch either side is in.
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 3 * BATCH_ROWS as i64 + 5;
+        let raw = tmp.path().join("raw.parquet");
+        write_file(&raw, vec![(ROW, Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef)]);
+        let extra = tmp.path().join("extra.parquet");
+        let has = |p: i64| p % 3 == 0;
+        let rows: Vec<i64> = (0..n + 10).filter(|&p| has(p)).collect();
+        let values: Vec<f32> = rows.iter().map(|&p| p as f32).collect();
+        write_file(
+            &extra,
+            vec![(ROW, Arc::new(Int64Array::from(rows)) as ArrayRef), ("x", Arc::new(Float32Array::from(values)))],
+        );
+        let dest = tmp.path().join("out.parquet");
+        write(&[raw], &[extra], Output::Columns(&["x"]), &dest).unwrap();
+        let mut got = Vec::new();
+        for batch in reader(&dest).unwrap().build().unwrap() {
+            let batch = batch.unwrap();
+            got.extend(batch.column(1).as_primitive::<datafusion::arrow::datatypes::Float32Type>().iter());
+        }
+        let want: Vec<Option<f32>> = (0..n).map(|p| has(p).then_some(p as f32)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unsorted_extras_are_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = tmp.path().join("raw.parquet");
+        write_file(&raw, vec![(ROW, Arc::new(Int64Array::from(vec![0, 1, 2])) as ArrayRef)]);
+        let extra = tmp.path().join("extra.parquet");
+        write_file(&extra, vec![(ROW, Arc::new(Int64Array::from(vec![2, 1])) as ArrayRef)]);
+        let err =
+            write(&[raw], &[extra], Output::Decided(&RowSet::new(3)), &tmp.path().join("out.parquet")).unwrap_err();
+        assert!(err.to_string().contains("not sorted"), "{err}");
     }
 
     #[test]
