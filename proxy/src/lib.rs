@@ -11,7 +11,8 @@
 //! - [`recipe`]: each preset's training recipe (network, optimiser, schedule,
 //!   augmentation), the one place the defaults live.
 //! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2), or
-//!   a static model distilled from one ([`static_embedding`]).
+//!   a static model distilled from one ([`static_embedding`]), whose token
+//!   ids come from [`wordpiece`] without the tokenizer's bookkeeping.
 //! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
 //!   and the loaded model it becomes; [`cache`]: the bounded cache of a
 //!   job's loaded models.
@@ -32,5 +33,6 @@ pub mod resnet;
 pub mod sgd;
 pub mod static_embedding;
 pub mod text_encoder;
+pub mod wordpiece;
 
 pub use error::{ProxyError, Result};

@@ -21,6 +21,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::error::{ProxyError, Result};
 use crate::static_embedding::{StaticConfig, StaticTable, MODEL_TYPE};
+use crate::wordpiece::{Scratch, WordPiece};
 
 /// Longest input in tokens (sentence-transformers' `max_seq_length` for
 /// all-MiniLM-L6-v2); longer texts are truncated, as there.
@@ -48,8 +49,9 @@ enum Model {
     /// A BERT checkpoint: attention over the sentence, mean pooled.
     Bert(Box<BertModel>),
     /// A static model: each token's vector, averaged; `unk`, the
-    /// tokenizer's unknown token, is left out (as model2vec does).
-    Static { table: StaticTable, unk: Option<u32> },
+    /// tokenizer's unknown token, is left out (as model2vec does). `ids`
+    /// computes the token ids when it supports the tokenizer.
+    Static { table: StaticTable, unk: Option<u32>, ids: Option<WordPiece> },
 }
 
 fn encoder_err(dir: &Path, message: impl std::fmt::Display) -> ProxyError {
@@ -80,7 +82,8 @@ impl TextEncoder {
             let table = StaticTable::load(dir, &config)?;
             tokenizer.with_truncation(None).map_err(|e| encoder_err(dir, e))?;
             let unk = tokenizer.token_to_id("[UNK]");
-            return Ok(Self { dim: table.dim(), model: Model::Static { table, unk }, tokenizer, name });
+            let ids = WordPiece::from_tokenizer(&tokenizer);
+            return Ok(Self { dim: table.dim(), model: Model::Static { table, unk, ids }, tokenizer, name });
         }
         let config: Config =
             serde_json::from_str(&config_text).map_err(|e| encoder_err(dir, format!("config.json: {e}")))?;
@@ -116,12 +119,25 @@ impl TextEncoder {
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<f32>> {
         let bert = match &self.model {
             Model::Bert(bert) => bert,
-            Model::Static { table, unk } => {
-                let encodings = self.tokenize(texts, false)?;
+            Model::Static { table, unk, ids } => {
+                let known = |id: &u32| Some(*id) != *unk;
                 let mut out = vec![0.0f32; texts.len() * self.dim];
-                out.par_chunks_mut(self.dim).zip(&encodings).for_each(|(row, e)| {
-                    table.embed(e.get_ids().iter().copied().filter(|&id| Some(id) != *unk), row);
-                });
+                match ids {
+                    Some(wordpiece) => out.par_chunks_mut(self.dim).zip(texts).for_each_init(
+                        || (Scratch::default(), Vec::new()),
+                        |(scratch, ids), (row, text)| {
+                            ids.clear();
+                            wordpiece.ids(text, scratch, ids);
+                            table.embed(ids.iter().copied().filter(known), row);
+                        },
+                    ),
+                    None => {
+                        let encodings = self.tokenize(texts, false)?;
+                        out.par_chunks_mut(self.dim).zip(&encodings).for_each(|(row, e)| {
+                            table.embed(e.get_ids().iter().copied().filter(known), row);
+                        });
+                    }
+                }
                 return Ok(out);
             }
         };
@@ -296,6 +312,22 @@ mod tests {
         for row in b.chunks(256) {
             assert!((row.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4, "unit length");
         }
+    }
+
+    /// The shipped static model takes the ids-only tokenizer, and it gives
+    /// the embeddings the `tokenizers` crate's ids give.
+    #[test]
+    fn the_static_model_embeds_as_with_the_tokenizers_crate() {
+        let mut encoder = TextEncoder::load(&repo().join("models/all-MiniLM-L6-v2-static")).expect("run `make models`");
+        let text = std::fs::read_to_string(repo().join("fixtures/minilm_reference.json")).unwrap();
+        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut sentences: Vec<&str> =
+            reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        sentences.extend(["", "[UNK] [CLS] Ça va? 東京 naïve", "zzzzqqqxj unaffable"]);
+        let fast = encoder.encode(&sentences).unwrap();
+        let Model::Static { ids, .. } = &mut encoder.model else { panic!("a static model") };
+        assert!(ids.take().is_some(), "MiniLM's tokenizer is supported by the ids-only path");
+        assert_eq!(fast, encoder.encode(&sentences).unwrap());
     }
 
     #[test]
