@@ -15,6 +15,20 @@ pub enum OnError {
     Fail,
 }
 
+/// Which near-duplicates a selection leaves out (`--drop-near-dups`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NearDupDrop {
+    /// None: they are flagged and may be kept.
+    #[default]
+    None,
+    /// Every row of a component but its first.
+    All,
+    /// Every row of a component but the first of each label: near-duplicates
+    /// that disagree on the label stay, same-label copies go.
+    Label,
+}
+
 /// Which end of the ranking is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

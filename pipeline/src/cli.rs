@@ -11,7 +11,7 @@ use sieve_proxy::recipe::Overrides;
 use sieve_schemas::{InputKind, ScoreName};
 
 use crate::choices::{
-    Acquisition, Balance, IssueCount, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget,
+    Acquisition, Balance, IssueCount, NearDupDrop, OnError, Order, Prototypes, ScheduleOrder, Strategy, TargetBudget,
 };
 use crate::error::{PipelineError, Result};
 use crate::plan::{DatasetPlan, DatasetSource, RunPlan, SelectPlan, TrainPlan};
@@ -423,9 +423,9 @@ pub struct SelectOpts {
     /// Image near-duplicates: rows whose perceptual hashes (`phash`) differ in at most D bits are one component; every row but its first gets `near_dup_of` and `near_dup_bits`.
     #[arg(long, value_name = "D", default_value_t = 6)]
     pub near_dup_bits: u32,
-    /// Keep at most the first row of each near-duplicate component (the rows with `near_dup_of` are never kept); the quotas count the remaining rows.
-    #[arg(long)]
-    pub drop_near_dups: bool,
+    /// Leave near-duplicates out of the selection: `all` (the flag alone) keeps at most the first row of each component (rows with `near_dup_of` are never kept); `label` keeps at most the first row of each label in a component, so near-duplicates that disagree on the label stay; `none` (the default) only flags them. The quotas count the remaining rows.
+    #[arg(long, value_enum, value_name = "all|label|none", num_args = 0..=1, default_missing_value = "all", default_value_t = NearDupDrop::None)]
+    pub drop_near_dups: NearDupDrop,
     /// Evaluation rows the training rows must not duplicate: `heldout` (the dataset's held-out split, or --heldout), `none`, or Parquet files (a file, a directory or a glob) with the same input column. Training rows that are exact copies (same content hash) or near-duplicates (at --near-dup / --near-dup-bits) of one get `leak_kind`, `leak_of` (its id) and `leak_distance`.
     #[arg(long, value_name = "heldout|none|PATH", default_value = "heldout")]
     pub against: crate::plan::Against,

@@ -99,8 +99,8 @@ pub struct NearDups {
     pub components: u64,
     /// Rows that duplicate an earlier one (`near_dup_of` set).
     pub flagged: u64,
-    /// Whether the flagged rows are never kept.
-    pub dropped: bool,
+    /// Which flagged rows are never kept (`--drop-near-dups`).
+    pub dropped: crate::choices::NearDupDrop,
     /// Flagged rows whose evidence passes a stricter threshold: (Jaccard at
     /// least, or bits at most; rows), what re-thresholding `near_dup_jaccard`
     /// or `near_dup_bits` in SQL gives.

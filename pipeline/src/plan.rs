@@ -374,8 +374,8 @@ pub struct NearDupPlan {
     pub jaccard: f64,
     /// Images: the most bits in which a near-duplicate pair's hashes differ.
     pub bits: u32,
-    /// Whether only the first row of a component may be kept.
-    pub drop: bool,
+    /// Which rows of a component may be kept.
+    pub drop: crate::choices::NearDupDrop,
 }
 
 /// The evaluation rows training rows must not duplicate.
@@ -419,7 +419,7 @@ pub struct LeakPlan {
 
 impl Default for NearDupPlan {
     fn default() -> Self {
-        Self { jaccard: 0.8, bits: 6, drop: false }
+        Self { jaccard: 0.8, bits: 6, drop: crate::choices::NearDupDrop::None }
     }
 }
 

@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use crate::choices::{Balance, Order, Strategy};
+use crate::choices::{Balance, NearDupDrop, Order, Strategy};
 use futures::StreamExt;
 use sieve_schemas::OutputColumns;
 
@@ -99,8 +99,10 @@ fn filters(plan: &SelectPlan) -> Vec<(&'static str, String)> {
     if plan.drop_label_issues {
         filters.push(("label issues", format!("{} IS NOT TRUE", ident(crate::label_issues::LABEL_ISSUE))));
     }
-    if plan.near_dup.drop {
-        filters.push(("near duplicates", format!("{} IS NULL", ident(OutputColumns::NEAR_DUP_OF))));
+    match plan.near_dup.drop {
+        NearDupDrop::None => {}
+        NearDupDrop::All => filters.push(("near duplicates", format!("{} IS NULL", ident(OutputColumns::NEAR_DUP_OF)))),
+        NearDupDrop::Label => filters.push(("near duplicates", format!("{} = 1", ident(NEAR_DUP_LABEL_RANK)))),
     }
     if plan.leaks.drop {
         filters.push(("leaks", format!("{} IS NULL", ident(OutputColumns::LEAK_KIND))));
@@ -214,6 +216,31 @@ pub fn selection_sql(plan: &SelectPlan, quota: &str) -> String {
     )
 }
 
+/// With `--drop-near-dups label`: a row's place among the rows of its
+/// near-duplicate component with its label, in input order (1 for the first).
+const NEAR_DUP_LABEL_RANK: &str = "near_dup_label_rank";
+
+/// Registers the decision's rows at `narrow` as `raw`, with
+/// [`NEAR_DUP_LABEL_RANK`] when the plan drops near-duplicates per label (a
+/// component is its representative's id: `near_dup_of`, or the row's own id).
+async fn register_rows(decision: &SessionContext, narrow: &Path, plan: &SelectPlan) -> Result<()> {
+    let path = narrow.to_string_lossy();
+    if plan.near_dup.drop != NearDupDrop::Label {
+        decision.register_parquet("raw", path.as_ref(), ParquetReadOptions::default()).await?;
+        return Ok(());
+    }
+    decision.register_parquet("rows", path.as_ref(), ParquetReadOptions::default()).await?;
+    let (of, id, pos) = (ident(OutputColumns::NEAR_DUP_OF), ident(OutputColumns::ID), ident(ROW));
+    let ranked = decision
+        .sql(&format!(
+            "SELECT *, ROW_NUMBER() OVER (PARTITION BY COALESCE({of}, {id}), label ORDER BY {pos}) AS {} FROM rows",
+            ident(NEAR_DUP_LABEL_RANK)
+        ))
+        .await?;
+    decision.register_table("raw", ranked.into_view())?;
+    Ok(())
+}
+
 /// Selects from the raw scores at `raw`, joined on `row` with `extras`
 /// (Parquet files of more per-row columns: training dynamics, embedding
 /// methods), and writes `dest` (scores.parquet).
@@ -243,7 +270,7 @@ pub async fn run(
     merge::write(&raw_files, extras, merge::Output::Columns(&columns), &narrow)?;
     // The decision is SQL over the scores: it loads no model.
     let decision = Runtime::of(ctx)?.session(Some(decision_memory(ctx)))?;
-    decision.register_parquet("raw", narrow.to_string_lossy().as_ref(), ParquetReadOptions::default()).await?;
+    register_rows(&decision, &narrow, plan).await?;
     let quotas = quotas(&decision, plan).await?;
     let mut removed = removed_by_filter(&decision, plan).await?;
     let query = match plan.strategy {

@@ -1,7 +1,8 @@
 //! Near-duplicates and leaks: planted pairs of known kinds are found, few
 //! others are, the evidence is kept, `--drop-near-dups` keeps one row of
-//! each component, and planted copies of training rows in the test split are
-//! flagged as leaks of the right kind (and `--drop-leaks` keeps none).
+//! each component (`label`: of each label in it), and planted copies of
+//! training rows in the test split are flagged as leaks of the right kind
+//! (and `--drop-leaks` keeps none).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ fn planted_text_near_duplicates_are_found_with_their_jaccard() {
     let m = manifest(&out);
     assert_eq!(m["near_dups"]["flagged"], 90);
     assert_eq!(m["near_dups"]["bands"], 9, "datasketch's banding for 0.8 and 128 permutations");
-    assert_eq!(m["near_dups"]["dropped"], false);
+    assert_eq!(m["near_dups"]["dropped"], "none");
     // Not dropping: a copy can be kept beside its original.
     let keep = scores.column_by_name("keep").unwrap().as_boolean();
     let kept: HashSet<i64> = (0..scores.num_rows()).filter(|&i| keep.value(i)).map(|i| ids.value(i)).collect();
@@ -107,7 +108,46 @@ fn dropped_near_duplicates_keep_one_row_of_each_component() {
     }
     // Half of what remains once the 90 copies are out (230 rows of 320), per class.
     assert!(kept.len().abs_diff(115) <= 1, "{} kept", kept.len());
-    assert_eq!(manifest(&out)["near_dups"]["dropped"], true);
+    assert_eq!(manifest(&out)["near_dups"]["dropped"], "all");
+}
+
+/// `(filter, rows)` of the manifest's path from input rows to kept rows.
+fn removed(m: &serde_json::Value) -> Vec<(String, u64)> {
+    m["selection"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["filter"].as_str().unwrap().to_string(), r["rows"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn near_duplicates_dropped_per_label_keep_the_copies_that_disagree() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = write_near_dup_text(dir.path(), 7).unwrap().pairs;
+    let train = read_parquet(&dir.path().join("train.parquet"));
+    let labels = train.column_by_name("label").unwrap().as_primitive::<Int64Type>();
+    let (same, other): (Vec<&Planted>, Vec<&Planted>) = planted
+        .iter()
+        .filter(|p| p.near)
+        .partition(|p| labels.value(p.copy as usize) == labels.value(p.original as usize));
+    assert!(!same.is_empty() && !other.is_empty(), "the fixture's random labels give both kinds");
+    let out = prune(dir.path(), "--text-column", "text", &["--drop-near-dups", "label", "--strategy", "random"]);
+    let scores = read_parquet(&out.join("scores.parquet"));
+    let ids = scores.column_by_name("id").unwrap().as_primitive::<Int64Type>();
+    let keep = scores.column_by_name("keep").unwrap().as_boolean();
+    let kept: HashSet<i64> = (0..scores.num_rows()).filter(|&i| keep.value(i)).map(|i| ids.value(i)).collect();
+    for p in &same {
+        assert!(!kept.contains(&p.copy), "{}: same-label copy {} kept", p.kind, p.copy);
+    }
+    // The filter removed exactly the same-label copies; the selection keeps
+    // half of the rest.
+    let m = manifest(&out);
+    assert_eq!(m["near_dups"]["dropped"], "label");
+    let removed = removed(&m);
+    assert!(removed.contains(&("near duplicates".to_string(), same.len() as u64)), "{removed:?}");
+    let left = 320 - same.len();
+    assert!(kept.len().abs_diff(left / 2) <= 1, "{} kept of {left}", kept.len());
 }
 
 #[test]
@@ -191,12 +231,7 @@ fn planted_text_leaks_are_flagged_and_dropped() {
     assert_eq!(m["leaks"]["dropped"], true);
     // From the input rows to the kept ones: no bad rows, the 40 leaks, then
     // the selection's half of the other 280.
-    let removed: Vec<(String, u64)> = m["selection"]["removed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["filter"].as_str().unwrap().to_string(), r["rows"].as_u64().unwrap()))
-        .collect();
+    let removed = removed(&m);
     let kept = m["selection"]["kept"].as_u64().unwrap();
     assert_eq!(removed[..2], [("bad rows".to_string(), 0), ("leaks".to_string(), 40)]);
     assert_eq!(removed[2].0, "selection");

@@ -145,7 +145,7 @@ pub(crate) async fn score_select_write(
         manifest.near_dups = Some(crate::near_dup::run(&ctx, &raw_files, &select_plan.near_dup, &dest).await?);
         record(manifest, Stage::NearDups, started);
         extras.push(dest);
-    } else if select_plan.near_dup.drop {
+    } else if select_plan.near_dup.drop != crate::choices::NearDupDrop::None {
         return Err(crate::error::PipelineError::Usage(format!(
             "--drop-near-dups: {} has no minhash or phash column to find near-duplicates from: rescore with this sieve",
             scores_in.display()

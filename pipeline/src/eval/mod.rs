@@ -345,7 +345,7 @@ async fn duplicates(
     let plan = args.select.plan(args.common.seed)?;
     let files = sieve_schemas::paths::resolve_files(&raw.to_string_lossy())?;
     let mut extras = Vec::new();
-    if plan.near_dup.drop {
+    if plan.near_dup.drop != crate::choices::NearDupDrop::None {
         let dest = work.join("near-dups.parquet");
         let found = crate::near_dup::run(ctx, &files, &plan.near_dup, &dest).await?;
         crate::log::info("eval", "near-duplicates", serde_json::to_value(&found).expect("serializes"));

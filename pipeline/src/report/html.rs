@@ -345,7 +345,12 @@ fn duplicates(s: &mut String, page: &Page<'_>) {
             near_how(&n.hash, n.threshold),
             n.components
         );
-        kind("near duplicates", n.flagged, how, never(n.dropped));
+        let fate = match n.dropped {
+            crate::choices::NearDupDrop::None => never(false),
+            crate::choices::NearDupDrop::All => never(true),
+            crate::choices::NearDupDrop::Label => "never kept beside an earlier row of its label",
+        };
+        kind("near duplicates", n.flagged, how, fate);
     }
     if let Some(d) = m.global.as_ref().and_then(|g| g.duplicates) {
         kind("semantic duplicates", d, "SemDeDup on the embeddings (--dedup)".into(), "never kept");
