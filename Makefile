@@ -130,6 +130,7 @@ bench: build models $(VENV)/.installed
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/near_dup.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/kcenter.py --data-dir $(abspath $(DATA_DIR))
 	$(BENCH_ENV) $(VENV)/bin/python3 benches/static_embedding.py --data-dir $(abspath $(DATA_DIR))
+	$(BENCH_ENV) $(VENV)/bin/python3 benches/text_encoder.py --data-dir $(abspath $(DATA_DIR))
 
 bench-conv:
 	$(CARGO) run --release -p sieve-proxy --example bench_conv
