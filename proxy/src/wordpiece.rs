@@ -72,6 +72,10 @@ impl WordPiece {
         let ModelWrapper::WordPiece(model) = tokenizer.get_model() else {
             return None;
         };
+        // Special tokens encoded as plain text are not matched whole.
+        if tokenizer.get_encode_special_tokens() {
+            return None;
+        }
         let mut added = Vec::new();
         for (id, token) in tokenizer.get_added_tokens_decoder() {
             if token.normalized || token.single_word || token.lstrip || token.rstrip || token.content.is_empty() {
@@ -316,6 +320,9 @@ mod tests {
     fn another_pipeline_is_not_claimed() {
         let mut tokenizer = minilm();
         tokenizer.with_normalizer(None::<NormalizerWrapper>).unwrap();
+        assert!(WordPiece::from_tokenizer(&tokenizer).is_none());
+        let mut tokenizer = minilm();
+        tokenizer.set_encode_special_tokens(true);
         assert!(WordPiece::from_tokenizer(&tokenizer).is_none());
     }
 }
