@@ -222,11 +222,18 @@ fn mean_pooled(bert: &BertModel, ids: &[&[u32]], normalize: bool) -> Result<Vec<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn repo() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    }
+
+    /// The reference sentences and their sentence-transformers embeddings
+    /// (fixtures/minilm_reference.json).
+    pub(crate) fn reference() -> serde_json::Value {
+        let text = std::fs::read_to_string(repo().join("fixtures/minilm_reference.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
     }
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -241,8 +248,7 @@ mod tests {
     fn embeddings_match_sentence_transformers() {
         let dir = repo().join("models/all-MiniLM-L6-v2");
         let encoder = TextEncoder::load(&dir).expect("encoder in models/ (run `make models`)");
-        let text = std::fs::read_to_string(repo().join("fixtures/minilm_reference.json")).unwrap();
-        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let reference = reference();
         let sentences: Vec<&str> =
             reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         let ours = encoder.encode(&sentences).unwrap();
@@ -319,8 +325,7 @@ mod tests {
     #[test]
     fn the_static_model_embeds_as_with_the_tokenizers_crate() {
         let mut encoder = TextEncoder::load(&repo().join("models/all-MiniLM-L6-v2-static")).expect("run `make models`");
-        let text = std::fs::read_to_string(repo().join("fixtures/minilm_reference.json")).unwrap();
-        let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let reference = reference();
         let mut sentences: Vec<&str> =
             reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
         sentences.extend(["", "[UNK] [CLS] Ça va? 東京 naïve", "zzzzqqqxj unaffable"]);

@@ -308,8 +308,7 @@ mod tests {
 
     #[test]
     fn the_fixture_reviews_match_the_tokenizers_crate() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/minilm_reference.json");
-        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let reference = crate::text_encoder::tests::reference();
         let texts: Vec<String> =
             reference["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
         assert!(!texts.is_empty());
