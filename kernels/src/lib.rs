@@ -5,7 +5,8 @@
 //! residual + ReLU training unit (batch statistics in `batch_stats`), residual add + ReLU and
 //! global average pooling, with [`conv_impl::ConvImpl`] switching the ResNet
 //! between them and candle's own ops; and [`conv_grad`], the convolution
-//! whose gradients are forward convolutions, for GPUs.
+//! whose gradients are forward convolutions, for GPUs. [`matmul`] is the
+//! safe `gemm` wrapper they use, shared with the text encoder.
 
 #![deny(missing_docs)]
 
@@ -21,4 +22,4 @@ pub mod conv_impl;
 mod cpu;
 pub mod im2col;
 pub mod malloc;
-mod matmul;
+pub mod matmul;

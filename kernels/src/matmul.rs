@@ -1,16 +1,18 @@
-//! A safe, single-threaded wrapper around `gemm::gemm` (the crate candle's own
-//! matmul uses) for the small per-image products of the convolution kernels.
+//! A safe wrapper around `gemm::gemm` (the crate candle's own matmul uses):
+//! [`gemm`] for the small per-image products of the convolution kernels, and
+//! [`gemm_on`] for products large enough to split across threads (the text
+//! encoder's linear layers).
 //!
-//! The kernels parallelise over images or row blocks themselves, so each call
-//! here runs with `Parallelism::None`: a ResNet-20 product is at most
+//! The convolution kernels parallelise over images or row blocks themselves,
+//! so [`gemm`] runs with `Parallelism::None`: a ResNet-20 product is at most
 //! 1024 x 144 x 16, far too small to split across threads again.
 
-use gemm::Parallelism;
+pub use gemm::Parallelism;
 
 /// A read-only strided view of a matrix: element `(i, j)` is
 /// `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Mat<'a> {
+pub struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -21,12 +23,12 @@ pub(crate) struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows x cols` matrix stored in the first `rows * cols`
     /// floats of `data`.
-    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self { data, rows, cols, rs: cols, cs: 1 }
     }
 
     /// The transpose, without moving any data.
-    pub(crate) fn t(self) -> Self {
+    pub fn t(self) -> Self {
         Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
@@ -38,12 +40,21 @@ impl<'a> Mat<'a> {
 }
 
 /// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`, with `dst`
-/// row-major `[lhs.rows, rhs.cols]`.
+/// row-major `[lhs.rows, rhs.cols]`, on the calling thread.
 ///
 /// # Panics
 /// On mismatched shapes or views that exceed their slices; callers derive all
 /// of them from one validated convolution geometry, so this is an internal bug.
 pub(crate) fn gemm(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
+    gemm_on(dst, lhs, rhs, accumulate, Parallelism::None)
+}
+
+/// [`gemm`] with the threads `parallelism` names (`Parallelism::Rayon(n)`
+/// splits the product over `n` threads of rayon's pool).
+///
+/// # Panics
+/// On mismatched shapes or views that exceed their slices (the caller's bug).
+pub fn gemm_on(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, parallelism: Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
     // SAFETY: the assert above keeps every element gemm touches inside the
@@ -68,7 +79,7 @@ pub(crate) fn gemm(dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
             false,
             false,
             false,
-            Parallelism::None,
+            parallelism,
         )
     }
 }
