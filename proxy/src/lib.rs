@@ -10,7 +10,8 @@
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay.
 //! - [`recipe`]: each preset's training recipe (network, optimiser, schedule,
 //!   augmentation), the one place the defaults live.
-//! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2), or
+//! - [`text_encoder`]: a pretrained sentence encoder (all-MiniLM-L6-v2, run
+//!   by [`bert`] with the vectorised kernels of `vector_math`), or
 //!   a static model distilled from one ([`static_embedding`]), whose token
 //!   ids come from [`wordpiece`] without the tokenizer's bookkeeping.
 //! - [`artifact`]: the proxy directory (`model.safetensors` + `proxy.json`)
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod artifact;
+pub mod bert;
 pub mod cache;
 pub mod device;
 pub mod error;
@@ -33,6 +35,7 @@ pub mod resnet;
 pub mod sgd;
 pub mod static_embedding;
 pub mod text_encoder;
+mod vector_math;
 pub mod wordpiece;
 
 pub use error::{ProxyError, Result};
