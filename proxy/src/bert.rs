@@ -320,66 +320,51 @@ impl Bert {
 /// latency of each multiply-add chain.
 const CHAINS: usize = 4;
 
+/// `sum over i of coefficients[i] vector(i)`, for vectors of [`LANES`]
+/// floats, summed in [`CHAINS`] chains.
+#[inline(always)]
+fn combination<'a>(coefficients: &[f32], vector: impl Fn(usize) -> &'a [f32]) -> [f32; LANES] {
+    let mut acc = [[0.0f32; LANES]; CHAINS];
+    let mut groups = coefficients.chunks_exact(CHAINS);
+    for (g, group) in (&mut groups).enumerate() {
+        // A loop of constant length, unrolled: each chain stays in a register.
+        for t in 0..CHAINS {
+            let v = vector(g * CHAINS + t);
+            for l in 0..LANES {
+                acc[t][l] = group[t].mul_add(v[l], acc[t][l]);
+            }
+        }
+    }
+    let done = coefficients.len() - groups.remainder().len();
+    for (t, &c) in groups.remainder().iter().enumerate() {
+        let v = vector(done + t);
+        for l in 0..LANES {
+            acc[t][l] = c.mul_add(v[l], acc[t][l]);
+        }
+    }
+    std::array::from_fn(|l| acc.iter().map(|a| a[l]).sum())
+}
+
 /// `scores[j] = query . key j` for `keys` transposed (`query.len() x
-/// padded`, `padded = scores.len()` a multiple of [`LANES`]): one vector of
-/// scores at a time, summed over the query's elements in [`CHAINS`] chains.
+/// padded`, `padded = scores.len()` a multiple of [`LANES`]), one vector of
+/// scores at a time.
 #[inline(always)]
 fn scores_of(query: &[f32], keys: &[f32], scores: &mut [f32]) {
     let padded = scores.len();
     for (block, out) in scores.chunks_exact_mut(LANES).enumerate() {
         let column = |c: usize| &keys[c * padded + block * LANES..c * padded + (block + 1) * LANES];
-        let mut acc = [[0.0f32; LANES]; CHAINS];
-        let mut groups = query.chunks_exact(CHAINS);
-        for (g, group) in (&mut groups).enumerate() {
-            // A loop of constant length, unrolled: each chain stays in a register.
-            for t in 0..CHAINS {
-                let key = column(g * CHAINS + t);
-                for l in 0..LANES {
-                    acc[t][l] = group[t].mul_add(key[l], acc[t][l]);
-                }
-            }
-        }
-        let done = query.len() - groups.remainder().len();
-        for (t, &q) in groups.remainder().iter().enumerate() {
-            let key = column(done + t);
-            for l in 0..LANES {
-                acc[t][l] = q.mul_add(key[l], acc[t][l]);
-            }
-        }
-        for l in 0..LANES {
-            out[l] = acc.iter().map(|a| a[l]).sum();
-        }
+        out.copy_from_slice(&combination(query, column));
     }
 }
 
 /// `out = sum over j of weights[j] value(j)`, `out.len()` wide, one vector
-/// of `out` at a time, summed over `j` in [`CHAINS`] chains.
+/// of `out` at a time.
 #[inline(always)]
 fn weighted_sum<'a>(weights: &[f32], value: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
     let at = out.len() / LANES * LANES;
     let mut blocks = out.chunks_exact_mut(LANES);
     for (block, out) in (&mut blocks).enumerate() {
-        let vector = |j: usize| &value(j)[block * LANES..(block + 1) * LANES];
-        let mut acc = [[0.0f32; LANES]; CHAINS];
-        let mut groups = weights.chunks_exact(CHAINS);
-        for (g, group) in (&mut groups).enumerate() {
-            for t in 0..CHAINS {
-                let v = vector(g * CHAINS + t);
-                for l in 0..LANES {
-                    acc[t][l] = group[t].mul_add(v[l], acc[t][l]);
-                }
-            }
-        }
-        let done = weights.len() - groups.remainder().len();
-        for (t, &w) in groups.remainder().iter().enumerate() {
-            let v = vector(done + t);
-            for l in 0..LANES {
-                acc[t][l] = w.mul_add(v[l], acc[t][l]);
-            }
-        }
-        for l in 0..LANES {
-            out[l] = acc.iter().map(|a| a[l]).sum();
-        }
+        out.copy_from_slice(&combination(weights, |j| &value(j)[block * LANES..(block + 1) * LANES]));
     }
     let tail = blocks.into_remainder();
     tail.fill(0.0);
