@@ -248,17 +248,12 @@ impl Bert {
         })
     }
 
-    /// Width of a hidden state.
-    pub fn hidden(&self) -> usize {
-        self.hidden
-    }
-
     /// The last layer's hidden states of `sequences` (token ids), packed:
     /// `total tokens x hidden`, row-major, the sequences' tokens in order.
-    /// It runs on the calling thread, its buffers in `scratch`: callers run
-    /// passes of a few hundred tokens in parallel, which keeps each pass's
-    /// activations in its core's cache. An id outside the vocabulary or a
-    /// sequence longer than the position embeddings is an error.
+    /// It runs on the calling thread, its buffers in `scratch` (reused from
+    /// pass to pass); callers run passes in parallel. An id outside the
+    /// vocabulary or a sequence longer than the position embeddings is an
+    /// error.
     pub fn forward<'s>(&self, sequences: &[&[u32]], scratch: &'s mut Scratch) -> Result<&'s [f32]> {
         let h = self.hidden;
         let tokens: usize = sequences.iter().map(|s| s.len()).sum();
