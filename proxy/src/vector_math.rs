@@ -103,18 +103,25 @@ fn reduce(mut lanes: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
     lanes[0]
 }
 
-/// The sum of `xs`, in [`LANES`] independent lanes.
+/// `step` folded over `xs` from `init` in [`LANES`] independent lanes (so
+/// that it vectorises), the lanes and the tail then joined by `join`.
 #[inline(always)]
-fn sum(xs: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
+fn fold_lanes(xs: &[f32], init: f32, step: impl Fn(f32, f32) -> f32, join: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; LANES];
     let blocks = xs.chunks_exact(LANES);
-    let tail: f32 = blocks.remainder().iter().sum();
+    let tail = blocks.remainder().iter().fold(init, |acc, &x| step(acc, x));
     for x in blocks {
         for l in 0..LANES {
-            lanes[l] += x[l];
+            lanes[l] = step(lanes[l], x[l]);
         }
     }
-    reduce(lanes, |a, b| a + b) + tail
+    join(reduce(lanes, &join), tail)
+}
+
+/// The sum of `xs`.
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    fold_lanes(xs, 0.0, |acc, x| acc + x, |a, b| a + b)
 }
 
 /// The largest of `xs` (NaN-blind: a NaN is skipped or kept depending on
@@ -122,15 +129,7 @@ fn sum(xs: &[f32]) -> f32 {
 #[inline(always)]
 fn max(xs: &[f32]) -> f32 {
     let larger = |a: f32, b: f32| if a > b { a } else { b };
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let blocks = xs.chunks_exact(LANES);
-    let tail = blocks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| larger(x, m));
-    for x in blocks {
-        for l in 0..LANES {
-            lanes[l] = larger(x[l], lanes[l]);
-        }
-    }
-    larger(reduce(lanes, larger), tail)
+    fold_lanes(xs, f32::NEG_INFINITY, larger, larger)
 }
 
 /// `y += a x` over the common length, whole vectors first.
@@ -172,15 +171,7 @@ pub(crate) fn softmax_of_prefix(xs: &mut [f32], len: usize) {
 pub(crate) fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
     let mean = sum(row) / n;
-    let mut lanes = [0.0f32; LANES];
-    let blocks = row.chunks_exact(LANES);
-    let tail: f32 = blocks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
-    for x in blocks {
-        for l in 0..LANES {
-            lanes[l] += (x[l] - mean) * (x[l] - mean);
-        }
-    }
-    let variance = (reduce(lanes, |a, b| a + b) + tail) / n;
+    let variance = fold_lanes(row, 0.0, |acc, x| (x - mean).mul_add(x - mean, acc), |a, b| a + b) / n;
     let scale = 1.0 / (variance + eps).sqrt();
     for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
         *x = ((*x - mean) * scale).mul_add(*g, *b);
